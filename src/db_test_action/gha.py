@@ -1,0 +1,69 @@
+"""The only place that writes GitHub Actions' env files and workflow commands.
+
+Keeping this in one module means escaping (`%`, CR, LF in command data; heredoc
+delimiters in env files) is done once, correctly, and nowhere else writes them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+
+def _append_pairs(path: str, values: Mapping[str, str]) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        for key, value in values.items():
+            if "\n" in value or "\r" in value:
+                # Multi-line values need the heredoc form with a delimiter that cannot occur in the value.
+                delim = f"ghadelim_{secrets.token_hex(8)}"
+                fh.write(f"{key}<<{delim}\n{value}\n{delim}\n")
+            else:
+                fh.write(f"{key}={value}\n")
+
+
+def export_env(values: Mapping[str, str], env: Mapping[str, str] | None = None) -> bool:
+    """Append to GITHUB_ENV so later steps see the variables; False when not on Actions."""
+    env = os.environ if env is None else env
+    path = env.get("GITHUB_ENV")
+    if not path:
+        return False
+    _append_pairs(path, values)
+    return True
+
+
+def set_outputs(values: Mapping[str, str], env: Mapping[str, str] | None = None) -> bool:
+    """Append step outputs to GITHUB_OUTPUT; False when not on Actions."""
+    env = os.environ if env is None else env
+    path = env.get("GITHUB_OUTPUT")
+    if not path:
+        return False
+    _append_pairs(path, values)
+    return True
+
+
+def mask(value: str) -> str:
+    """The `::add-mask::` command, so a generated password never shows in logs."""
+    return f"::add-mask::{escape_data(value)}"
+
+
+def escape_data(value: str) -> str:
+    return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(value: str) -> str:
+    return escape_data(value).replace(":", "%3A").replace(",", "%2C")
+
+
+def workflow_command(name: str, message: str, **props: str | int | None) -> str:
+    """Format `::name k=v,…::message` with GitHub's escaping rules."""
+    parts = [f"{k}={escape_property(str(v))}" for k, v in props.items() if v is not None and v != ""]
+    head = f"::{name} {','.join(parts)}" if parts else f"::{name}"
+    return f"{head}::{escape_data(message)}"
+
+
+def summary_path(env: Mapping[str, str] | None = None) -> Path | None:
+    env = os.environ if env is None else env
+    path = env.get("GITHUB_STEP_SUMMARY")
+    return Path(path) if path else None

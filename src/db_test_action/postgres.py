@@ -1,0 +1,425 @@
+"""A throwaway PostgreSQL server: initdb into a temp dir, start, prepare extensions, always clean up.
+
+Why not pg_ctl or Docker: starting `postgres` ourselves lets us own the process (stop it on any exit
+path), pick a free port with retry, wait on `postmaster.pid`'s "ready" line instead of sleeping, and
+drop privileges when running as root — all in well under the time a container takes to pull.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
+
+import psycopg
+from psycopg import sql
+
+from db_test_action.errors import EXIT_ENV, EXIT_USAGE, DbTestActionError
+from db_test_action.pgbin import find_bin_dir, package_for_extension, server_major
+
+SUPERUSER = "postgres"
+# Throwaway-friendly: durability off (the data dir is deleted anyway), enough connections for xdist
+# workers that each hold a pool, and no autovacuum noise during short suites.
+FAST_SETTINGS = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "autovacuum": "off",
+    "max_wal_senders": "0",
+    "wal_level": "minimal",
+    "shared_buffers": "128MB",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchOptions:
+    pg_bin: str | None = None
+    version: int | None = None
+    database: str = "test"
+    extensions: tuple[str, ...] = ("pgcrypto",)
+    max_connections: int = 300
+    use_password: bool = False
+    data_root: str | None = None  # parent of the temp data dir; default: the system temp dir
+    start_timeout_s: float = 30.0
+    settings: tuple[tuple[str, str], ...] = ()  # extra `-c name=value`, applied last
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """Everything a client (or `postgres stop`) needs; this is also the state file's content."""
+
+    host: str
+    port: int
+    user: str
+    database: str
+    password: str | None = None
+    data_dir: str | None = None  # None: not ours (external URL mode)
+    pid: int | None = None
+    version: int | None = None
+    log_file: str | None = None
+
+    def url(self, database: str | None = None) -> str:
+        auth = quote(self.user, safe="")
+        if self.password:
+            auth += ":" + quote(self.password, safe="")
+        return f"postgresql://{auth}@{self.host}:{self.port}/{quote(database or self.database, safe='')}"
+
+    def env(self) -> dict[str, str]:
+        """The variables a test suite reads: DATABASE_URL plus libpq's own PG* names."""
+        values = {
+            "DATABASE_URL": self.url(),
+            "PGHOST": self.host,
+            "PGPORT": str(self.port),
+            "PGUSER": self.user,
+            "PGDATABASE": self.database,
+        }
+        if self.password:
+            values["PGPASSWORD"] = self.password
+        return values
+
+    def conninfo(self, database: str | None = None) -> str:
+        return self.url(database)
+
+
+def parse_url(url: str) -> ServerInfo:
+    """A `postgresql://` URL as ServerInfo; also accepts SQLAlchemy's `postgresql+asyncpg://`."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.split("+", 1)[0]
+    if scheme not in ("postgresql", "postgres") or not parts.hostname:
+        raise DbTestActionError(
+            f"--database-url: {redact(url)!r} is not a postgresql://user@host:port/db URL", EXIT_USAGE
+        )
+    return ServerInfo(
+        host=parts.hostname,
+        port=parts.port or 5432,
+        user=unquote(parts.username or SUPERUSER),
+        password=unquote(parts.password) if parts.password else None,
+        database=unquote(parts.path.lstrip("/")) or "postgres",
+    )
+
+
+def redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url
+
+
+def _unprivileged_user() -> pwd.struct_passwd | None:
+    """Postgres refuses to run as root; pick an existing system user, creating one as a last resort."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+    subprocess.run(["useradd", "--system", "--no-create-home", "db-test-action"], check=False)
+    try:
+        return pwd.getpwnam("db-test-action")
+    except KeyError:
+        raise DbTestActionError(
+            "postgres: running as root and no unprivileged user exists (tried postgres, nobody, useradd); "
+            "create one or run as a normal user",
+            EXIT_ENV,
+        ) from None
+
+
+def _run_as(account: pwd.struct_passwd | None) -> dict[str, object]:
+    if account is None:
+        return {}
+    return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+class LocalServer:
+    """Context manager for a server we start and own; `stop()` is idempotent and always cleans up."""
+
+    def __init__(self, options: LaunchOptions = LaunchOptions()) -> None:
+        self.options = options
+        self.info: ServerInfo | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._tmp: Path | None = None
+
+    def __enter__(self) -> ServerInfo:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> ServerInfo:
+        opts = self.options
+        bin_dir = find_bin_dir(opts.pg_bin, opts.version)
+        account = _unprivileged_user()
+        try:
+            self._tmp = Path(tempfile.mkdtemp(prefix="db-test-action-pg-", dir=opts.data_root))
+            data = self._tmp / "data"
+            password = secrets.token_urlsafe(18) if opts.use_password else None
+            self._initdb(bin_dir, data, account, password)
+            port = self._start_postgres(bin_dir, data, account)
+            info = ServerInfo(
+                host="127.0.0.1",
+                port=port,
+                user=SUPERUSER,
+                database=opts.database,
+                password=password,
+                data_dir=str(self._tmp),
+                pid=self._proc.pid if self._proc else None,
+                version=server_major(bin_dir),
+                log_file=str(self._tmp / "postgres.log"),
+            )
+            prepare_databases(info, opts.extensions, major=info.version, in_template=True)
+            self.info = info
+            return info
+        except BaseException:
+            self.stop()
+            raise
+
+    def _initdb(self, bin_dir: Path, data: Path, account: pwd.struct_passwd | None, password: str | None) -> None:
+        assert self._tmp is not None
+        if account is not None:
+            os.chown(self._tmp, account.pw_uid, account.pw_gid)
+        cmd = [
+            str(bin_dir / "initdb"), "-D", str(data), "-U", SUPERUSER, "--no-sync", "-E", "UTF8",
+            "--locale=C", "--auth-local=trust", "--no-instructions",
+        ]  # fmt: skip
+        if password:
+            pwfile = self._tmp / "pwfile"
+            pwfile.write_text(password + "\n")
+            if account is not None:
+                os.chown(pwfile, account.pw_uid, account.pw_gid)
+            cmd += ["--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
+        else:
+            cmd += ["--auth-host=trust"]  # host lines cover 127.0.0.1/::1 only: localhost-only trust
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=self._tmp, check=False, **_run_as(account))
+        if out.returncode != 0:
+            last = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise DbTestActionError(f"{bin_dir}/initdb: failed ({last[0]}); check the data root is writable", EXIT_ENV)
+
+    def _start_postgres(self, bin_dir: Path, data: Path, account: pwd.struct_passwd | None) -> int:
+        assert self._tmp is not None
+        log = self._tmp / "postgres.log"
+        settings = dict(FAST_SETTINGS, max_connections=str(self.options.max_connections))
+        settings.update(dict(self.options.settings))
+        for _attempt in range(5):  # another launcher may grab the port between probe and bind
+            port = _free_port()
+            cmd = [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(data),
+                   "-c", "listen_addresses=127.0.0.1"]  # fmt: skip
+            for name, value in settings.items():
+                cmd += ["-c", f"{name}={value}"]
+            with open(log, "ab") as log_fh:
+                if account is not None:
+                    os.chown(log, account.pw_uid, account.pw_gid)
+                # A new session: Ctrl-C in the terminal reaches us, and we stop the server in order.
+                self._proc = subprocess.Popen(
+                    cmd, stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    cwd=self._tmp, start_new_session=True, **_run_as(account),
+                )  # fmt: skip
+            if self._wait_ready(data, log):
+                return port
+            if "could not bind" not in log.read_text(errors="replace"):
+                break
+        raise DbTestActionError(f"postgres: server did not start ({_tail(log)}); see {log}", EXIT_ENV)
+
+    def _wait_ready(self, data: Path, log: Path) -> bool:
+        """Poll postmaster.pid for the 'ready' status line; no fixed sleeps."""
+        assert self._proc is not None
+        deadline = time.monotonic() + self.options.start_timeout_s
+        pidfile = data / "postmaster.pid"
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                return False
+            with contextlib.suppress(OSError):
+                lines = pidfile.read_text().splitlines()
+                if len(lines) >= 8 and lines[7].strip() == "ready":
+                    return True
+            time.sleep(0.005)
+        self._kill()
+        raise DbTestActionError(
+            f"postgres: not ready after {self.options.start_timeout_s:g}s ({_tail(log)}); see {log}", EXIT_ENV
+        )
+
+    def _kill(self) -> None:
+        if self._proc is None:
+            return
+        stop_process(self._proc.pid, wait=self._proc.wait)
+        self._proc = None
+
+    def stop(self) -> None:
+        self._kill()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+
+def stop_process(pid: int, wait: object = None, timeout_s: float = 15.0) -> None:
+    """Fast shutdown (SIGINT), then immediate (SIGQUIT), then SIGKILL; works for non-children too."""
+    for sig, grace in ((signal.SIGINT, timeout_s), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        if callable(wait):
+            try:
+                wait(timeout=grace)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                return
+            time.sleep(0.01)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); /proc tells the truth on Linux.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    return True
+
+
+def prepare_databases(
+    info: ServerInfo, extensions: Sequence[str], *, major: int | None, in_template: bool
+) -> None:
+    """Create the extensions (in template1 when we own the server) and the target database."""
+    try:
+        with psycopg.connect(info.url("postgres"), autocommit=True, connect_timeout=10) as conn:
+            _check_available(conn, info, extensions, major)
+            if in_template:
+                # Every database created later (per run, per xdist worker) inherits the extensions.
+                with psycopg.connect(info.url("template1"), autocommit=True, connect_timeout=10) as tpl:
+                    _create_extensions(tpl, extensions)
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (info.database,)).fetchone()
+            if not exists:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(info.database)))
+        with psycopg.connect(info.url(), autocommit=True, connect_timeout=10) as conn:
+            _create_extensions(conn, extensions)
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DbTestActionError(f"{redact(info.url())}: {first}; check the server and the user's rights", EXIT_ENV) from None
+
+
+def _check_available(conn: psycopg.Connection, info: ServerInfo, extensions: Sequence[str], major: int | None) -> None:
+    rows = conn.execute("SELECT name FROM pg_available_extensions WHERE name = ANY(%s)", (list(extensions),))
+    available = {row[0] for row in rows}
+    missing = [name for name in extensions if name not in available]
+    if missing:
+        if major is None:
+            major = int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000  # type: ignore[index]
+        packages = ", ".join(sorted({package_for_extension(name, major) for name in missing}))
+        raise DbTestActionError(
+            f"extensions: {', '.join(missing)} not available on {info.host}:{info.port} "
+            f"(PostgreSQL {major}); install {packages} on the server",
+            EXIT_ENV,
+        )
+
+
+def _create_extensions(conn: psycopg.Connection, extensions: Sequence[str]) -> None:
+    for name in extensions:
+        conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(name)))
+
+
+def use_external(url: str, extensions: Sequence[str]) -> ServerInfo:
+    """External mode: check an existing server answers, install the extensions, and describe it."""
+    info = parse_url(url)
+    try:
+        with psycopg.connect(info.url(), autocommit=True, connect_timeout=5) as conn:
+            is_super = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    except psycopg.OperationalError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DbTestActionError(
+            f"--database-url {redact(url)}: cannot connect ({first}); check the URL and that the server is up",
+            EXIT_ENV,
+        ) from None
+    # Only a superuser may touch template1; otherwise the extensions live in the target database only.
+    prepare_databases(info, extensions, major=None, in_template=bool(is_super and is_super[0]))
+    return info
+
+
+# --- detached servers (`postgres start` / `postgres stop` across processes) -------------------------
+
+
+def default_state_file(name: str = "default", env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    base = env.get("RUNNER_TEMP") or tempfile.gettempdir()
+    return Path(base) / f"db-test-action-{os.getuid()}" / f"postgres-{name}.json"
+
+
+def write_state(path: Path, info: ServerInfo) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dataclasses.asdict(info), indent=2))
+    os.chmod(tmp, 0o600)  # may hold a password
+    tmp.replace(path)
+
+
+def read_state(path: Path) -> ServerInfo:
+    try:
+        data = json.loads(path.read_text())
+        return ServerInfo(**data)
+    except FileNotFoundError:
+        raise DbTestActionError(
+            f"{path}: no server state here; start one with `db-test-action postgres start`", EXIT_ENV
+        ) from None
+    except (ValueError, TypeError) as exc:
+        raise DbTestActionError(f"{path}: not a db-test-action state file ({exc}); delete it", EXIT_USAGE) from None
+
+
+def stop_detached(path: Path) -> ServerInfo:
+    info = read_state(path)
+    if info.pid:
+        stop_process(info.pid)
+    if info.data_dir:
+        shutil.rmtree(info.data_dir, ignore_errors=True)
+    path.unlink(missing_ok=True)
+    return info
+
+
+def is_running(info: ServerInfo) -> bool:
+    return bool(info.pid) and _alive(info.pid)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def signals_as_exit() -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP into SystemExit so `finally`/`__exit__` cleanup runs (main thread only)."""
+
+    def _raise(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, _raise) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,58 @@
+"""Shared fixtures: one real PostgreSQL server per test session, started by our own launcher."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from db_test_action.postgres import LaunchOptions, LocalServer, ServerInfo
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[ServerInfo]:
+    """A server for the whole session; tests that need isolation take `fresh_db`."""
+    with LocalServer(LaunchOptions(database="test", extensions=("pgcrypto",))) as info:
+        yield info
+
+
+@pytest.fixture
+def fresh_db(pg_server: ServerInfo) -> Iterator[str]:
+    """A new database (pgcrypto inherited from template1) and its URL; dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server.url("postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield pg_server.url(name)
+    finally:
+        with psycopg.connect(pg_server.url("postgres"), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def cli_env() -> dict[str, str]:
+    """Environment for CLI subprocesses: no GitHub env files leaking in from an outer run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "DB_TEST_ACTION_"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture
+def cli() -> list[str]:
+    return [sys.executable, "-m", "db_test_action"]
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip("../shared is absent")
+    return SHARED
