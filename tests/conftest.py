@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +38,17 @@ def fresh_db(pg_server: ServerInfo) -> Iterator[str]:
     finally:
         with psycopg.connect(pg_server.url("postgres"), autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def data_root() -> Iterator[Path]:
+    """A data root the unprivileged server user can reach (pytest's tmp_path is 0700 under root)."""
+    root = Path(tempfile.mkdtemp(prefix="dta-test-"))
+    os.chmod(root, 0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

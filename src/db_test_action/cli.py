@@ -56,5 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug of ours: say so in one line unless --debug
         if args.debug:
             raise
-        print(f"db-test-action: internal error: {type(exc).__name__}: {exc}; re-run with --debug", file=sys.stderr)
+        print(
+            f"db-test-action: internal error: {type(exc).__name__}: {exc}; re-run with --debug",
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL

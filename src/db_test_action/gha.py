@@ -67,3 +67,49 @@ def summary_path(env: Mapping[str, str] | None = None) -> Path | None:
     env = os.environ if env is None else env
     path = env.get("GITHUB_STEP_SUMMARY")
     return Path(path) if path else None
+
+
+SUMMARY_LIMIT_BYTES = 1024 * 1024  # GitHub rejects a step summary above 1 MiB (and shows none of it)
+
+
+def fit_summary(markdown: str, budget_bytes: int) -> str:
+    """`markdown` cut to `budget_bytes` of UTF-8 at a line boundary, with a note saying what was left out.
+
+    An open code fence is closed so the rest of the page still renders; cutting mid-character is impossible
+    because we cut the encoded bytes and decode with `ignore`.
+    """
+    data = markdown.encode("utf-8")
+    if len(data) <= budget_bytes:
+        return markdown
+    note_reserve = 300
+    head = data[: max(budget_bytes - note_reserve, 0)].decode("utf-8", errors="ignore")
+    if "\n" in head:
+        head = head[: head.rindex("\n")]
+    left_out = len(data) - len(head.encode("utf-8"))
+    is_in_fence = sum(1 for line in head.splitlines() if line.lstrip().startswith("```")) % 2 == 1
+    fence = "\n```" if is_in_fence else ""
+    note = (
+        f"{fence}\n\n> **Note:** the job summary was trimmed to GitHub's 1 MiB limit; "
+        f"{left_out} bytes were left out. The full report is in the report JSON.\n"
+    )
+    return head + note
+
+
+def append_summary(markdown: str, env: Mapping[str, str] | None = None) -> Path | None:
+    """Append to GITHUB_STEP_SUMMARY within what is left of this step's 1 MiB; None when not on Actions."""
+    path = summary_path(env)
+    if path is None:
+        return None
+    used = path.stat().st_size if path.exists() else 0
+    text = fit_summary(markdown, max(SUMMARY_LIMIT_BYTES - used, 0))
+    if not text.endswith("\n"):
+        text += "\n"
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(text)
+    return path
+
+
+def stop_commands(text: str) -> str:
+    """Wrap untrusted text so the runner does not execute `::…::` lines inside it (e.g. in a test name)."""
+    token = f"dbta-{secrets.token_hex(8)}"
+    return f"::stop-commands::{token}\n{text.rstrip(chr(10))}\n::{token}::"

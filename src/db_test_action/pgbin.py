@@ -45,15 +45,21 @@ def package_for_extension(name: str, major: int | None) -> str:
 
 
 def _has_server(path: Path) -> bool:
-    return (path / "postgres").is_file() and (path / "initdb").is_file() and os.access(path / "initdb", os.X_OK)
+    return (
+        (path / "postgres").is_file() and (path / "initdb").is_file() and os.access(path / "initdb", os.X_OK)
+    )
 
 
 def server_major(bin_dir: Path) -> int:
     """Major version from `postgres --version` ("postgres (PostgreSQL) 15.18 (Debian …)")."""
-    out = subprocess.run([str(bin_dir / "postgres"), "--version"], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [str(bin_dir / "postgres"), "--version"], capture_output=True, text=True, check=False
+    )
     match = re.search(r"\(PostgreSQL\)\s+(\d+)", out.stdout)
     if not match:
-        raise DbTestActionError(f"{bin_dir}/postgres: cannot read its version ({out.stdout.strip()!r})", EXIT_ENV)
+        raise DbTestActionError(
+            f"{bin_dir}/postgres: cannot read its version ({out.stdout.strip()!r})", EXIT_ENV
+        )
     return int(match.group(1))
 
 

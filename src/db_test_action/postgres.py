@@ -52,7 +52,7 @@ class LaunchOptions:
     extensions: tuple[str, ...] = ("pgcrypto",)
     max_connections: int = 300
     use_password: bool = False
-    data_root: str | None = None  # parent of the temp data dir; default: the system temp dir
+    data_root: str | None = None  # parent of the temp data dir; default: default_data_root()
     start_timeout_s: float = 30.0
     settings: tuple[tuple[str, str], ...] = ()  # extra `-c name=value`, applied last
 
@@ -136,6 +136,42 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
         ) from None
 
 
+def default_data_root(min_free_bytes: int = 1 << 30) -> Path:
+    """RAM-backed /dev/shm when it has room, else the temp dir.
+
+    Why: on this class of machine initdb takes ~0.35 s on tmpfs against ~1.3 s on disk, and every
+    CREATE DATABASE (one per run, per xdist worker) gets the same gain. Docker's default 64 MB /dev/shm
+    is too small for a cluster, hence the free-space check.
+    """
+    shm = Path("/dev/shm")
+    with contextlib.suppress(OSError):
+        st = os.statvfs(shm)
+        if os.access(shm, os.W_OK | os.X_OK) and st.f_bavail * st.f_frsize >= min_free_bytes:
+            return shm
+    return Path(tempfile.gettempdir())
+
+
+def _check_reachable(root: Path, account: pwd.struct_passwd) -> None:
+    """The unprivileged server user must be able to traverse every parent of its data dir."""
+    for directory in [root.resolve(), *root.resolve().parents]:
+        try:
+            st = directory.stat()
+        except OSError:
+            continue  # mkdtemp reports a missing root itself
+        if st.st_uid == account.pw_uid:
+            ok = st.st_mode & 0o100
+        elif st.st_gid == account.pw_gid:
+            ok = st.st_mode & 0o010
+        else:
+            ok = st.st_mode & 0o001
+        if not ok:
+            raise DbTestActionError(
+                f"--data-root {root}: {directory} is not traversable by user {account.pw_name}, who runs the "
+                "server (we are root); use a world-traversable directory such as /tmp",
+                EXIT_ENV,
+            )
+
+
 def _run_as(account: pwd.struct_passwd | None) -> dict[str, object]:
     if account is None:
         return {}
@@ -175,8 +211,11 @@ class LocalServer:
         opts = self.options
         bin_dir = find_bin_dir(opts.pg_bin, opts.version)
         account = _unprivileged_user()
+        root = Path(opts.data_root) if opts.data_root else default_data_root()
+        if account is not None:
+            _check_reachable(root, account)
         try:
-            self._tmp = Path(tempfile.mkdtemp(prefix="db-test-action-pg-", dir=opts.data_root))
+            self._tmp = Path(tempfile.mkdtemp(prefix="db-test-action-pg-", dir=root))
             data = self._tmp / "data"
             password = secrets.token_urlsafe(18) if opts.use_password else None
             self._initdb(bin_dir, data, account, password)
@@ -199,7 +238,9 @@ class LocalServer:
             self.stop()
             raise
 
-    def _initdb(self, bin_dir: Path, data: Path, account: pwd.struct_passwd | None, password: str | None) -> None:
+    def _initdb(
+        self, bin_dir: Path, data: Path, account: pwd.struct_passwd | None, password: str | None
+    ) -> None:
         assert self._tmp is not None
         if account is not None:
             os.chown(self._tmp, account.pw_uid, account.pw_gid)
@@ -215,10 +256,14 @@ class LocalServer:
             cmd += ["--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
         else:
             cmd += ["--auth-host=trust"]  # host lines cover 127.0.0.1/::1 only: localhost-only trust
-        out = subprocess.run(cmd, capture_output=True, text=True, cwd=self._tmp, check=False, **_run_as(account))
+        out = subprocess.run(
+            cmd, capture_output=True, text=True, cwd=self._tmp, check=False, **_run_as(account)
+        )
         if out.returncode != 0:
             last = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise DbTestActionError(f"{bin_dir}/initdb: failed ({last[0]}); check the data root is writable", EXIT_ENV)
+            raise DbTestActionError(
+                f"{bin_dir}/initdb: failed ({last[0]}); check the data root is writable", EXIT_ENV
+            )
 
     def _start_postgres(self, bin_dir: Path, data: Path, account: pwd.struct_passwd | None) -> int:
         assert self._tmp is not None
@@ -327,10 +372,14 @@ def prepare_databases(
             _create_extensions(conn, extensions)
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DbTestActionError(f"{redact(info.url())}: {first}; check the server and the user's rights", EXIT_ENV) from None
+        raise DbTestActionError(
+            f"{redact(info.url())}: {first}; check the server and the user's rights", EXIT_ENV
+        ) from None
 
 
-def _check_available(conn: psycopg.Connection, info: ServerInfo, extensions: Sequence[str], major: int | None) -> None:
+def _check_available(
+    conn: psycopg.Connection, info: ServerInfo, extensions: Sequence[str], major: int | None
+) -> None:
     rows = conn.execute("SELECT name FROM pg_available_extensions WHERE name = ANY(%s)", (list(extensions),))
     available = {row[0] for row in rows}
     missing = [name for name in extensions if name not in available]
@@ -393,7 +442,9 @@ def read_state(path: Path) -> ServerInfo:
             f"{path}: no server state here; start one with `db-test-action postgres start`", EXIT_ENV
         ) from None
     except (ValueError, TypeError) as exc:
-        raise DbTestActionError(f"{path}: not a db-test-action state file ({exc}); delete it", EXIT_USAGE) from None
+        raise DbTestActionError(
+            f"{path}: not a db-test-action state file ({exc}); delete it", EXIT_USAGE
+        ) from None
 
 
 def stop_detached(path: Path) -> ServerInfo:

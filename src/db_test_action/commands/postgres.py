@@ -40,7 +40,9 @@ def split_list(value: str) -> tuple[str, ...]:
 def add_launch_options(parser: argparse.ArgumentParser) -> None:
     """Flags shared by every command that may start a server (postgres, run, the action)."""
     group = parser.add_argument_group("postgres server")
-    group.add_argument("--pg-bin", metavar="DIR", help="server bin dir (default: PG_BIN, pg_config, newest found)")
+    group.add_argument(
+        "--pg-bin", metavar="DIR", help="server bin dir (default: PG_BIN, pg_config, newest found)"
+    )
     group.add_argument("--postgres-version", type=int, metavar="N", help="major version to use, e.g. 16")
     group.add_argument("--database", default="test", help="database to create (default: %(default)s)")
     group.add_argument(
@@ -51,7 +53,11 @@ def add_launch_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--max-connections", type=int, default=300, metavar="N", help="(default: %(default)s)")
     group.add_argument("--password", action="store_true", help="require a generated password on TCP")
-    group.add_argument("--data-root", metavar="DIR", help="where the temp data dir goes (default: system temp)")
+    group.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="where the temp data dir goes (default: /dev/shm if it has 1 GiB free, else the temp dir)",
+    )
     group.add_argument(
         "--database-url",
         default=os.environ.get("DB_TEST_ACTION_DATABASE_URL") or None,
@@ -82,8 +88,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="db-test-action postgres {start,stop,status,url} [options] | postgres [options] -- CMD ARGS…",
     )
-    parser.add_argument("action", nargs="?", choices=["start", "stop", "status", "url"], help=argparse.SUPPRESS)
-    parser.add_argument("--name", default="default", help="names the state file, to run several (default: %(default)s)")
+    parser.add_argument(
+        "action", nargs="?", choices=["start", "stop", "status", "url"], help=argparse.SUPPRESS
+    )
+    parser.add_argument(
+        "--name", default="default", help="names the state file, to run several (default: %(default)s)"
+    )
     parser.add_argument("--state-file", type=Path, metavar="F", help="explicit state file path")
     add_launch_options(parser)
     parser.set_defaults(handler=run)
@@ -149,7 +159,9 @@ def run_with_server(args: argparse.Namespace, cmd: list[str]) -> int:
             try:
                 child = subprocess.Popen(cmd, env=env)
             except OSError as exc:
-                raise DbTestActionError(f"postgres -- {cmd[0]}: cannot run ({exc.strerror})", EXIT_USAGE) from None
+                raise DbTestActionError(
+                    f"postgres -- {cmd[0]}: cannot run ({exc.strerror})", EXIT_USAGE
+                ) from None
             return _wait_forwarding(child)
         finally:
             if server is not None:
