@@ -55,6 +55,8 @@ class LaunchOptions:
     data_root: str | None = None  # parent of the temp data dir; default: default_data_root()
     start_timeout_s: float = 30.0
     settings: tuple[tuple[str, str], ...] = ()  # extra `-c name=value`, applied last
+    server_log: bool = True  # machine-readable server log (jsonlog/csvlog) for server-side evidence
+    log_copy_to: str | None = None  # on stop, append the server log here (the data dir is deleted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +71,9 @@ class ServerInfo:
     data_dir: str | None = None  # None: not ours (external URL mode)
     pid: int | None = None
     version: int | None = None
-    log_file: str | None = None
+    log_file: str | None = None  # the server's stderr: start-up and fatal messages
+    server_log_dir: str | None = None  # the logging collector's directory
+    server_log_format: str | None = None  # "jsonlog" (PostgreSQL 15+) or "csvlog"
 
     def url(self, database: str | None = None) -> str:
         auth = quote(self.user, safe="")
@@ -219,7 +223,9 @@ class LocalServer:
             data = self._tmp / "data"
             password = secrets.token_urlsafe(18) if opts.use_password else None
             self._initdb(bin_dir, data, account, password)
-            port = self._start_postgres(bin_dir, data, account)
+            major = server_major(bin_dir)
+            log_dir, log_format = self._log_dir(account, major)
+            port = self._start_postgres(bin_dir, data, account, log_dir, log_format)
             info = ServerInfo(
                 host="127.0.0.1",
                 port=port,
@@ -228,8 +234,10 @@ class LocalServer:
                 password=password,
                 data_dir=str(self._tmp),
                 pid=self._proc.pid if self._proc else None,
-                version=server_major(bin_dir),
+                version=major,
                 log_file=str(self._tmp / "postgres.log"),
+                server_log_dir=str(log_dir) if log_dir else None,
+                server_log_format=log_format,
             )
             prepare_databases(info, opts.extensions, major=info.version, in_template=True)
             self.info = info
@@ -265,10 +273,29 @@ class LocalServer:
                 f"{bin_dir}/initdb: failed ({last[0]}); check the data root is writable", EXIT_ENV
             )
 
-    def _start_postgres(self, bin_dir: Path, data: Path, account: pwd.struct_passwd | None) -> int:
+    def _log_dir(self, account: pwd.struct_passwd | None, major: int) -> tuple[Path | None, str | None]:
+        if not self.options.server_log:
+            return None, None
+        assert self._tmp is not None
+        log_dir = self._tmp / "log"
+        log_dir.mkdir()
+        if account is not None:
+            os.chown(log_dir, account.pw_uid, account.pw_gid)
+        return log_dir, "jsonlog" if major >= 15 else "csvlog"
+
+    def _start_postgres(
+        self,
+        bin_dir: Path,
+        data: Path,
+        account: pwd.struct_passwd | None,
+        log_dir: Path | None,
+        log_format: str | None,
+    ) -> int:
         assert self._tmp is not None
         log = self._tmp / "postgres.log"
         settings = dict(FAST_SETTINGS, max_connections=str(self.options.max_connections))
+        if log_dir is not None and log_format is not None:
+            settings.update(server_log_settings(log_dir, log_format))
         settings.update(dict(self.options.settings))
         for _attempt in range(5):  # another launcher may grab the port between probe and bind
             port = _free_port()
@@ -317,8 +344,59 @@ class LocalServer:
     def stop(self) -> None:
         self._kill()
         if self._tmp is not None:
+            if self.options.log_copy_to:
+                copy_server_log(self._tmp / "log", Path(self.options.log_copy_to))
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
+
+
+LOG_CAP_BYTES = 64 << 20
+
+
+def server_log_settings(log_dir: Path, log_format: str) -> dict[str, str]:
+    """What the server must log so a failing test can be explained from the server's side.
+
+    Errors come with their statement; lock waits and deadlocks with DETAIL naming the other process
+    (deadlock_timeout short so a deadlocked teardown is reported in 0.1 s, not 1 s); files rotate
+    by size so a runaway suite cannot fill the disk (copy_server_log keeps the newest 64 MB).
+    """
+    return {
+        "logging_collector": "on",
+        "log_destination": log_format,
+        "log_directory": str(log_dir),
+        "log_filename": "postgresql-%Y%m%d-%H%M%S.log",
+        "log_rotation_age": "0",
+        "log_rotation_size": "16MB",
+        "log_file_mode": "0644",
+        "log_min_messages": "warning",
+        "log_min_error_statement": "error",
+        "log_lock_waits": "on",
+        "deadlock_timeout": "100ms",
+        "log_error_verbosity": "default",
+    }
+
+
+def copy_server_log(log_dir: Path, dest: Path, cap_bytes: int = LOG_CAP_BYTES) -> int:
+    """Append the collector's machine-readable files (oldest first) to `dest`; bytes written."""
+    files = sorted(p for p in log_dir.glob("*") if p.suffix in (".json", ".csv"))
+    written = 0
+    budget = cap_bytes
+    chunks: list[bytes] = []
+    for path in reversed(files):  # newest first, so the cap drops the oldest
+        if budget <= 0:
+            break
+        data = path.read_bytes()
+        if len(data) > budget:
+            data = data[-budget:]
+            data = data[data.find(b"\n") + 1 :]  # whole records only
+        chunks.append(data)
+        budget -= len(data)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest, "ab") as out:
+        for data in reversed(chunks):
+            out.write(data)
+            written += len(data)
+    return written
 
 
 def stop_process(pid: int, wait: object = None, timeout_s: float = 15.0) -> None:
