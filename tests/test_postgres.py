@@ -234,13 +234,13 @@ def test_library_error_is_a_value_not_a_print() -> None:
 
 def test_server_log_is_captured_with_statement_detail_and_application_name(tmp_path: Path) -> None:
     dest = tmp_path / "server.jsonl"
-    with LocalServer(LaunchOptions(log_copy_to=str(dest))) as info:
-        with psycopg.connect(info.url(), autocommit=True) as conn:
-            conn.execute("SET application_name = 'tests/test_ws.py::test_drop'")
-            conn.execute("CREATE TABLE workspaces (id int PRIMARY KEY)")
-            conn.execute("CREATE TABLE notes (ws int REFERENCES workspaces)")
-            with pytest.raises(psycopg.errors.DependentObjectsStillExist):
-                conn.execute("DROP TABLE workspaces")
+    server = LocalServer(LaunchOptions(log_copy_to=str(dest)))
+    with server as info, psycopg.connect(info.url(), autocommit=True) as conn:
+        conn.execute("SET application_name = 'tests/test_ws.py::test_drop'")
+        conn.execute("CREATE TABLE workspaces (id int PRIMARY KEY)")
+        conn.execute("CREATE TABLE notes (ws int REFERENCES workspaces)")
+        with pytest.raises(psycopg.errors.DependentObjectsStillExist):
+            conn.execute("DROP TABLE workspaces")
     records = [json.loads(line) for line in dest.read_text().splitlines()]
     [error] = [r for r in records if r.get("state_code") == "2BP01"]
     assert error["application_name"] == "tests/test_ws.py::test_drop"
