@@ -113,3 +113,16 @@ def stop_commands(text: str) -> str:
     """Wrap untrusted text so the runner does not execute `::…::` lines inside it (e.g. in a test name)."""
     token = f"dbta-{secrets.token_hex(8)}"
     return f"::stop-commands::{token}\n{text.rstrip(chr(10))}\n::{token}::"
+
+
+ANNOTATION_MESSAGE_MAX_CHARS = 4000  # the UI shows a few lines; the rest belongs in the summary
+
+
+def annotation(
+    level: str, message: str, *, title: str = "", file: str | None = None, line: int | None = None
+) -> str:
+    """`::error file=…,line=…,title=…::message`, the message cut head…tail when it is huge."""
+    if len(message) > ANNOTATION_MESSAGE_MAX_CHARS:
+        half = ANNOTATION_MESSAGE_MAX_CHARS // 2
+        message = f"{message[:half]}\n…\n{message[-half:]}"
+    return workflow_command(level, message, file=file, line=line, title=title)
