@@ -130,7 +130,7 @@ class Retrier:
                     raise PublishError(f"{what}: {describe(exc)}") from exc
                 if attempt >= self.policy.retries:
                     raise PublishError(
-                        f"{what}: {describe(exc)} (gave up after {attempt + 1} attempts)"
+                        f"{what}: {describe(exc)}; gave up after {attempt + 1} attempts"
                     ) from exc
                 if self.waited_s + delay > self.policy.max_wait_s:
                     raise PublishError(

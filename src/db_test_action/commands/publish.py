@@ -1,0 +1,225 @@
+"""`db-test-action publish`: job summary, annotations and the sticky PR comment for one report.
+
+Settings resolve flag > DB_TEST_ACTION_<NAME> > GitHub's own variable (GITHUB_TOKEN, GITHUB_REPOSITORY,
+GITHUB_API_URL, GITHUB_EVENT_PATH) > default, here and only here; `publish.publish()` gets them resolved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from db_test_action.errors import EXIT_USAGE, DbTestActionError
+from db_test_action.github_client import DEFAULT_API_URL, RetryPolicy
+from db_test_action.publish import (
+    ANNOTATIONS_PER_LEVEL,
+    COMMENT_MAX_CHARS,
+    COMMENT_RESERVE_CHARS,
+    CommentMode,
+    Publication,
+    PublishSettings,
+    RunHead,
+    check_key,
+    publish,
+    pull_request_from_event,
+)
+
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("", "0", "false", "no", "off")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "publish",
+        help="write the job summary and annotations, and post or update the sticky PR comment",
+        description="Publish a report: job summary (GITHUB_STEP_SUMMARY), annotations (stdout) and one sticky "
+        "comment per --key on the pull request of this event. A comment that cannot be posted (fork token, "
+        "outage, rate limit) is a warning and exit 0 unless --fail-on-publish-error; the summary is always "
+        "written first. Every flag also reads DB_TEST_ACTION_<FLAG> (e.g. DB_TEST_ACTION_COMMENT_MODE).",
+    )
+    src = parser.add_argument_group("input (at least one)")
+    src.add_argument(
+        "--report-json", "--json", dest="report_json", metavar="FILE", help="report from `report --json`"
+    )
+    src.add_argument("--markdown", metavar="FILE", help="post this Markdown instead of rendering the report")
+    parser.add_argument(
+        "--key", metavar="KEY", help="one sticky comment per key, e.g. 'unit' (default: tests)"
+    )
+    parser.add_argument(
+        "--comment-mode",
+        choices=[m.value for m in CommentMode],
+        help="off; always (default); changes: skip when the report did not change; "
+        "failures: only when not green (an existing comment is still updated)",
+    )
+    gh = parser.add_argument_group("GitHub")
+    gh.add_argument("--token", metavar="TOKEN", help="API token (default: GITHUB_TOKEN); never printed")
+    gh.add_argument("--repository", metavar="OWNER/REPO", help="(default: GITHUB_REPOSITORY)")
+    gh.add_argument(
+        "--api-url", metavar="URL", help="REST base, e.g. https://ghe.example/api/v3 (GITHUB_API_URL)"
+    )
+    gh.add_argument("--event-file", metavar="FILE", help="webhook payload (default: GITHUB_EVENT_PATH)")
+    gh.add_argument("--pr", type=int, metavar="N", help="comment on this PR number instead of the event's")
+    gh.add_argument(
+        "--comment-author",
+        metavar="LOGIN",
+        help="whose comments count as ours (default: the token's login, else github-actions[bot])",
+    )
+    gh.add_argument("--retries", type=int, metavar="N", help="retries on 5xx/rate limits (default: 4)")
+    gh.add_argument(
+        "--max-wait", type=float, metavar="SECONDS", help="cap on total retry waits (default: 120)"
+    )
+    parser.add_argument(
+        "--max-annotations",
+        type=int,
+        metavar="N",
+        help=f"per level; GitHub shows {ANNOTATIONS_PER_LEVEL} per step (default: {ANNOTATIONS_PER_LEVEL})",
+    )
+    parser.add_argument("--dry-run", action="store_true", default=None, help="print what would be posted")
+    parser.add_argument(
+        "--fail-on-publish-error",
+        action="store_true",
+        default=None,
+        help="exit 3 when the comment cannot be posted (default: warn and exit 0, e.g. on fork PRs)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def _setting(args: argparse.Namespace, name: str, env: Mapping[str, str], *fallback_env: str) -> Any:
+    """flag > DB_TEST_ACTION_<NAME> > fallbacks (GitHub's variables); '' in the environment means unset."""
+    value = getattr(args, name)
+    if value is not None:
+        return value
+    for var in (f"DB_TEST_ACTION_{name.upper()}", *fallback_env):
+        if env.get(var):
+            return env[var]
+    return None
+
+
+def _flag(args: argparse.Namespace, name: str, env: Mapping[str, str]) -> bool:
+    value = _setting(args, name, env)
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    if value.strip().lower() in TRUE:
+        return True
+    if value.strip().lower() in FALSE:
+        return False
+    raise DbTestActionError(f"DB_TEST_ACTION_{name.upper()}: {value!r} is not a boolean; use true or false")
+
+
+def _number(args: argparse.Namespace, name: str, env: Mapping[str, str], kind: type, default: Any) -> Any:
+    value = _setting(args, name, env)
+    if value is None:
+        return default
+    try:
+        number = kind(value)
+    except ValueError:
+        raise DbTestActionError(f"--{name.replace('_', '-')}: {value!r} is not a number") from None
+    if number < 0:
+        raise DbTestActionError(f"--{name.replace('_', '-')}: must be 0 or more, got {value}")
+    return number
+
+
+def _read_text(path: str, flag: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DbTestActionError(f"{path}: cannot read {flag} file ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise DbTestActionError(f"{path}: {flag} file is not UTF-8 text") from None
+
+
+def read_event(path: str) -> dict[str, Any]:
+    """The webhook payload: GITHUB_EVENT_PATH, or one saved by the PR workflow (two-workflow pattern)."""
+    try:
+        data = json.loads(_read_text(path, "event"))
+    except json.JSONDecodeError as exc:
+        raise DbTestActionError(f"{path}:{exc.lineno}: event payload is not JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        raise DbTestActionError(f"{path}: event payload is not a JSON object")
+    return data
+
+
+def publication_from_report_json(path: str, key: str, markdown: str | None = None) -> Publication:
+    """The CLI glue from the reporter's JSON to a Publication (the publish core never sees a Report)."""
+    from db_test_action.model import report_from_dict
+    from db_test_action.render import annotations_for, render_markdown, report_fingerprint
+
+    try:
+        data = json.loads(_read_text(path, "--report-json"))
+    except json.JSONDecodeError as exc:
+        raise DbTestActionError(
+            f"{path}:{exc.lineno}: report is not JSON ({exc.msg}); pass `report --json`"
+        ) from None
+    report = report_from_dict(data, where=path)
+    if markdown is None:
+        markdown = render_markdown(report, max_chars=COMMENT_MAX_CHARS - COMMENT_RESERVE_CHARS)
+    return Publication(
+        key=key,
+        markdown=markdown,
+        is_green=report.is_green,
+        fingerprint=report_fingerprint(report),
+        annotations=tuple(annotations_for(report)),
+    )
+
+
+def publication_from_markdown(path: str, key: str) -> Publication:
+    """Markdown alone: no verdict, so it counts as not green (`--comment-mode failures` still posts)."""
+    markdown = _read_text(path, "--markdown")
+    fingerprint = hashlib.sha256(markdown.encode("utf-8")).hexdigest()[:16]
+    return Publication(key=key, markdown=markdown, is_green=False, fingerprint=fingerprint)
+
+
+def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> PublishSettings:
+    repository = _setting(args, "repository", env, "GITHUB_REPOSITORY")
+    if repository is not None and repository.count("/") != 1:
+        raise DbTestActionError(f"--repository: {repository!r} is not OWNER/REPO")
+    target: int | RunHead | None = _number(args, "pr", env, int, None)
+    if target is None:
+        event_file = _setting(args, "event_file", env, "GITHUB_EVENT_PATH")
+        target = pull_request_from_event(read_event(event_file), repository) if event_file else None
+    mode = _setting(args, "comment_mode", env) or CommentMode.ALWAYS.value
+    try:
+        comment_mode = CommentMode(mode)
+    except ValueError:
+        choices = ", ".join(m.value for m in CommentMode)
+        raise DbTestActionError(f"DB_TEST_ACTION_COMMENT_MODE: {mode!r} is not one of {choices}") from None
+    default_policy = RetryPolicy()
+    return PublishSettings(
+        repository=repository,
+        token=_setting(args, "token", env, "GITHUB_TOKEN"),
+        api_url=_setting(args, "api_url", env, "GITHUB_API_URL") or DEFAULT_API_URL,
+        pull_request=target,
+        comment_mode=comment_mode,
+        comment_author=_setting(args, "comment_author", env),
+        max_annotations=_number(args, "max_annotations", env, int, ANNOTATIONS_PER_LEVEL),
+        is_dry_run=_flag(args, "dry_run", env),
+        fail_on_publish_error=_flag(args, "fail_on_publish_error", env),
+        retry=RetryPolicy(
+            retries=_number(args, "retries", env, int, default_policy.retries),
+            max_wait_s=_number(args, "max_wait", env, float, default_policy.max_wait_s),
+        ),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    env = os.environ
+    key = check_key(_setting(args, "key", env) or "tests")
+    report_json = _setting(args, "report_json", env)
+    markdown_file = _setting(args, "markdown", env)
+    if report_json:
+        markdown = _read_text(markdown_file, "--markdown") if markdown_file else None
+        pub = publication_from_report_json(report_json, key, markdown)
+    elif markdown_file:
+        pub = publication_from_markdown(markdown_file, key)
+    else:
+        raise DbTestActionError(
+            "publish: nothing to publish; pass --report-json FILE or --markdown FILE", EXIT_USAGE
+        )
+    settings = settings_from(args, env)
+    return publish(pub, settings, out=sys.stdout, err=sys.stderr, env=env)
