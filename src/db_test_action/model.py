@@ -7,8 +7,14 @@ dataclass holding a list is not frozen.
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
+
+from db_test_action.errors import DbTestActionError
 
 
 class Outcome(str, Enum):
@@ -58,3 +64,315 @@ class Annotation:
     file: str | None = None
     line: int | None = None
     rank: int = 100
+
+
+# --- one <testcase> element, as read ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Occurrence:
+    """One <testcase> element. Several occurrences make one test (reruns, repeats, teardown after failure).
+
+    `phase` is None for a clean pass; `message` is the result's message with pytest's
+    `failed on setup with "…"` wrapper removed (the phase records it).
+    """
+
+    test_id: str
+    file: str | None
+    line: int | None
+    outcome: Outcome
+    phase: Phase | None
+    duration_s: float
+    message: str
+    text: str
+    source: str
+    shard: int | None = None
+    run: int | None = None
+    attempt: int | None = None
+    worker: str | None = None
+    markers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ResultFile:
+    """One JUnit file that was read: its shard/run (from properties or the `shard-2-run-1.xml` name) and
+    its wall time (the top-level <testsuite time=…>, or the sum of its testcases when absent)."""
+
+    path: str
+    shard: int | None
+    run: int | None
+    wall_s: float
+    testcases: int
+    is_pytest: bool = False
+
+
+# --- per test, after grouping -------------------------------------------------------------------
+
+
+class Status(str, Enum):
+    """The one column a test lands in. Precedence: setup error > failed > teardown error."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    SETUP_ERROR = "setup-error"
+    TEARDOWN_ERROR = "teardown-error"
+    FLAKY = "flaky"
+    SKIPPED = "skipped"
+    XFAILED = "xfailed"
+
+    @property
+    def is_problem(self) -> bool:
+        return self in (Status.FAILED, Status.SETUP_ERROR, Status.TEARDOWN_ERROR, Status.FLAKY)
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    """A root-cause class: stable `key` (e.g. "concurrent-ddl"), human title, a fix hint, an optional detail
+    (the constraint name, the SQLSTATE) taken from the message."""
+
+    key: str
+    title: str
+    hint: str
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CauseRule:
+    """Regex → cause. A named group `detail` in the pattern (e.g. a constraint name) becomes Cause.detail."""
+
+    key: str
+    title: str
+    hint: str
+    pattern: str
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryRule:
+    """A category from `[tool.db-test-action.categories]`: fnmatch globs over node id or file,
+    or `marker:NAME` for tests that carry that marker (the `markers` JUnit property)."""
+
+    name: str
+    patterns: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One failing phase of one attempt of a test, with its classified cause."""
+
+    phase: Phase
+    outcome: Outcome
+    message: str
+    text: str
+    cause: Cause
+    source: str
+    shard: int | None = None
+    run: int | None = None
+    attempt: int | None = None
+    file: str | None = None
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TestResult:
+    """Everything known about one test id across files, shards, runs and attempts."""
+
+    __test__ = False  # not a pytest class, despite the name
+
+    test_id: str
+    category: str
+    file: str | None
+    line: int | None
+    status: Status
+    executions: int
+    failed_executions: int
+    duration_s: float
+    problems: tuple[Problem, ...] = ()
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+
+class Verdict(str, Enum):
+    """The worst thing the results show, independent of which gates are on (see Report.is_green)."""
+
+    PASSED = "passed"
+    FLAKY = "flaky"
+    OVER_BUDGET = "over-budget"
+    FAILED = "failed"
+    INCOMPLETE = "incomplete"
+    NO_TESTS = "no-tests"
+
+
+class BudgetStatus(str, Enum):
+    OK = "ok"
+    WARNING = "warning"
+    OVER = "over"
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """Per category (or `all`): each test is counted in exactly one of the status columns."""
+
+    name: str
+    tests: int = 0
+    passed: int = 0
+    failed: int = 0
+    setup_errors: int = 0
+    teardown_errors: int = 0
+    flaky: int = 0
+    skipped: int = 0
+    xfailed: int = 0
+    duration_s: float = 0.0
+    budget_s: float | None = None
+    budget_status: BudgetStatus | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CauseGroup:
+    """One root cause and every test it hit; Markdown shows one row, not one story per test."""
+
+    cause: Cause
+    tests: int
+    occurrences: int
+    categories: tuple[str, ...]
+    example_test: str
+    example_message: str
+    test_ids: tuple[str, ...]
+    details: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Wall time of the slowest shard/run file, and the sum over all files (≈ machine time)."""
+
+    wall_s: float = 0.0
+    wall_source: str = ""
+    total_s: float = 0.0
+    average_test_s: float = 0.0
+    slowest_test: str = ""
+    slowest_test_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetCheck:
+    """One budget: `key` is the pyproject key it came from, so a user can find and change it."""
+
+    name: str
+    key: str
+    actual_s: float
+    limit_s: float
+    status: BudgetStatus
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Regression:
+    """A measure that got slower than the base report by more than the configured ratio and seconds."""
+
+    name: str
+    base_s: float
+    actual_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class SlowTest:
+    test_id: str
+    category: str
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """The one model every output (Markdown, JSON, console, annotations) renders from."""
+
+    title: str
+    verdict: Verdict
+    totals: Counts
+    categories: tuple[Counts, ...]
+    causes: tuple[CauseGroup, ...]
+    tests: tuple[TestResult, ...]  # only tests with problems (failed, errors, flaky): the rest are counts
+    timing: Timing
+    budgets: tuple[BudgetCheck, ...]
+    regressions: tuple[Regression, ...]
+    problems: tuple[ParseProblem, ...]
+    files: tuple[str, ...]
+    fail_on: tuple[str, ...]
+    gate_failures: tuple[str, ...]
+    slowest: tuple[SlowTest, ...] = ()
+    details_per_cause: int = 5
+
+    @property
+    def is_green(self) -> bool:
+        """True when no gate selected by --fail-on tripped: the exit code is 0."""
+        return not self.gate_failures
+
+
+# --- JSON round trip (versioned; documented in docs/readme/report.md) -----------------------------
+
+SCHEMA_VERSION = 1
+
+
+def report_to_dict(report: Report) -> dict[str, Any]:
+    """Plain JSON-able dict: enums as their values, tuples as lists, `schema_version` first."""
+    return {"schema_version": SCHEMA_VERSION, **_to_plain(report)}
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def report_from_dict(data: dict[str, Any], where: str = "report JSON") -> Report:
+    """Inverse of `report_to_dict`; a wrong version or shape is a one-line error naming the field."""
+    if not isinstance(data, dict):
+        raise DbTestActionError(f"{where}: expected a JSON object; pass a file written by `report --json`")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise DbTestActionError(
+            f"{where}: schema_version {version!r} is not supported; this version reads {SCHEMA_VERSION}"
+        )
+    body = {k: v for k, v in data.items() if k != "schema_version"}
+    return _from_plain(Report, body, where)
+
+
+def _from_plain(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _from_plain(inner, value, where)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise DbTestActionError(f"{where}: expected a list; re-write it with `report --json`")
+        inner = typing.get_args(tp)[0]
+        return tuple(_from_plain(inner, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            raise DbTestActionError(f"{where}: {value!r} is not a {tp.__name__}") from None
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise DbTestActionError(f"{where}: expected an object for {tp.__name__}")
+        hints = typing.get_type_hints(tp)
+        kwargs = {}
+        for f in dataclasses.fields(tp):
+            if f.name in value:
+                kwargs[f.name] = _from_plain(hints[f.name], value[f.name], f"{where}.{f.name}")
+            elif f.default is dataclasses.MISSING:
+                raise DbTestActionError(
+                    f"{where}: missing field {f.name!r}; re-write it with `report --json`"
+                )
+        return tp(**kwargs)
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise DbTestActionError(f"{where}: expected {tp.__name__}, got {type(value).__name__}")
+    return value

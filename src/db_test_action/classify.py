@@ -1,0 +1,240 @@
+"""Root causes of failures (regex classes over message and traceback) and categories of tests.
+
+Pure and reusable (the nightly-stability feature calls `classify_failure` too). The class keys are
+stable strings: renderers, JSON and users' config refer to them. Rules match the exception text that
+asyncpg, psycopg 3, psycopg2 and SQLAlchemy wrappers actually print, e.g.
+`sqlalchemy.exc.InternalError: (sqlalchemy.dialects.postgresql.asyncpg.InternalServerError) tuple
+concurrently updated` (SQLAlchemy 2.1) or `… asyncpg.Error) <class 'asyncpg.exceptions.DependentObjects
+StillExistError'>: cannot drop table …` (2.0), and the SQLSTATE where a driver shows it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from pathlib import PurePosixPath
+
+from db_test_action.model import (
+    CategoryRule,
+    Cause,
+    CauseGroup,
+    CauseRule,
+    Occurrence,
+    Status,
+    TestResult,
+)
+
+_CATALOG_INDEX = (
+    r"pg_(?:extension_name|type_typname_nsp|proc_proname_args_nsp|namespace_nspname|class_relname_nsp)_index"
+)
+
+BUILTIN_RULES: tuple[CauseRule, ...] = (
+    CauseRule(
+        "concurrent-ddl",
+        "Concurrent DDL (catalog race)",
+        "two workers ran the same CREATE/ALTER at once: create functions/extensions once per session "
+        "(or under an advisory lock, or in the template database), not per test",
+        rf"tuple concurrently (?:updated|deleted)|unique constraint \"(?P<detail>{_CATALOG_INDEX})\"",
+    ),
+    CauseRule(
+        "dependent-objects",
+        "DROP blocked by dependent objects",
+        "drop in dependency order (or DROP … CASCADE / metadata.drop_all); better, give each worker its own "
+        "database so tests never drop shared tables",
+        r"DependentObjectsStillExist|\b2BP01\b|cannot drop (?P<detail>\S+ \S+) because other objects depend on it",
+    ),
+    CauseRule(
+        "unique-violation",
+        "Unique violation (shared rows)",
+        "tests insert the same keys: use unique values per test (uuid4) or isolate data per test "
+        "(transaction rollback) or per worker (own database)",
+        r"UniqueViolation|\b23505\b|duplicate key value violates unique constraint \"(?P<detail>[^\"]+)\"",
+    ),
+    CauseRule(
+        "fk-violation",
+        "Foreign-key violation",
+        "create parent rows in the fixture first and delete children before parents (or TRUNCATE … CASCADE)",
+        r"ForeignKeyViolation|\b23503\b|violates foreign key constraint \"(?P<detail>[^\"]+)\"",
+    ),
+    CauseRule(
+        "deadlock",
+        "Deadlock",
+        "two tests or workers lock the same rows/tables in different order: isolate data per worker or take "
+        "locks in a fixed order",
+        r"DeadlockDetected|\b40P01\b|deadlock detected",
+    ),
+    CauseRule(
+        "serialization",
+        "Serialization failure",
+        "concurrent writers on shared rows under REPEATABLE READ/SERIALIZABLE: retry the transaction, or "
+        "isolate test data",
+        r"SerializationFailure|SerializationError|\b40001\b|could not serialize access",
+    ),
+    CauseRule(
+        "too-many-connections",
+        "Too many connections",
+        "workers × pool size exceeds max_connections: use NullPool or a small pool_size in tests, dispose "
+        "engines at teardown, or raise --max-connections",
+        r"TooManyConnections|\b53300\b|too many clients already|remaining connection slots are reserved",
+    ),
+    CauseRule(
+        "database-in-use",
+        "Database in use",
+        "close sessions and `await engine.dispose()` before DROP DATABASE, or use DROP DATABASE … WITH (FORCE)",
+        r"ObjectInUse|\b55006\b|database \"(?P<detail>[^\"]+)\" is being accessed by other users",
+    ),
+    CauseRule(
+        "lock-timeout",
+        "Lock timeout",
+        "a test or leftover session holds a lock: commit or roll back in fixtures and close sessions between "
+        "tests",
+        r"LockNotAvailable|\b55P03\b|canceling statement due to lock timeout|could not obtain lock",
+    ),
+    CauseRule(
+        "undefined-object",
+        "Undefined table or function",
+        "the schema or extension is missing in this database: run migrations/create_all before the tests and "
+        "install extensions (e.g. pgcrypto) in the per-worker template",
+        r"Undefined(?:Table|Function|Object|Column)|\b42P01\b|\b42883\b|\b42704\b"
+        r"|(?:relation|function|type) (?P<detail>\"?[\w.]+\"?(?:\([^)]*\))?) does not exist",
+    ),
+    CauseRule(
+        "event-loop",
+        "asyncio event-loop misuse",
+        "an engine/connection made on one event loop is used on another: create async engines inside "
+        "fixtures with the same loop_scope as the tests, and dispose them at teardown",
+        r"attached to a different (?:event )?loop|Event loop is closed|another operation is in progress"
+        r"|different event loop|no running event loop",
+    ),
+    CauseRule(
+        "connection",
+        "Connection refused or closed",
+        "the database was unreachable or dropped the connection: check DATABASE_URL and that the server is up, "
+        "and that no test terminates other backends",
+        r"ConnectionRefusedError|Connection refused|connection is closed|ConnectionDoesNotExist"
+        r"|server closed the connection|could not connect to server|connection was closed|Connect call failed"
+        r"|connection failed|\b0800[1-6]\b|\b57P01\b|terminating connection",
+    ),
+    CauseRule(
+        "timeout",
+        "Timeout",
+        "something waited too long: look for a held lock or a hung connection; raise the timeout only if the "
+        "work is genuinely slow",
+        r"TimeoutError|timed out|QueryCanceled|\b57014\b|statement timeout|Failed: Timeout",
+    ),
+)
+
+OTHER = Cause("other", "Other", "not a known database/fixture pattern: read the message below")
+_E_LINE = re.compile(r"^E +(.*)$", re.MULTILINE)
+
+
+@lru_cache(maxsize=64)
+def _compiled(rules: tuple[CauseRule, ...]) -> tuple[tuple[CauseRule, re.Pattern[str]], ...]:
+    return tuple((rule, re.compile(rule.pattern)) for rule in rules)
+
+
+def classify_failure(message: str, text: str = "", extra_rules: Sequence[CauseRule] = ()) -> Cause:
+    """The root-cause class of one failure. User rules (config `classes`) are tried before built-ins.
+
+    The message is searched first (it is the final exception); then the `E   …` lines of the
+    traceback, which include chained exceptions (the asyncpg error under a SQLAlchemy wrapper).
+    """
+    return _classify(message, text, tuple(extra_rules))
+
+
+@lru_cache(maxsize=4096)
+def _classify(message: str, text: str, extra_rules: tuple[CauseRule, ...]) -> Cause:
+    rules = _compiled(extra_rules + BUILTIN_RULES)
+    haystacks = (message, "\n".join(_E_LINE.findall(text)) or text[-4000:])
+    for haystack in haystacks:
+        if not haystack:
+            continue
+        for rule, regex in rules:
+            match = regex.search(haystack)
+            if match:
+                detail = match.groupdict().get("detail")
+                return Cause(rule.key, rule.title, rule.hint, detail)
+    return OTHER
+
+
+# --- categories -------------------------------------------------------------------------------------------
+
+
+def default_category(file: str | None, test_id: str) -> str:
+    """The test module's name without `test_` (`tests/test_workspace_isolation.py` → `workspace_isolation`)."""
+    if file:
+        stem = PurePosixPath(file).stem
+    else:
+        head = test_id.split("::", 1)[0]
+        stem = head.rsplit(".", 1)[-1] if "::" in test_id else "other"
+    if stem.startswith("test_"):
+        stem = stem[5:]
+    elif stem.endswith("_test"):
+        stem = stem[:-5]
+    return stem or "other"
+
+
+def category_for(occ: Occurrence, rules: Sequence[CategoryRule] = ()) -> str:
+    """First configured category whose glob matches the node id or file (or whose marker the test has)."""
+    for rule in rules:
+        for pattern in rule.patterns:
+            if pattern.startswith("marker:"):
+                if pattern[7:] in occ.markers:
+                    return rule.name
+            elif fnmatch.fnmatchcase(occ.test_id, pattern) or (
+                occ.file and fnmatch.fnmatchcase(occ.file, pattern)
+            ):
+                return rule.name
+    return default_category(occ.file, occ.test_id)
+
+
+# --- grouping by cause ------------------------------------------------------------------------------------
+
+
+def group_causes(tests: Iterable[TestResult]) -> tuple[CauseGroup, ...]:
+    """One row per cause, most tests first: 100 tests hit by one pgcrypto race are one row, not 100 stories.
+
+    A test counts once per cause even if several attempts or phases failed the same way.
+    """
+    acc: dict[str, dict] = {}
+    for test in tests:
+        if not test.status.is_problem:
+            continue
+        seen: set[str] = set()
+        for problem in test.problems:
+            key = problem.cause.key
+            group = acc.setdefault(
+                key,
+                {"cause": problem.cause, "tests": [], "occ": 0, "cats": {}, "details": {}, "fixture": False},
+            )
+            group["occ"] += 1
+            if problem.cause.detail:
+                group["details"][problem.cause.detail] = None
+            if key in seen:
+                continue
+            seen.add(key)
+            group["tests"].append((test, problem))
+            group["cats"][test.category] = None
+    groups = []
+    for data in acc.values():
+        # Prefer an example from a test that failed for good (not a flaky one), and a fixture error.
+        example_test, example_problem = min(
+            data["tests"], key=lambda tp: (tp[0].status is Status.FLAKY, tp[1].phase.value == "call")
+        )
+        cause = data["cause"]
+        groups.append(
+            CauseGroup(
+                cause=Cause(cause.key, cause.title, cause.hint, None),
+                tests=len(data["tests"]),
+                occurrences=data["occ"],
+                categories=tuple(sorted(data["cats"])),
+                example_test=example_test.test_id,
+                example_message=example_problem.message,
+                test_ids=tuple(t.test_id for t, _ in data["tests"]),
+                details=tuple(sorted(data["details"]))[:20],
+            )
+        )
+    groups.sort(key=lambda g: (g.cause.key == "other", -g.tests, g.cause.key))
+    return tuple(groups)
