@@ -8,8 +8,6 @@ drop privileges when running as root — all in well under the time a container 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import os
 import pwd
 import secrets
@@ -19,7 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
@@ -29,6 +27,7 @@ from psycopg import sql
 
 from db_test_action.errors import EXIT_ENV, EXIT_USAGE, DbTestActionError
 from db_test_action.pgbin import find_bin_dir, package_for_extension, server_major
+from db_test_action.serverlog import copy_server_log, server_log_settings
 
 SUPERUSER = "postgres"
 # Throwaway-friendly: durability off (the data dir is deleted anyway), enough connections for xdist
@@ -350,55 +349,6 @@ class LocalServer:
             self._tmp = None
 
 
-LOG_CAP_BYTES = 64 << 20
-
-
-def server_log_settings(log_dir: Path, log_format: str) -> dict[str, str]:
-    """What the server must log so a failing test can be explained from the server's side.
-
-    Errors come with their statement; lock waits and deadlocks with DETAIL naming the other process
-    (deadlock_timeout short so a deadlocked teardown is reported in 0.1 s, not 1 s); files rotate
-    by size so a runaway suite cannot fill the disk (copy_server_log keeps the newest 64 MB).
-    """
-    return {
-        "logging_collector": "on",
-        "log_destination": log_format,
-        "log_directory": str(log_dir),
-        "log_filename": "postgresql-%Y%m%d-%H%M%S.log",
-        "log_rotation_age": "0",
-        "log_rotation_size": "16MB",
-        "log_file_mode": "0644",
-        "log_min_messages": "warning",
-        "log_min_error_statement": "error",
-        "log_lock_waits": "on",
-        "deadlock_timeout": "100ms",
-        "log_error_verbosity": "default",
-    }
-
-
-def copy_server_log(log_dir: Path, dest: Path, cap_bytes: int = LOG_CAP_BYTES) -> int:
-    """Append the collector's machine-readable files (oldest first) to `dest`; bytes written."""
-    files = sorted(p for p in log_dir.glob("*") if p.suffix in (".json", ".csv"))
-    written = 0
-    budget = cap_bytes
-    chunks: list[bytes] = []
-    for path in reversed(files):  # newest first, so the cap drops the oldest
-        if budget <= 0:
-            break
-        data = path.read_bytes()
-        if len(data) > budget:
-            data = data[-budget:]
-            data = data[data.find(b"\n") + 1 :]  # whole records only
-        chunks.append(data)
-        budget -= len(data)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with open(dest, "ab") as out:
-        for data in reversed(chunks):
-            out.write(data)
-            written += len(data)
-    return written
-
-
 def stop_process(pid: int, wait: object = None, timeout_s: float = 15.0) -> None:
     """Fast shutdown (SIGINT), then immediate (SIGQUIT), then SIGKILL; works for non-children too."""
     for sig, grace in ((signal.SIGINT, timeout_s), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
@@ -414,12 +364,12 @@ def stop_process(pid: int, wait: object = None, timeout_s: float = 15.0) -> None
                 continue
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
-            if not _alive(pid):
+            if not pid_alive(pid):
                 return
             time.sleep(0.01)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -492,51 +442,6 @@ def use_external(url: str, extensions: Sequence[str]) -> ServerInfo:
     # Only a superuser may touch template1; otherwise the extensions live in the target database only.
     prepare_databases(info, extensions, major=None, in_template=bool(is_super and is_super[0]))
     return info
-
-
-# --- detached servers (`postgres start` / `postgres stop` across processes) -------------------------
-
-
-def default_state_file(name: str = "default", env: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    base = env.get("RUNNER_TEMP") or tempfile.gettempdir()
-    return Path(base) / f"db-test-action-{os.getuid()}" / f"postgres-{name}.json"
-
-
-def write_state(path: Path, info: ServerInfo) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(dataclasses.asdict(info), indent=2))
-    os.chmod(tmp, 0o600)  # may hold a password
-    tmp.replace(path)
-
-
-def read_state(path: Path) -> ServerInfo:
-    try:
-        data = json.loads(path.read_text())
-        return ServerInfo(**data)
-    except FileNotFoundError:
-        raise DbTestActionError(
-            f"{path}: no server state here; start one with `db-test-action postgres start`", EXIT_ENV
-        ) from None
-    except (ValueError, TypeError) as exc:
-        raise DbTestActionError(
-            f"{path}: not a db-test-action state file ({exc}); delete it", EXIT_USAGE
-        ) from None
-
-
-def stop_detached(path: Path) -> ServerInfo:
-    info = read_state(path)
-    if info.pid:
-        stop_process(info.pid)
-    if info.data_dir:
-        shutil.rmtree(info.data_dir, ignore_errors=True)
-    path.unlink(missing_ok=True)
-    return info
-
-
-def is_running(info: ServerInfo) -> bool:
-    return bool(info.pid) and _alive(info.pid)  # type: ignore[arg-type]
 
 
 @contextlib.contextmanager

@@ -11,18 +11,14 @@ from pathlib import Path
 
 from db_test_action import gha
 from db_test_action.errors import EXIT_ENV, EXIT_USAGE, DbTestActionError
+from db_test_action.pgstate import default_state_file, is_running, read_state, stop_detached, write_state
 from db_test_action.postgres import (
     LaunchOptions,
     LocalServer,
     ServerInfo,
-    default_state_file,
-    is_running,
-    read_state,
     redact,
     signals_as_exit,
-    stop_detached,
     use_external,
-    write_state,
 )
 
 HELP = """\

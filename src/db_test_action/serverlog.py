@@ -1,0 +1,271 @@
+"""The server's side of a failure: what PostgreSQL logged, and which test it belongs to.
+
+A driver exception carries one line; the server log carries the statement, DETAIL/HINT/CONTEXT, both
+processes of a deadlock and who held a lock. The launcher writes that log as jsonlog (csvlog before
+PostgreSQL 15); this module reads it and attributes each record to the test that was running — by
+application name when the suite sets one, else by database and time window, disambiguated by the
+test's own error message so that two xdist workers sharing a database are never cross-attributed.
+Parsing reads a file (an edge); attribution is pure.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from db_test_action.model import ParseProblem
+
+# csvlog columns, PostgreSQL 13+ (14 adds leader_pid and query_id at the end).
+CSV_COLUMNS = (
+    "timestamp user dbname pid connection_from session_id line_num ps session_start vxid txid "
+    "error_severity state_code message detail hint internal_query internal_position context statement "
+    "cursor_position location application_name backend_type leader_pid query_id"
+).split()
+ERROR_SEVERITIES = frozenset({"ERROR", "FATAL", "PANIC"})
+
+
+def server_log_settings(log_dir: Path, log_format: str) -> dict[str, str]:
+    """What the server must log so a failing test can be explained from the server's side.
+
+    Errors come with their statement; lock waits and deadlocks with DETAIL naming the other process
+    (deadlock_timeout short so a deadlocked teardown is reported in 0.1 s, not 1 s); timestamps in UTC
+    so they compare with the plugin's; files rotate by size and copy_server_log keeps the newest 64 MB,
+    so a runaway suite cannot fill the disk.
+    """
+    return {
+        "logging_collector": "on",
+        "log_destination": log_format,
+        "log_directory": str(log_dir),
+        "log_filename": "postgresql-%Y%m%d-%H%M%S.log",
+        "log_rotation_age": "0",
+        "log_rotation_size": "16MB",
+        "log_file_mode": "0644",
+        "log_timezone": "UTC",
+        "log_min_messages": "warning",
+        "log_min_error_statement": "error",
+        "log_lock_waits": "on",
+        "deadlock_timeout": "100ms",
+        "log_error_verbosity": "default",
+    }
+
+
+LOG_CAP_BYTES = 64 << 20
+
+
+def copy_server_log(log_dir: Path, dest: Path, cap_bytes: int = LOG_CAP_BYTES) -> int:
+    """Append the collector's machine-readable files (oldest first) to `dest`; bytes written."""
+    files = sorted(p for p in log_dir.glob("*") if p.suffix in (".json", ".csv"))
+    budget = cap_bytes
+    chunks: list[bytes] = []
+    for path in reversed(files):  # newest first, so the cap drops the oldest
+        if budget <= 0:
+            break
+        data = path.read_bytes()
+        if len(data) > budget:
+            data = data[-budget:]
+            data = data[data.find(b"\n") + 1 :]  # whole records only
+        chunks.append(data)
+        budget -= len(data)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with open(dest, "ab") as out:
+        for data in reversed(chunks):
+            out.write(data)
+            written += len(data)
+    return written
+
+
+@dataclass(frozen=True, slots=True)
+class ServerEvent:
+    """One server log record, reduced to what explains a test failure."""
+
+    timestamp: float  # epoch seconds, UTC
+    severity: str
+    message: str
+    sqlstate: str | None = None
+    detail: str | None = None
+    hint: str | None = None
+    context: str | None = None
+    statement: str | None = None
+    database: str | None = None
+    application_name: str | None = None
+    pid: int | None = None
+    backend_type: str | None = None
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity in ERROR_SEVERITIES
+
+    @property
+    def is_lock_wait(self) -> bool:
+        return self.severity == "LOG" and (
+            "still waiting for" in self.message or ("acquired" in self.message and "after" in self.message)
+        )
+
+    def lines(self) -> tuple[str, ...]:
+        """The record as psql would print it: `ERROR:  …`, `DETAIL:  …`, …, `STATEMENT:  …`."""
+        code = f" ({self.sqlstate})" if self.sqlstate and self.sqlstate != "00000" else ""
+        out = [f"{self.severity}{code}:  {self.message}"]
+        for label, value in (
+            ("DETAIL", self.detail),
+            ("HINT", self.hint),
+            ("CONTEXT", self.context),
+            ("STATEMENT", self.statement),
+        ):
+            if value:
+                first, *rest = value.strip().splitlines()
+                out.append(f"{label}:  {first}")
+                out.extend(f"    {line}" for line in rest)
+        return tuple(out)
+
+
+def _parse_time(value: str) -> float:
+    # "2026-11-25 17:56:45.748 UTC": the launcher sets log_timezone=UTC.
+    stamp = value.rsplit(" ", 1)[0] if value.endswith((" UTC", " GMT")) else value
+    fmt = "%Y-%m-%d %H:%M:%S.%f" if "." in stamp else "%Y-%m-%d %H:%M:%S"
+    return datetime.strptime(stamp, fmt).replace(tzinfo=timezone.utc).timestamp()
+
+
+def _event(rec: dict[str, str | int | None]) -> ServerEvent:
+    def text(key: str) -> str | None:
+        value = rec.get(key)
+        return str(value) if value not in (None, "") else None
+
+    pid = rec.get("pid")
+    return ServerEvent(
+        timestamp=_parse_time(str(rec["timestamp"])),
+        severity=str(rec.get("error_severity") or "LOG"),
+        message=str(rec.get("message") or ""),
+        sqlstate=text("state_code"),
+        detail=text("detail"),
+        hint=text("hint"),
+        context=text("context"),
+        statement=text("statement"),
+        database=text("dbname"),
+        application_name=text("application_name"),
+        pid=int(pid) if pid not in (None, "") else None,
+        backend_type=text("backend_type"),
+    )
+
+
+def parse_server_log(path: Path) -> tuple[tuple[ServerEvent, ...], tuple[ParseProblem, ...]]:
+    """Read a jsonlog (one object a line) or csvlog file; bad records become ParseProblems."""
+    events: list[ServerEvent] = []
+    problems: list[ParseProblem] = []
+    try:
+        raw = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        return (), (ParseProblem(str(path), f"cannot read server log ({exc.strerror})"),)
+    if raw.lstrip().startswith("{"):
+        for number, line in enumerate(raw.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                events.append(_event(json.loads(line)))
+            except (ValueError, KeyError) as exc:
+                problems.append(ParseProblem(str(path), f"bad jsonlog record ({exc})", number))
+    else:
+        for number, row in enumerate(csv.reader(raw.splitlines(keepends=True)), 1):
+            if not row:
+                continue
+            try:
+                events.append(_event(dict(zip(CSV_COLUMNS, row, strict=False))))
+            except (ValueError, KeyError) as exc:
+                problems.append(ParseProblem(str(path), f"bad csvlog record ({exc})", number))
+    if len(problems) > 5:  # one line per file is enough to say it is damaged
+        problems = [*problems[:5], ParseProblem(str(path), f"and {len(problems) - 5} more bad records")]
+    return tuple(events), tuple(problems)
+
+
+@dataclass(frozen=True, slots=True)
+class TestWindow:
+    """One execution of one test, as the plugin recorded it (start/end from JUnit properties)."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    test_id: str
+    start: float
+    end: float
+    database: str | None = None
+    worker: str | None = None
+    messages: tuple[str, ...] = ()  # the test's failure/error messages: the tie-breaker
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    evidence: tuple[tuple[str, tuple[ServerEvent, ...]], ...]  # test id → its records, in time order
+    unattributed: tuple[ServerEvent, ...]  # server errors no test can be tied to (e.g. session teardown)
+
+    def for_test(self, test_id: str) -> tuple[ServerEvent, ...]:
+        return dict(self.evidence).get(test_id, ())
+
+
+def _is_relevant(event: ServerEvent) -> bool:
+    return (event.is_error or event.is_lock_wait) and event.backend_type in (None, "client backend")
+
+
+def _app_matches(app: str | None, test_id: str) -> bool:
+    # application_name is cut at 63 bytes; a suite may prefix it with the worker id ("gw0 tests/…").
+    if not app:
+        return False
+    tail = app.split(" ", 1)[-1]
+    return bool(tail) and (test_id == tail or (len(tail.encode()) >= 60 and test_id.startswith(tail)))
+
+
+def attribute_events(
+    events: Iterable[ServerEvent], windows: Sequence[TestWindow], slack_s: float = 0.05
+) -> Attribution:
+    """Tie server records to test executions; ambiguous records are left unattributed, never guessed."""
+    ordered = sorted(windows, key=lambda w: w.start)
+    workers: dict[str | None, set[str | None]] = {}
+    for w in ordered:
+        workers.setdefault(w.database, set()).add(w.worker)
+    starts = [w.start for w in ordered]
+    longest = max((w.end - w.start for w in ordered), default=0.0)
+    found: dict[str, list[ServerEvent]] = {}
+    seen: dict[str, set[tuple[str | None, str, str | None, str | None]]] = {}
+    orphans: list[ServerEvent] = []
+    for event in sorted(events, key=lambda e: e.timestamp):
+        if not _is_relevant(event):
+            continue
+        lo = bisect.bisect_left(starts, event.timestamp - longest - slack_s)
+        hi = bisect.bisect_right(starts, event.timestamp + slack_s)
+        live = [
+            w
+            for w in ordered[lo:hi]
+            if w.start - slack_s <= event.timestamp <= w.end + slack_s
+            and (w.database is None or event.database is None or w.database == event.database)
+        ]
+        shared = len(workers.get(event.database, set()) | workers.get(None, set())) > 1
+        chosen = _choose(event, live, shared)
+        if chosen is None:
+            if event.is_error:
+                orphans.append(event)
+            continue
+        key = (event.sqlstate, event.message, event.detail, event.statement)
+        if key not in seen.setdefault(chosen, set()):
+            seen[chosen].add(key)
+            found.setdefault(chosen, []).append(event)
+    return Attribution(tuple((k, tuple(v)) for k, v in found.items()), tuple(orphans))
+
+
+def _choose(event: ServerEvent, live: list[TestWindow], shared: bool) -> str | None:
+    """`shared`: several workers used this database, so a lone live window proves nothing — the other
+    worker may have been in a fixture outside any test window."""
+    by_app = {w.test_id for w in live if _app_matches(event.application_name, w.test_id)}
+    if len(by_app) == 1:
+        return by_app.pop()
+    ids = {w.test_id for w in live}
+    if len(ids) == 1 and not shared:
+        return ids.pop()
+    if not ids:
+        return None
+    # Several tests ran then (xdist on one database): only the one whose error names this record.
+    needle = event.message.strip().lower()
+    named = {w.test_id for w in live if needle and any(needle in m.lower() for m in w.messages)}
+    return named.pop() if len(named) == 1 else None
