@@ -269,7 +269,7 @@ def publish(
         hint = FORK_HINT if exc.is_permission else "the report is in the job summary and the report JSON"
         io.log(f"comment not posted: {exc}; {hint}")
         if env.get("GITHUB_ACTIONS") == "true":
-            io.say(gha.annotation("warning", f"{exc}; {hint}", title="db-test-action: PR comment not posted"))
+            io.say(gha.annotation("warning", f"{exc}; {hint}", title="db-test-action PR comment not posted"))
         return EXIT_ENV if settings.fail_on_publish_error else EXIT_OK
 
 
