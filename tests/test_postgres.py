@@ -246,3 +246,10 @@ def test_server_log_is_captured_with_statement_detail_and_application_name(tmp_p
     assert error["application_name"] == "tests/test_ws.py::test_drop"
     assert error["statement"] == "DROP TABLE workspaces"
     assert "notes" in error["detail"] and error["dbname"] == "test"
+
+
+def test_bin_names_the_server_directory_or_fails_with_the_install_hint(cli, cli_env) -> None:
+    found = _run(cli, cli_env, "postgres", "bin")
+    assert found.returncode == 0 and Path(found.stdout.strip(), "postgres").is_file()
+    missing = _run(cli, cli_env, "postgres", "bin", "--postgres-version", "99")
+    assert missing.returncode == 3 and "apt-get install postgresql-99" in missing.stderr

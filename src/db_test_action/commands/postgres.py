@@ -11,6 +11,7 @@ from pathlib import Path
 
 from db_test_action import gha
 from db_test_action.errors import EXIT_ENV, EXIT_USAGE, DbTestActionError
+from db_test_action.pgbin import find_bin_dir
 from db_test_action.pgstate import default_state_file, is_running, read_state, stop_detached, write_state
 from db_test_action.postgres import (
     LaunchOptions,
@@ -26,6 +27,7 @@ start    start a server in the background, write a state file, print the variabl
 stop     stop the server named by the state file and remove its data dir
 status   say whether it runs (exit 0) or not (exit 3)
 url      print its DATABASE_URL
+bin      print the server bin dir that would be used (exit 3 when none: install postgresql)
 -- CMD   start a server, run CMD with DATABASE_URL/PG* set, stop it, exit with CMD's status"""
 
 
@@ -82,10 +84,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="start/stop a throwaway PostgreSQL with pgcrypto, or run a command against one",
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="db-test-action postgres {start,stop,status,url} [options] | postgres [options] -- CMD ARGS…",
+        usage="db-test-action postgres {start,stop,status,url,bin} [options] | postgres [options] -- CMD ARGS…",
     )
     parser.add_argument(
-        "action", nargs="?", choices=["start", "stop", "status", "url"], help=argparse.SUPPRESS
+        "action", nargs="?", choices=["start", "stop", "status", "url", "bin"], help=argparse.SUPPRESS
     )
     parser.add_argument(
         "--name", default="default", help="names the state file, to run several (default: %(default)s)"
@@ -105,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
         raise DbTestActionError("postgres: say start, stop, status or url, or give `-- CMD`", EXIT_USAGE)
     if args.action == "start":
         return start(args, state)
+    if args.action == "bin":
+        print(find_bin_dir(args.pg_bin, args.postgres_version))
+        return 0
     if args.action == "stop":
         info = stop_detached(state)
         print(f"stopped {info.host}:{info.port}" + (f", removed {info.data_dir}" if info.data_dir else ""))
