@@ -5,3 +5,5 @@ the hook functions found on the entry-point module:
 - plugin_junit: records shard/run/attempt/worker as JUnit properties when the runner sets them;
 - plugin_db: one database per xdist worker, cloned from a template (`--db-per-worker`).
 """
+
+from db_test_action.plugin_db import *  # noqa: F403
