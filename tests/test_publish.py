@@ -274,3 +274,12 @@ def test_token_never_appears_in_output(fake: FakeGitHub, tmp_path: Path) -> None
     fake.is_read_only = True
     result = run(fake, tmp_path)
     assert fake.token not in result.out + result.err
+
+
+def test_unwritable_summary_still_posts_the_comment(fake: FakeGitHub, tmp_path: Path) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    settings = PublishSettings(repository="o/r", token=fake.token, api_url=fake.base_url, pull_request=7)
+    env = {"GITHUB_STEP_SUMMARY": str(tmp_path / "missing-dir" / "summary.md")}
+    assert publish(PUB, settings, out=out, err=err, env=env) == EXIT_OK
+    assert "cannot write the job summary (No such file or directory)" in err.getvalue()
+    assert len(fake.comments[7]) == 1

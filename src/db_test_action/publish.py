@@ -249,8 +249,13 @@ def publish(
         return _dry_run(pub, settings, lines, io)
     for line in lines:
         io.say(line)
-    path = gha.append_summary(pub.markdown, env)
-    io.log(f"wrote the job summary to {path}" if path else "GITHUB_STEP_SUMMARY is not set; no job summary")
+    try:
+        path = gha.append_summary(pub.markdown, env)
+        io.log(
+            f"wrote the job summary to {path}" if path else "GITHUB_STEP_SUMMARY is not set; no job summary"
+        )
+    except OSError as exc:  # the comment below still carries the report
+        io.log(f"{env.get('GITHUB_STEP_SUMMARY')}: cannot write the job summary ({exc.strerror})")
     if settings.comment_mode is CommentMode.OFF:
         return EXIT_OK
     if settings.pull_request is None:
@@ -320,7 +325,7 @@ def _comment(pub: Publication, settings: PublishSettings, retrier: Retrier, io: 
 def _dry_run(pub: Publication, settings: PublishSettings, lines: tuple[str, ...], io: _Io) -> int:
     """Say what would happen without any network call or file write; untrusted text is fenced off with
     stop-commands so the runner does not turn the printed `::error` lines into real annotations."""
-    io.say(f"dry run: would emit {len(lines)} annotations:")
+    io.say(f"dry run: would emit {len(lines)} annotations" + (":" if lines else ""))
     if lines:
         io.say(gha.stop_commands("\n".join(lines)))
     path = gha.summary_path(io.env)
