@@ -1,0 +1,137 @@
+"""Report → console summary, annotations and a fingerprint; Markdown lives in render_markdown. Pure.
+
+Everything renders from one `Report`, so the comment, the job log, the annotations and the JSON agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+from db_test_action.model import Annotation, Level, Phase, Report, Status, report_to_dict
+from db_test_action.render_markdown import GITHUB_COMMENT_MAX, duration, render_markdown, trim_lines
+
+_VOLATILE = re.compile(r"0x[0-9a-fA-F]{6,}|/tmp/[^\s\"']*|pytest-\d+")
+__all__ = [
+    "GITHUB_COMMENT_MAX",
+    "annotations_for",
+    "render_console",
+    "render_markdown",
+    "report_fingerprint",
+]
+
+
+def render_console(report: Report) -> str:
+    """A few plain lines for the job log: verdict, counts, time, causes, budgets, problems, gate."""
+    t = report.totals
+    counts = ", ".join(
+        f"{n} {label}"
+        for n, label in (
+            (t.passed, "passed"),
+            (t.failed, "failed"),
+            (t.setup_errors, "setup errors"),
+            (t.teardown_errors, "teardown errors"),
+            (t.flaky, "flaky"),
+            (t.skipped + t.xfailed, "skipped"),
+        )
+        if n
+    )
+    tm = report.timing
+    lines = [
+        f"{report.title}: {report.verdict.value.upper()} — {t.tests} tests: {counts or 'none'}",
+        f"time: wall {duration(tm.wall_s)}"
+        + (f" ({tm.wall_source})" if tm.wall_source else "")
+        + f", total {duration(tm.total_s)}, average test {duration(tm.average_test_s)}"
+        + (f", slowest {duration(tm.slowest_test_s)} {tm.slowest_test}" if tm.slowest_test else ""),
+    ]
+    if report.causes:
+        lines.append("root causes:")
+        for group in report.causes[:10]:
+            cats = ", ".join(group.categories[:3]) + (" …" if len(group.categories) > 3 else "")
+            lines.append(f"  {group.tests:>4} × {group.cause.key:<22} {cats}  e.g. {group.example_test}")
+            lines.append(f"         hint: {group.cause.hint}")
+    over = [b for b in report.budgets if b.status.value != "ok"]
+    for check in over:
+        lines.append(
+            f"budget {check.status.value}: {check.name} {duration(check.actual_s)} > "
+            f"{'80% of ' if check.status.value == 'warning' else ''}{duration(check.limit_s)}"
+        )
+    for reg in report.regressions:
+        lines.append(f"slower than base: {reg.name} {duration(reg.base_s)} → {duration(reg.actual_s)}")
+    for problem in report.problems:
+        lines.append(f"problem: {problem}")
+    gate = "passed" if report.is_green else f"FAILED ({', '.join(report.gate_failures)})"
+    lines.append(f"gate (fail on {', '.join(report.fail_on) or 'nothing'}): {gate}")
+    return "\n".join(lines) + "\n"
+
+
+def annotations_for(report: Report) -> tuple[Annotation, ...]:
+    """One annotation per failing test and unreadable file, most important first (lowest `rank`).
+
+    Rank: unreadable files, then fixture errors (setup, teardown), then failures, then flaky;
+    within each, tests of the most frequent root cause first. Points at the deepest traceback
+    line inside the repo when known, else the test's own file and line.
+    """
+    cause_index = {g.cause.key: i for i, g in enumerate(report.causes)}
+    out = [
+        Annotation(Level.ERROR, "unreadable or missing result file", str(problem), None, None, 0)
+        for problem in report.problems
+    ]
+    phase_rank = {Phase.SETUP: 1, Phase.TEARDOWN: 2, Phase.CALL: 3}
+    for test in report.tests:
+        if not test.problems:
+            out.append(
+                Annotation(
+                    Level.WARNING, f"flaky: {test.test_id}",
+                    f"failed {test.failed_executions} of {test.executions} runs, then passed",
+                    test.file, test.line, 500,
+                )
+            )  # fmt: skip
+            continue
+        problem = min(test.problems, key=lambda p: (phase_rank[p.phase], cause_index.get(p.cause.key, 99)))
+        is_flaky = test.status is Status.FLAKY
+        level = Level.WARNING if is_flaky else Level.ERROR
+        what = (
+            "flaky"
+            if is_flaky
+            else {"setup": "setup error", "teardown": "teardown error"}.get(problem.phase.value, "failed")
+        )
+        rank = (4 if is_flaky else phase_rank[problem.phase]) * 100 + min(
+            cause_index.get(problem.cause.key, 99), 99
+        )
+        message = trim_lines(problem.message or problem.text, 20, 2000)
+        if problem.cause.key != "other":
+            message += f"\n\n{problem.cause.title}: {problem.cause.hint}"
+        out.append(
+            Annotation(level, f"{what} ({problem.cause.key}): {test.test_id}", message, problem.file or test.file,
+                       problem.line if problem.file else test.line, rank)
+        )  # fmt: skip
+    out.sort(key=lambda a: (a.rank, a.title))
+    return tuple(out)
+
+
+def report_fingerprint(report: Report) -> str:
+    """A stable hash of what the comment says, minus timings that wiggle between identical runs.
+
+    `publish` compares it with the hash stored in the previous comment and skips unchanged ones.
+    Durations enter only as budget statuses, so a test 0.01 s slower does not re-post the comment.
+    """
+    data = report_to_dict(report)
+    for key in ("timing", "slowest", "files"):
+        data.pop(key, None)
+    data["totals"].pop("duration_s", None)
+    for cat in data["categories"]:
+        cat.pop("duration_s", None)
+    for test in data["tests"]:
+        test.pop("duration_s", None)
+        for problem in test["problems"]:
+            problem.pop("text", None)  # tracebacks carry addresses and tmp paths that change every run
+    for check in data["budgets"]:
+        check.pop("actual_s", None)
+    for reg in data["regressions"]:
+        reg.pop("actual_s", None)
+        reg.pop("base_s", None)
+    blob = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    blob = _VOLATILE.sub("<…>", blob)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]

@@ -1,0 +1,313 @@
+"""Report → GitHub-flavoured Markdown for a PR comment or the job summary. Pure.
+
+Untrusted text (test names, messages, file names) goes through `cell`/`inline` (tables, prose:
+Markdown and HTML neutralised, `@` defused with a zero-width joiner so nobody is pinged) or into a
+fenced code block whose fence is longer than any backtick run inside. The 65,536-character comment
+limit is enforced here: the same report is rendered with fewer details until it fits, and the
+output says what was cut.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+
+from db_test_action.model import BudgetStatus, CauseGroup, Report, Status, TestResult, Verdict
+
+GITHUB_COMMENT_MAX = 65536
+ZWJ = "\u200d"
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")
+_VERDICT_ICON = {
+    Verdict.PASSED: "✅",
+    Verdict.FLAKY: "🟡",
+    Verdict.OVER_BUDGET: "⏱️",
+    Verdict.FAILED: "❌",
+    Verdict.INCOMPLETE: "⚠️",
+    Verdict.NO_TESTS: "⚠️",
+}
+_BUDGET_ICON = {BudgetStatus.OK: "✅ ok", BudgetStatus.WARNING: "🟡 warning", BudgetStatus.OVER: "❌ over"}
+_PHASE_LABEL = {"setup": "setup error", "teardown": "teardown error", "call": "failed"}
+
+
+# --- escaping -------------------------------------------------------------------------------------------
+
+
+def inline(text: str, limit: int = 300) -> str:
+    """Untrusted text for prose and table cells: one line, no Markdown/HTML effect, no @mention."""
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    text = html.escape(text, quote=False)
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    return text.replace("@", "@" + ZWJ)
+
+
+def cell(text: str, limit: int = 120) -> str:
+    return inline(text, limit)
+
+
+def code(text: str, limit: int = 120) -> str:
+    """A short code span for ids in tables; `|` is escaped as `\\|`, which GFM honours even inside spans.
+    Mentions in code are not links, so the text stays exact for copy and paste."""
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    ticks = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{ticks}{pad}{text.replace('|', chr(92) + '|')}{pad}{ticks}"
+
+
+def fenced(text: str) -> str:
+    """A code block no content can break out of: the fence outgrows any backtick run inside."""
+    longest = max((len(m) for m in re.findall(r"`{3,}", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def trim_lines(text: str, max_lines: int, max_chars: int) -> str:
+    """Head and tail of a long message: the exception is usually at the end of a traceback."""
+    lines = text.strip().splitlines()
+    if len(lines) > max_lines:
+        head = max(1, max_lines // 3)
+        tail = max_lines - head
+        lines = [*lines[:head], f"… {len(lines) - max_lines} lines cut …", *lines[-tail:]]
+    out = "\n".join(lines)
+    if len(out) > max_chars:
+        half = max_chars // 2
+        out = out[:half] + f"\n… {len(out) - max_chars} characters cut …\n" + out[-half:]
+    return out
+
+
+def duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.2f}s" if seconds < 1 else f"{seconds:.1f}s"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+# --- the document ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Detail:
+    """How much to show; `render_markdown` walks down these levels until the text fits."""
+
+    per_cause: int
+    max_lines: int
+    max_chars: int
+    max_rows: int
+    note: str = ""
+
+
+def levels(per_cause: int) -> tuple[Detail, ...]:
+    return (
+        Detail(per_cause, 40, 4000, 200),
+        Detail(min(per_cause, 3), 15, 1500, 200, "fewer tests and shorter messages per cause"),
+        Detail(1, 8, 600, 60, "one example test per cause, long tables cut"),
+        Detail(0, 0, 0, 25, "no per-test details, long tables cut"),
+    )
+
+
+def render_markdown(report: Report, max_chars: int = GITHUB_COMMENT_MAX) -> str:
+    """The whole comment, at most `max_chars` characters (GitHub rejects longer comments)."""
+    for detail in levels(report.details_per_cause):
+        text = _document(report, detail)
+        if len(text) <= max_chars:
+            return text
+    note = (
+        "\n\n_… cut here to fit GitHub's comment limit; see the JSON report or the job log for the rest._\n"
+    )
+    cut = text[: max(0, max_chars - len(note))]
+    cut = cut[: cut.rfind("\n")] if "\n" in cut else cut
+    return (cut + note)[:max_chars]
+
+
+def _document(report: Report, detail: Detail) -> str:
+    parts = [f"### {_VERDICT_ICON[report.verdict]} {inline(report.title, 120)}", "", verdict_line(report)]
+    if detail.note:
+        parts += ["", f"_Shortened to fit GitHub's comment limit: {detail.note}._"]
+    if report.problems:
+        parts += ["", "**Result files with problems** (results below are incomplete):", ""]
+        parts += [f"- {inline(str(p), 400)}" for p in report.problems[: detail.max_rows]]
+        parts += _more(len(report.problems) - detail.max_rows, "problems")
+    parts += _categories(report, detail)
+    parts += _causes(report, detail)
+    parts += _details(report, detail)
+    parts += _budgets(report, detail)
+    gate = "passed" if report.is_green else f"failed ({', '.join(report.gate_failures)})"
+    fail_on = ", ".join(report.fail_on) or "nothing"
+    parts += ["", f"<sub>{len(report.files)} result files · fail on: {fail_on} · gate {gate}</sub>", ""]
+    return "\n".join(parts)
+
+
+def verdict_line(report: Report) -> str:
+    t = report.totals
+    words = {
+        Verdict.PASSED: "Passed",
+        Verdict.FLAKY: "Passed with flaky tests",
+        Verdict.OVER_BUDGET: "Passed, but over the time budget",
+        Verdict.FAILED: "Failed",
+        Verdict.INCOMPLETE: "Incomplete results",
+        Verdict.NO_TESTS: "No tests found",
+    }
+    bits = []
+    for count, label in (
+        (t.setup_errors, "setup errors"),
+        (t.teardown_errors, "teardown errors"),
+        (t.failed, "failed"),
+        (t.flaky, "flaky"),
+        (len(report.problems), "result file problems"),
+    ):
+        if count:
+            bits.append(f"{count} {label[:-1] if count == 1 and label.endswith('s') else label}")
+    summary = ", ".join(bits) if bits else f"{t.passed} passed"
+    timing = report.timing
+    where = f" (slowest: {inline(timing.wall_source, 80)})" if timing.wall_source else ""
+    return (
+        f"**{words[report.verdict]}**: {summary} of {t.tests} tests "
+        f"in {duration(timing.wall_s)}{where}, {t.skipped + t.xfailed} skipped."
+    )
+
+
+def _more(count: int, what: str) -> list[str]:
+    return [f"- … and {count} more {what}"] if count > 0 else []
+
+
+def _categories(report: Report, detail: Detail) -> list[str]:
+    if not report.categories:
+        return []
+    rows = [
+        "",
+        "| Category | Tests | Passed | Failed | Setup errors | Teardown errors | Flaky | Skipped | Time | Budget |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    ranked = sorted(
+        report.categories, key=lambda c: (-(c.failed + c.setup_errors + c.teardown_errors), c.name)
+    )
+    for c in ranked[: detail.max_rows]:
+        budget = (
+            f"{duration(c.budget_s)} {_BUDGET_ICON[c.budget_status]}"
+            if c.budget_s and c.budget_status
+            else ""
+        )
+        rows.append(
+            f"| {cell(c.name, 60)} | {c.tests} | {c.passed} | {_bold(c.failed)} | {_bold(c.setup_errors)} "
+            f"| {_bold(c.teardown_errors)} | {c.flaky or ''} | {(c.skipped + c.xfailed) or ''} "
+            f"| {duration(c.duration_s)} | {budget} |"
+        )
+    if len(ranked) > detail.max_rows:
+        rows.append(f"| … {len(ranked) - detail.max_rows} more categories | | | | | | | | | |")
+    t = report.totals
+    rows.append(
+        f"| **all** | **{t.tests}** | {t.passed} | {_bold(t.failed)} | {_bold(t.setup_errors)} "
+        f"| {_bold(t.teardown_errors)} | {t.flaky or ''} | {(t.skipped + t.xfailed) or ''} "
+        f"| {duration(t.duration_s)} | |"
+    )
+    return rows
+
+
+def _bold(n: int) -> str:
+    return f"**{n}**" if n else ""
+
+
+def _causes(report: Report, detail: Detail) -> list[str]:
+    if not report.causes:
+        return []
+    rows = [
+        "",
+        "#### Root causes",
+        "",
+        "| Cause | Tests | Categories | Example | Hint |",
+        "|---|--:|---|---|---|",
+    ]
+    for group in report.causes[: detail.max_rows]:
+        cats = ", ".join(group.categories[:4]) + (
+            f" +{len(group.categories) - 4}" if len(group.categories) > 4 else ""
+        )
+        name = f"**{cell(group.cause.title, 60)}**<br>{code(group.cause.key)}"
+        if group.details:
+            name += "<br>" + ", ".join(code(d, 60) for d in group.details[:3])
+        example = f"{code(group.example_test, 100)}<br>{cell(group.example_message, 160)}"
+        rows.append(
+            f"| {name} | {group.tests} | {cell(cats, 100)} | {example} | {cell(group.cause.hint, 220)} |"
+        )
+    if len(report.causes) > detail.max_rows:
+        rows.append(f"| … {len(report.causes) - detail.max_rows} more causes | | | | |")
+    return rows
+
+
+def _details(report: Report, detail: Detail) -> list[str]:
+    if detail.per_cause <= 0 or not report.causes:
+        return []
+    by_id = {t.test_id: t for t in report.tests}
+    parts = ["", "#### Failing tests by cause"]
+    for group in report.causes[: detail.max_rows]:
+        parts += ["", f"**{cell(group.cause.title, 80)}** — {group.tests} test{'s' if group.tests != 1 else ''}", ""]
+        shown = [by_id[i] for i in group.test_ids[: detail.per_cause] if i in by_id]
+        for test in shown:
+            parts += _test_details(test, group, detail)
+        rest = group.tests - len(shown)
+        if rest > 0:
+            others = ", ".join(code(i, 80) for i in group.test_ids[len(shown) : len(shown) + 3])
+            parts.append(f"… and {rest} more with the same cause ({others}{', …' if rest > 3 else ''})")
+    return parts
+
+
+def _test_details(test: TestResult, group: CauseGroup, detail: Detail) -> list[str]:
+    problems = [p for p in test.problems if p.cause.key == group.cause.key] or list(test.problems)
+    label = (
+        "flaky"
+        if test.status is Status.FLAKY
+        else _PHASE_LABEL[problems[0].phase.value]
+        if problems
+        else "failed"
+    )
+    attempts = f", failed {test.failed_executions} of {test.executions} attempts" if test.executions > 1 else ""
+    summary = f"{html.escape(_plain(test.test_id, 160))} — {label}{attempts}"
+    body = []
+    for problem in problems[:2]:
+        where = f"{problem.file}:{problem.line}" if problem.file and problem.line else problem.source
+        text = problem.text if problem.text and detail.max_lines > 8 else problem.message
+        body.append(
+            f"{problem.phase.value} · {where}\n{trim_lines(text or problem.message, detail.max_lines, detail.max_chars)}"
+        )
+    if not body:
+        body.append("the failing attempt was a rerun; pytest's JUnit does not record rerun failures")
+    content = fenced("\n\n".join(body))
+    return [
+        "<details>",
+        f"<summary>{summary.replace('@', '@' + ZWJ)}</summary>",
+        "",
+        content,
+        "",
+        "</details>",
+    ]
+
+
+def _plain(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _budgets(report: Report, detail: Detail) -> list[str]:
+    if not report.budgets and not report.regressions:
+        return []
+    rows = ["", "#### Time budgets", "", "| Budget | Actual | Limit | Status | |", "|---|--:|--:|---|---|"]
+    for check in report.budgets:
+        rows.append(
+            f"| {cell(check.name, 80)} | {duration(check.actual_s)} | {duration(check.limit_s)} "
+            f"| {_BUDGET_ICON[check.status]} | {cell(check.detail, 100)} |"
+        )
+    for reg in report.regressions:
+        change = f"+{(reg.actual_s / reg.base_s - 1) * 100:.0f}%" if reg.base_s else "new"
+        rows.append(
+            f"| {cell(reg.name, 80)} vs base | {duration(reg.actual_s)} | {duration(reg.base_s)} "
+            f"| 📈 slower | {change} |"
+        )
+    return rows
