@@ -7,3 +7,4 @@ the hook functions found on the entry-point module:
 """
 
 from db_test_action.plugin_db import *  # noqa: F403
+from db_test_action.plugin_junit import *  # noqa: F403

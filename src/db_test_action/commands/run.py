@@ -1,0 +1,169 @@
+"""`db-test-action run`: the suite, sharded and repeated, each run on a fresh database.
+
+db-test-action run [--shards N --shard I] [--repeat K] [--reruns R] [--workers W|auto]
+                   [--durations F] [--results-dir D] [--database-url URL] [-- PYTEST ARGS…]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from db_test_action.commands.postgres import add_launch_options, launch_options
+from db_test_action.errors import EXIT_GATE, EXIT_USAGE, DbTestActionError
+from db_test_action.postgres import LocalServer, use_external
+from db_test_action.runner import Databases, RunPlan, run_shard, stop_on_signals
+from db_test_action.sharding import parse_durations
+
+DEFAULT_DURATIONS = ".test_durations"  # pytest-split's default file name
+
+DESCRIPTION = """\
+Runs pytest (your args after `--`) against a throwaway PostgreSQL: one fresh database per run, created
+from a template that already holds the extensions, DATABASE_URL set, dropped afterwards. Writes
+<results-dir>/shard-I-run-K.xml (JUnit with shard/run/attempt/worker properties), shard-I-run-K.log
+and manifest.json (every node id and its shard).
+
+exit codes: 0 all runs passed (or --no-fail), 1 tests failed or pytest crashed (the results file says
+so), 2 bad arguments (ours or pytest's), 3 Postgres unavailable; 128+N when stopped by signal N"""
+
+
+def _positive(flag: str):  # type: ignore[no-untyped-def]
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag}: {value!r} is not a whole number") from None
+        if number < 1:
+            raise argparse.ArgumentTypeError(f"{flag}: must be at least 1, got {number}")
+        return number
+
+    return parse
+
+
+def _workers(value: str) -> str:
+    if value == "auto" or value == "logical" or (value.isdigit() and int(value) >= 1):
+        return value
+    raise argparse.ArgumentTypeError(f"--workers: {value!r} is not a number >= 1 or 'auto'")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "run",
+        help="run pytest sharded/repeated, each run on a fresh database, JUnit per run",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="db-test-action run [options] [-- PYTEST ARGS…]",
+    )
+    group = parser.add_argument_group("runs")
+    group.add_argument(
+        "--shards", type=_positive("--shards"), default=1, metavar="N", help="split into N shards"
+    )
+    group.add_argument(
+        "--shard", type=_positive("--shard"), default=1, metavar="I", help="run shard I (1..N)"
+    )
+    group.add_argument(
+        "--repeat", type=_positive("--repeat"), default=1, metavar="K", help="K whole sessions"
+    )
+    group.add_argument(
+        "--until-failure", action="store_true", help="stop repeating after the first failing run"
+    )
+    group.add_argument(
+        "--reruns", type=int, default=0, metavar="R", help="rerun failures R times (rerunfailures)"
+    )
+    group.add_argument("--workers", type=_workers, metavar="W", help="xdist workers: a number or auto")
+    group.add_argument(
+        "--durations",
+        type=Path,
+        metavar="F",
+        help=f"pytest-split durations file for the split (default: {DEFAULT_DURATIONS} if present)",
+    )
+    group.add_argument(
+        "--results-dir", type=Path, default=Path("test-results"), metavar="D", help="(default: %(default)s)"
+    )
+    group.add_argument("--no-fail", action="store_true", help="exit 0 when tests fail (crashes still fail)")
+    group.add_argument(
+        "--no-group-scopes", action="store_true", help="split test by test, ignoring module/class scopes"
+    )
+    group.add_argument(
+        "--pytest-output",
+        choices=("auto", "show", "hide"),
+        default="auto",
+        help="stream pytest's output (auto: when stderr is not a terminal; it is always in shard-I-run-K.log)",
+    )
+    add_launch_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def _load_durations(path: Path | None) -> dict[str, float]:
+    if path is None:
+        default = Path(DEFAULT_DURATIONS)
+        return parse_durations(default.read_text(encoding="utf-8"), str(default)) if default.is_file() else {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DbTestActionError(
+            f"--durations {path}: cannot read ({exc.strerror}); build it with `db-test-action durations`",
+            EXIT_USAGE,
+        ) from None
+    return parse_durations(text, str(path))
+
+
+def plan_from_args(args: argparse.Namespace) -> RunPlan:
+    if args.shard > args.shards:
+        raise DbTestActionError(f"--shard: must be between 1 and --shards ({args.shards}), got {args.shard}")
+    if args.reruns < 0:
+        raise DbTestActionError(f"--reruns: must be 0 or more, got {args.reruns}")
+    is_tty = sys.stderr.isatty()
+    show = args.pytest_output == "show" or (args.pytest_output == "auto" and not is_tty)
+    return RunPlan(
+        pytest_args=tuple(args.passthrough),
+        shard=args.shard,
+        shards=args.shards,
+        repeat=args.repeat,
+        until_failure=args.until_failure,
+        reruns=args.reruns,
+        workers=args.workers,
+        durations=_load_durations(args.durations),
+        results_dir=args.results_dir,
+        group_scopes=not args.no_group_scopes,
+        show_output=show,
+        progress_tty=is_tty,
+    )
+
+
+def say(message: str) -> None:
+    print(f"db-test-action: {message}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = plan_from_args(args)
+    opts = launch_options(args)
+    server = None if args.database_url else LocalServer(opts)
+    with stop_on_signals():
+        try:
+            info = use_external(args.database_url, args.extensions) if server is None else server.start()
+            databases = Databases(info, owns_server=server is not None)
+            code, outcomes = run_shard(plan, info, databases, say, sys.stderr if plan.progress_tty else None)
+        finally:
+            if server is not None:
+                server.stop()
+    for outcome in outcomes:
+        if outcome.crash:
+            if plan.progress_tty or not plan.show_output:
+                tail = (
+                    outcome.junit.with_suffix(".log").read_text(errors="replace").strip().splitlines()[-15:]
+                )
+                print("\n".join(tail), file=sys.stderr)
+            raise DbTestActionError(
+                f"run: shard {plan.shard} run {outcome.run}: {outcome.crash}",
+                EXIT_USAGE if outcome.exit_code == 4 else EXIT_GATE,
+            )
+    if code != 0 and plan.progress_tty and not plan.show_output:
+        failing = next(o for o in outcomes if o.exit_code != 0)
+        say(f"see {failing.junit.with_suffix('.log')} for pytest's output")
+    print(f"results: {os.fspath(plan.results_dir)}")
+    if code == 0 or args.no_fail:
+        return 0
+    return EXIT_GATE

@@ -1,0 +1,129 @@
+"""pytest hooks the runner turns on through environment variables; inert otherwise.
+
+Why environment variables and not options: the plugin is loaded through the `pytest11` entry point in
+every pytest run where the package is installed, and xdist workers inherit the environment but not
+options we would have to add to every user's command line. With none of the variables set, every hook
+returns at once and nothing is registered.
+
+What it does for `db-test-action run`:
+- tags every test report with JUnit properties `shard`, `run`, `attempt` (pytest-rerunfailures'
+  `item.execution_count`) and `worker` (xdist's `gw0`…, `main` without xdist), and the <testsuite>
+  with `shard` and `run`, so the reporter can group repeats, reruns and workers;
+- keeps only this shard's tests (`DB_TEST_ACTION_PLUGIN_SELECT`, a JSON list of node ids), deselecting the
+  rest through pytest's own `pytest_deselected`, so the user's arguments and ordering stay untouched;
+- writes the collected node ids (`DB_TEST_ACTION_PLUGIN_COLLECT`) for the shard split;
+- appends one line per finished test (`DB_TEST_ACTION_PLUGIN_PROGRESS`) for the runner's progress line.
+
+The one module-level hook is re-exported from `db_test_action.plugin` under a unique name (pluggy's
+`specname`), so two modules star-imported into one plugin module cannot overwrite each other's
+`pytest_configure`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+ENV_SHARD = "DB_TEST_ACTION_PLUGIN_SHARD"
+ENV_RUN = "DB_TEST_ACTION_PLUGIN_RUN"
+ENV_SELECT = "DB_TEST_ACTION_PLUGIN_SELECT"
+ENV_COLLECT = "DB_TEST_ACTION_PLUGIN_COLLECT"
+ENV_PROGRESS = "DB_TEST_ACTION_PLUGIN_PROGRESS"
+PROPERTY_NAMES = ("shard", "run", "attempt", "worker")
+MAIN_WORKER = "main"  # the `worker` value without xdist
+
+__all__ = ["pytest_configure_junit_tags"]
+
+
+def _is_active() -> bool:
+    return any(os.environ.get(name) for name in (ENV_SHARD, ENV_RUN, ENV_SELECT, ENV_COLLECT, ENV_PROGRESS))
+
+
+@pytest.hookimpl(specname="pytest_configure")
+def pytest_configure_junit_tags(config: pytest.Config) -> None:
+    """Register the real hooks only when the runner asked for them (see module docstring)."""
+    if _is_active() and not config.pluginmanager.has_plugin(JunitTagger.NAME):
+        config.pluginmanager.register(JunitTagger(config), JunitTagger.NAME)
+
+
+class JunitTagger:
+    """The runner-facing hooks; one instance per pytest process (controller and each xdist worker)."""
+
+    NAME = "db_test_action_junit"
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.shard = os.environ.get(ENV_SHARD, "")
+        self.run = os.environ.get(ENV_RUN, "")
+        self.worker = os.environ.get("PYTEST_XDIST_WORKER") or MAIN_WORKER
+        # xdist workers get `workerinput`; the controller alone writes files and suite properties.
+        self.is_controller = not hasattr(config, "workerinput")
+        self.progress_path = os.environ.get(ENV_PROGRESS) or None
+        self._worst: dict[str, str] = {}
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        path = os.environ.get(ENV_SELECT)
+        if not path:
+            return
+        wanted = set(json.loads(Path(path).read_text(encoding="utf-8")))
+        keep = [item for item in items if item.nodeid in wanted]
+        dropped = [item for item in items if item.nodeid not in wanted]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = keep
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        path = os.environ.get(ENV_COLLECT)
+        if path and self.is_controller:
+            node_ids = [item.nodeid for item in session.items]
+            Path(path).write_text(json.dumps(node_ids), encoding="utf-8")
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """<testsuite> properties, like record_testsuite_property but also under xdist (controller side)."""
+        if not self.is_controller or not (self.shard or self.run):
+            return
+        for plugin in self.config.pluginmanager.get_plugins():
+            # junitxml registers its LogXML object as a plugin; duck-typed to avoid importing _pytest.
+            if callable(getattr(plugin, "add_global_property", None)) and hasattr(plugin, "logfile"):
+                for name, value in (("shard", self.shard), ("run", self.run)):
+                    if value:
+                        plugin.add_global_property(name, value)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+        report = yield
+        attempt = getattr(item, "execution_count", None) or 1
+        values = {"shard": self.shard, "run": self.run, "attempt": str(attempt), "worker": self.worker}
+        props = [(k, v) for k, v in report.user_properties if k not in values]
+        props += [(k, v) for k, v in values.items() if v]
+        report.user_properties = props
+        return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if not self.progress_path or not self.is_controller:
+            return
+        outcome = _outcome_of(report)
+        previous = self._worst.get(report.nodeid, "passed")
+        if _RANK[outcome] > _RANK[previous]:
+            self._worst[report.nodeid] = outcome
+        if report.when == "teardown":
+            final = self._worst.pop(report.nodeid, "passed")
+            with open(self.progress_path, "a", encoding="utf-8") as fh:
+                fh.write(f"{final}\n")
+
+
+_RANK = {"passed": 0, "skipped": 1, "rerun": 2, "failed": 3, "error": 4}
+
+
+def _outcome_of(report: pytest.TestReport) -> str:
+    if report.outcome == "rerun":
+        return "rerun"
+    if report.failed:
+        return "failed" if report.when == "call" else "error"
+    if report.skipped:
+        return "skipped"
+    return "passed"
