@@ -152,10 +152,10 @@ def _classify(message: str, text: str, extra_rules: tuple[CauseRule, ...]) -> Ca
         if not haystack:
             continue
         for rule, regex in rules:
-            match = regex.search(haystack)
-            if match:
-                detail = match.groupdict().get("detail")
-                return Cause(rule.key, rule.title, rule.hint, detail)
+            if regex.search(haystack):
+                # The exception name may match before the sentence that names the object: look further.
+                details = (m.groupdict().get("detail") for m in regex.finditer(haystack))
+                return Cause(rule.key, rule.title, rule.hint, next((d for d in details if d), None))
     return OTHER
 
 
