@@ -358,7 +358,7 @@ def clone_database(base_url: str, template: str, name: str) -> None:
             )
         except psycopg.errors.ObjectInUse:
             who = conn.execute(
-                "SELECT string_agg(format('pid %s %s', pid, coalesce(nullif(application_name, ''), usename)), ', ')"
+                "SELECT string_agg(format('pid %%s %%s', pid, coalesce(nullif(application_name, ''), usename)), ', ')"
                 " FROM pg_stat_activity WHERE datname = %s",
                 (template,),
             ).fetchone()
