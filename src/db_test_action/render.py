@@ -26,7 +26,7 @@ def render_console(report: Report) -> str:
     """A few plain lines for the job log: verdict, counts, time, causes, budgets, problems, gate."""
     t = report.totals
     counts = ", ".join(
-        f"{n} {label}"
+        f"{n} {label[:-1] if n == 1 and label.endswith('errors') else label}"
         for n, label in (
             (t.passed, "passed"),
             (t.failed, "failed"),
@@ -89,7 +89,13 @@ def annotations_for(report: Report) -> tuple[Annotation, ...]:
                 )
             )  # fmt: skip
             continue
-        problem = min(test.problems, key=lambda p: (phase_rank[p.phase], cause_index.get(p.cause.key, 99)))
+        own_phase = {Status.SETUP_ERROR: Phase.SETUP, Status.TEARDOWN_ERROR: Phase.TEARDOWN}.get(
+            test.status, Phase.CALL
+        )
+        problem = min(
+            test.problems,
+            key=lambda p: (p.phase is not own_phase, phase_rank[p.phase], cause_index.get(p.cause.key, 99)),
+        )
         is_flaky = test.status is Status.FLAKY
         level = Level.WARNING if is_flaky else Level.ERROR
         what = (
