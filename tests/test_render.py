@@ -136,7 +136,7 @@ def test_hostile_names_and_messages_are_escaped_in_the_comment():
     assert "&lt;img" in outside_code
     for line in md.splitlines():
         if line.startswith("| ") and "octocat" in line:  # the root-cause row with the hostile example
-            assert len(re.findall(r"(?<!\\)\|", line)) == 6  # 5 columns → 6 unescaped pipes
+            assert len(re.findall(r"(?<!\\)\|", line)) == 5  # 4 columns → 5 unescaped pipes
 
 
 # --- one cause, many tests; and the size limit ------------------------------------------------------------

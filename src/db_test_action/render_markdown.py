@@ -79,6 +79,16 @@ def trim_lines(text: str, max_lines: int, max_chars: int) -> str:
     return out
 
 
+_WRAPPER_NOISE = re.compile(
+    r"\(sqlalchemy\.[\w.]+\) |<class '[\w.]+'>: |\[SQL: .*|\(Background on this error at: [^)]*\)", re.S
+)
+
+
+def short_message(message: str) -> str:
+    """The sentence that matters: SQLAlchemy's wrapper names, the SQL and the doc link dropped (table cells)."""
+    return " ".join(_WRAPPER_NOISE.sub("", message).split()) or message
+
+
 def duration(seconds: float) -> str:
     if seconds < 10:
         return f"{seconds:.2f}s" if seconds < 1 else f"{seconds:.1f}s"
@@ -223,22 +233,20 @@ def _causes(report: Report, detail: Detail) -> list[str]:
         "",
         "#### Root causes",
         "",
-        "| Cause | Tests | Categories | Example | Hint |",
-        "|---|--:|---|---|---|",
+        "| Cause | Tests (categories) | Example | Hint |",
+        "|---|---|---|---|",
     ]
     for group in report.causes[: detail.max_rows]:
-        cats = ", ".join(group.categories[:4]) + (
-            f" +{len(group.categories) - 4}" if len(group.categories) > 4 else ""
-        )
+        more = f" +{len(group.categories) - 4}" if len(group.categories) > 4 else ""
+        cats = ", ".join(group.categories[:4]) + more
         name = f"**{cell(group.cause.title, 60)}**<br>{code(group.cause.key)}"
         if group.details:
             name += "<br>" + ", ".join(code(d, 60) for d in group.details[:3])
-        example = f"{code(group.example_test, 100)}<br>{cell(group.example_message, 160)}"
-        rows.append(
-            f"| {name} | {group.tests} | {cell(cats, 100)} | {example} | {cell(group.cause.hint, 220)} |"
-        )
+        tests = f"**{group.tests}**<br><sub>{cell(cats, 100)}</sub>"
+        example = f"{code(group.example_test, 100)}<br>{cell(short_message(group.example_message), 110)}"
+        rows.append(f"| {name} | {tests} | {example} | {cell(group.cause.hint, 220)} |")
     if len(report.causes) > detail.max_rows:
-        rows.append(f"| … {len(report.causes) - detail.max_rows} more causes | | | | |")
+        rows.append(f"| … {len(report.causes) - detail.max_rows} more causes | | | |")
     return rows
 
 
@@ -248,14 +256,18 @@ def _details(report: Report, detail: Detail) -> list[str]:
     by_id = {t.test_id: t for t in report.tests}
     parts = ["", "#### Failing tests by cause"]
     for group in report.causes[: detail.max_rows]:
-        parts += ["", f"**{cell(group.cause.title, 80)}** — {group.tests} test{'s' if group.tests != 1 else ''}", ""]
+        parts += [
+            "",
+            f"**{cell(group.cause.title, 80)}** — {group.tests} test{'s' if group.tests != 1 else ''}",
+            "",
+        ]
         shown = [by_id[i] for i in group.test_ids[: detail.per_cause] if i in by_id]
         for test in shown:
             parts += _test_details(test, group, detail)
         rest = group.tests - len(shown)
         if rest > 0:
             others = ", ".join(code(i, 80) for i in group.test_ids[len(shown) : len(shown) + 3])
-            parts.append(f"… and {rest} more with the same cause ({others}{', …' if rest > 3 else ''})")
+            parts += ["", f"… and {rest} more with the same cause ({others}{', …' if rest > 3 else ''})"]
     return parts
 
 
@@ -268,7 +280,9 @@ def _test_details(test: TestResult, group: CauseGroup, detail: Detail) -> list[s
         if problems
         else "failed"
     )
-    attempts = f", failed {test.failed_executions} of {test.executions} attempts" if test.executions > 1 else ""
+    attempts = (
+        f", failed {test.failed_executions} of {test.executions} attempts" if test.executions > 1 else ""
+    )
     summary = f"{html.escape(_plain(test.test_id, 160))} — {label}{attempts}"
     body = []
     for problem in problems[:2]:
