@@ -40,7 +40,7 @@ LIBPQ_KEYS = frozenset(
 # Tables a reset may empty: ordinary and partitioned tables outside system schemas, our seed schema
 # and extensions (PostGIS's spatial_ref_sys must survive).
 USER_TABLES_SQL = f"""
-SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+SELECT c.oid, c.oid::regclass::text AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
    AND n.nspname NOT IN ('pg_catalog', 'information_schema', '{SEED_SCHEMA}') AND n.nspname NOT LIKE 'pg\\_%'
    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
@@ -282,7 +282,7 @@ def snapshot_seed(conn: psycopg.Connection) -> int:
     Nothing is created when the setup inserted nothing. Tables are stored parents-first so the
     restoring inserts satisfy foreign keys; sequences keep the value the setup left them at.
     """
-    tables = [row[0] for row in conn.execute(USER_TABLES_SQL)]
+    tables = [row[1] for row in conn.execute(USER_TABLES_SQL)]
     seeded: list[str] = []
     if tables:
         probe = sql.SQL(" UNION ALL ").join(
