@@ -525,3 +525,54 @@ def test_keep_leaves_the_databases_for_debugging(
     with psycopg.connect(pg_server.url("postgres"), autocommit=True) as conn:
         for name in kept:
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_a_crashed_workers_database_is_swept_by_the_controller(
+    inner: pytest.Pytester, pg_server: ServerInfo, fresh_db: str
+) -> None:
+    inner.makepyfile(
+        test_crash="""
+        import os, pytest
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_maybe_crash(n, db_url):
+            if n == 0:
+                os._exit(1)  # the worker dies without unconfigure: its database stays behind
+        """
+    )
+    result = inner.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--db-per-worker")
+    assert result.ret == 1
+    assert "crashed" in result.stdout.str()
+    assert _session_databases(pg_server, fresh_db) == set()
+
+
+def test_reset_blocked_by_an_open_transaction_names_the_blocker(
+    inner: pytest.Pytester, pg_server: ServerInfo, fresh_db: str
+) -> None:
+    inner.makepyfile(
+        test_blocked="""
+        import psycopg
+        import db_test_action.dbreset
+
+        db_test_action.dbreset.LOCK_TIMEOUT_MS = 300  # the real 10 s would only slow this test down
+        LEFT_OPEN = []
+
+        def test_leaves_a_transaction_open(db_url, db_reset):
+            conn = psycopg.connect(db_url)
+            conn.execute("SELECT * FROM kinds FOR UPDATE")  # row locks held until commit, never comes
+            LEFT_OPEN.append(conn)
+
+        def test_next(db_reset):
+            pass
+        """
+    )
+    result = inner.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "no:xdist", "--db-per-worker", "--db-setup", "python setup_schema.py"
+    )
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*db_reset: *_main has tables locked by another connection (pid * idle in transaction); commit or close*"
+        ]
+    )
+    assert _session_databases(pg_server, fresh_db) == set()
