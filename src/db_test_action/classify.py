@@ -165,10 +165,21 @@ def _classify(message: str, text: str, extra_rules: tuple[CauseRule, ...]) -> Ca
 def default_category(file: str | None, test_id: str) -> str:
     """The test module's name without `test_` (`tests/test_workspace_isolation.py` → `workspace_isolation`)."""
     if file:
-        stem = PurePosixPath(file).stem
-    else:
-        head = test_id.split("::", 1)[0]
-        stem = head.rsplit(".", 1)[-1] if "::" in test_id else "other"
+        return _category_of_file(file)
+    return _category_of_id(test_id.split("::", 1)[0] if "::" in test_id else "")
+
+
+@lru_cache(maxsize=4096)
+def _category_of_file(file: str) -> str:
+    return _strip_test(PurePosixPath(file).stem)
+
+
+@lru_cache(maxsize=4096)
+def _category_of_id(head: str) -> str:
+    return _strip_test(head.rsplit(".", 1)[-1] if head else "other")
+
+
+def _strip_test(stem: str) -> str:
     if stem.startswith("test_"):
         stem = stem[5:]
     elif stem.endswith("_test"):

@@ -21,6 +21,7 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from xml.parsers import expat
 
@@ -102,12 +103,19 @@ def parse_junit_bytes(data: bytes, name: str) -> ParsedFile:
     shard, run = _shard_run_from_name(name)
     state = _State(name)
     try:
-        for event, elem in DET.iterparse(io.BytesIO(data), events=("start", "end"), forbid_dtd=True):
-            if event == "start":
-                if not state.start(elem):
-                    break
-            else:
-                state.end(elem)
+        try:
+            root = DET.fromstring(data, forbid_dtd=True)
+        except ET.ParseError:
+            # Broken or truncated: stream it again to keep every testcase that was complete.
+            state = _State(name, streaming=True)
+            for event, elem in DET.iterparse(io.BytesIO(data), events=("start", "end"), forbid_dtd=True):
+                if event == "start":
+                    if not state.start(elem):
+                        break
+                else:
+                    state.end(elem)
+        else:
+            state.replay(root)
     except DefusedXmlException as exc:
         kind = type(exc).__name__
         state.problem = ParseProblem(
@@ -164,8 +172,9 @@ def _syntax_problem(name: str, exc: ET.ParseError, line: int, data: bytes, state
 class _State:
     """Streaming walk: a stack of open tags and of suite-level properties, testcases built at their end."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, streaming: bool = False) -> None:
         self.name = name
+        self.streaming = streaming
         self.open_tags: list[str] = []
         self.open_elems: list[ET.Element] = []
         self.suite_props: list[dict[str, str]] = []
@@ -190,6 +199,19 @@ class _State:
         self.open_tags.append(tag)
         self.open_elems.append(elem)
         return True
+
+    def replay(self, elem: ET.Element) -> None:
+        """Walk a parsed tree through the same start/end steps, descending only into suites."""
+        if not self.start(elem):
+            return
+        for child in elem:
+            tag = _local(child.tag)
+            if tag == "testcase":  # straight to the testcase: no start/end bookkeeping per case
+                self.index += 1
+                self.occurrences.extend(self._testcase(child))
+            elif tag in ("testsuite", "testsuites", "properties"):
+                self.replay(child)
+        self.end(elem)
 
     def suite_int(self, key: str, default: int | None) -> int | None:
         value = self.file_props.get(key, "")
@@ -220,6 +242,8 @@ class _State:
 
     def _drop(self, elem: ET.Element) -> None:
         """Free the finished element: clear it and detach it from its parent (it is the last child)."""
+        if not self.streaming:
+            return  # a whole tree is dropped at once when parsing the file is done
         elem.clear()
         if self.open_elems and len(self.open_elems[-1]) and self.open_elems[-1][-1] is elem:
             del self.open_elems[-1][-1]
@@ -227,7 +251,8 @@ class _State:
     def _testcase(self, elem: ET.Element) -> list[Occurrence]:
         props: dict[str, str] = {}
         for suite in self.suite_props:
-            props.update(suite)
+            if suite:
+                props.update(suite)
         results, retries = [], []
         for child in elem:
             tag = _local(child.tag)
@@ -244,31 +269,29 @@ class _State:
             elem.get("line"),
             self.index,
         )
-        common = {
-            "test_id": test_id,
-            "file": file,
-            "line": line,
-            "source": self.name,
-            "shard": _int(props.get("shard")),
-            "run": _int(props.get("run")),
-            "attempt": _int(props.get("attempt")),
-            "worker": props.get("worker"),
-            "markers": tuple(m for m in props.get("markers", "").split(",") if m),
-        }
-        duration_s = _float(elem.get("time"))
+        if props:
+            shard, run, attempt = _int(props.get("shard")), _int(props.get("run")), _int(props.get("attempt"))
+            worker, markers = props.get("worker"), tuple(m for m in props.get("markers", "").split(",") if m)
+        else:  # the usual case without runner properties: no parsing at all
+            shard = run = attempt = worker = None
+            markers = ()
         out = [
             Occurrence(
-                outcome=Outcome.FAILED, phase=Phase.CALL, duration_s=0.0, message=child.get("message") or "",
-                text=(child.text or "").strip(), **common,
+                test_id, file, line, Outcome.FAILED, Phase.CALL, 0.0, child.get("message") or "",
+                (child.text or "").strip(), self.name, shard, run, attempt, worker, markers,
             )
             for child in retries
         ]  # fmt: skip
-        outcome, phase, message, text = _result(results)
+        if results:
+            outcome, phase, message, text = _result(results)
+        else:
+            outcome, phase, message, text = Outcome.PASSED, None, "", ""
         out.append(
             Occurrence(
-                outcome=outcome, phase=phase, duration_s=duration_s, message=message, text=text, **common
+                test_id, file, line, outcome, phase, _float(elem.get("time")), message, text, self.name,
+                shard, run, attempt, worker, markers,
             )
-        )
+        )  # fmt: skip
         return out
 
 
@@ -299,7 +322,9 @@ def _properties(elem: ET.Element) -> dict[str, str]:
 
 
 def _local(tag: object) -> str:
-    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
+    if isinstance(tag, str):
+        return tag if tag[:1] != "{" else tag.rsplit("}", 1)[-1]
+    return ""  # comments and processing instructions
 
 
 def _int(value: str | None) -> int | None:
@@ -325,21 +350,30 @@ def derive_test_id(
     `file=` attribute. An absolute or `../` file (seen in the wild) is ignored in favour of the classname.
     """
     line_no = int(line) if line and line.isdigit() else None
+    prefix, path = _id_prefix(classname, file)
+    if prefix is not None:
+        return f"{prefix}::{name}", path, line_no
+    if not classname and not name:
+        return f"<unnamed testcase #{index}>", None, line_no
+    return (f"{classname}::{name}" if classname else name), None, line_no
+
+
+@lru_cache(maxsize=4096)
+def _id_prefix(classname: str, file: str | None) -> tuple[str | None, str | None]:
+    """`tests/test_x.py::TestC` from classname (+ file); None when not a pytest-looking classname."""
     parts = [p for p in classname.split(".") if p]
     if file and file.endswith(".py") and not file.startswith(("/", "..")):
         module = file[:-3].replace("/", ".").split(".")
         rest = (
             parts[len(module) :] if parts[: len(module)] == module else [p for p in parts if p[:1].isupper()]
         )
-        return "::".join([file, *rest, name]), file, line_no
+        return "::".join([file, *rest]), file
     cut = next((i for i, p in enumerate(parts) if p[:1].isupper()), len(parts))
     module, classes = parts[:cut], parts[cut:]
     if module and _looks_like_test_module(module[-1]):
         path = "/".join(module) + ".py"
-        return "::".join([path, *classes, name]), path, line_no
-    if not classname and not name:
-        return f"<unnamed testcase #{index}>", None, line_no
-    return (f"{classname}::{name}" if classname else name), None, line_no
+        return "::".join([path, *classes]), path
+    return None, None
 
 
 def _looks_like_test_module(part: str) -> bool:
@@ -392,8 +426,19 @@ def _split_attempts(seq: list[Occurrence]) -> list[list[Occurrence]]:
 _FAILED = (Outcome.FAILED, Outcome.ERROR)
 
 
+_SIMPLE_STATUS = {
+    Outcome.PASSED: Status.PASSED,
+    Outcome.SKIPPED: Status.SKIPPED,
+    Outcome.XFAILED: Status.XFAILED,
+}
+
+
 def _one_test(test_id, per_source, categorize, classify, pytest_sources) -> TestResult:
     first = next(iter(per_source.values()))[0]
+    if len(per_source) == 1 and first.outcome in _SIMPLE_STATUS and len(per_source[first.source]) == 1:
+        # The common case (one clean execution): skip the attempt bookkeeping.
+        status = _SIMPLE_STATUS[first.outcome]
+        return TestResult(test_id, categorize(first), first.file, first.line, status, 1, 0, first.duration_s)
     executions = failed = 0
     passed_any = xfailed_any = False
     skipped_all = True

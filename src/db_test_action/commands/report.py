@@ -115,7 +115,11 @@ def _write_outputs(report: Report, args: argparse.Namespace) -> None:
     if args.markdown:
         _write(args.markdown, render_markdown(report), "--markdown")
     if args.json:
-        _write(args.json, json.dumps(report_to_dict(report), ensure_ascii=False, indent=1) + "\n", "--json")
+        _write(
+            args.json,
+            json.dumps(report_to_dict(report), ensure_ascii=False, separators=(",", ":")) + "\n",
+            "--json",
+        )
 
 
 def _write(path: Path, text: str, flag: str) -> None:
