@@ -147,3 +147,55 @@ def test_missing_input_is_a_usage_error(cli: list[str], gh_env: dict[str, str]) 
     result = subprocess.run([*cli, "publish"], env=gh_env, capture_output=True, text=True, check=False)
     assert result.returncode == 2
     assert "nothing to publish; pass --report-json FILE or --markdown FILE" in result.stderr
+
+
+JUNIT = Path(__file__).parent / "data" / "junit" / "phases-reruns.xml"
+
+
+def test_report_json_from_the_reporter_is_published_end_to_end(
+    cli: list[str], gh_env: dict[str, str], fake: FakeGitHub, tmp_path: Path
+) -> None:
+    report_json = tmp_path / "report.json"
+    reported = subprocess.run(
+        [
+            *cli,
+            "report",
+            str(JUNIT),
+            "--json",
+            str(report_json),
+            "--markdown",
+            str(tmp_path / "report-md.md"),
+        ],
+        env=gh_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert reported.returncode == 1 and report_json.exists(), reported.stderr  # failing tests: gate red
+    argv = [*cli, "publish", "--report-json", str(report_json), "--key", "unit", "--comment-mode", "changes"]
+    first = subprocess.run(argv, env=gh_env, capture_output=True, text=True, timeout=60, check=False)
+    assert first.returncode == 0, first.stderr
+    errors = [line for line in first.stdout.splitlines() if line.startswith("::error ")]
+    assert len(errors) == 5
+    assert errors[0].startswith("::error file=conftest.py,line=6,title=setup error (connection)")
+    [comment] = fake.comments[7]
+    summary = (tmp_path / "summary.md").read_text(encoding="utf-8")
+    assert comment["body"].startswith(summary.rstrip("\n"))
+    assert summary.startswith("### ❌ Test results")
+    second = subprocess.run(argv, env=gh_env, capture_output=True, text=True, timeout=60, check=False)
+    assert "is up to date (same fingerprint); not edited" in second.stdout, second.stderr
+    assert not fake.calls("PATCH")
+
+
+def test_bad_report_json_is_a_one_line_error(cli: list[str], gh_env: dict[str, str], tmp_path: Path) -> None:
+    bad = tmp_path / "report.json"
+    bad.write_text('{"schema_version": 99}', encoding="utf-8")
+    result = subprocess.run(
+        [*cli, "publish", "--report-json", str(bad)], env=gh_env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"db-test-action: {bad}: schema_version 99 is not supported; this version reads 1"
+    )
