@@ -11,6 +11,7 @@ pytest realities this module encodes (verified with pytest 9, pytest-rerunfailur
 - a body failure plus a teardown error is two <testcase> elements with the same name;
 - each rerun attempt is an extra *empty* <testcase> (the failure is not recorded); the last carries
   the outcome, so an empty testcase followed by another of the same test in one pytest file failed.
+Grouping occurrences into tests lives in attempts.py (re-exported here).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import glob
 import io
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -28,16 +29,13 @@ from xml.parsers import expat
 import defusedxml.ElementTree as DET
 from defusedxml import DefusedXmlException
 
+from db_test_action.attempts import error_location, group_tests  # re-exported: one import for callers
 from db_test_action.model import (
-    Cause,
     Occurrence,
     Outcome,
     ParseProblem,
     Phase,
-    Problem,
     ResultFile,
-    Status,
-    TestResult,
 )
 
 _SHARD_RUN_RE = re.compile(r"shard-(\d+)(?:-run-(\d+))?")
@@ -50,7 +48,6 @@ _TRUNCATION_CODES = {
     expat.errors.codes[expat.errors.XML_ERROR_UNCLOSED_CDATA_SECTION],
     expat.errors.codes[expat.errors.XML_ERROR_PARTIAL_CHAR],
 }
-_LOCATION_RE = re.compile(r"^(?!/)(?![^\n]*site-packages)([^\s:]+\.py):(\d+): ", re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,126 +377,12 @@ def _looks_like_test_module(part: str) -> bool:
     return part.startswith("test_") or part.endswith("_test") or part in ("test", "tests", "conftest")
 
 
-# --- grouping ------------------------------------------------------------------------------------------
-
-
-def group_tests(
-    occurrences: Sequence[Occurrence],
-    categorize: Callable[[Occurrence], str],
-    classify: Callable[[str, str], Cause],
-    pytest_sources: frozenset[str] = frozenset(),
-) -> tuple[TestResult, ...]:
-    """One TestResult per test id, attempts and repeats folded in; nothing is double-counted.
-
-    `categorize` and `classify` are injected (they belong to the classify stage) so this stays pure.
-    In a file from pytest, an empty testcase followed by another of the same test is a rerun attempt
-    whose failure pytest did not record.
-    """
-    by_id: dict[str, dict[str, list[Occurrence]]] = {}
-    for occ in occurrences:
-        by_id.setdefault(occ.test_id, {}).setdefault(occ.source, []).append(occ)
-    return tuple(
-        _one_test(test_id, per_source, categorize, classify, pytest_sources)
-        for test_id, per_source in by_id.items()
-    )
-
-
-def _split_attempts(seq: list[Occurrence]) -> list[list[Occurrence]]:
-    attempts: list[list[Occurrence]] = []
-    for occ in seq:
-        if attempts:
-            last = attempts[-1][-1]
-            same_attempt = occ.attempt is not None and occ.attempt == last.attempt
-            teardown_after_failure = (
-                occ.attempt is None
-                and occ.phase is Phase.TEARDOWN
-                and last.outcome in (Outcome.FAILED, Outcome.ERROR)
-                and last.phase is not Phase.TEARDOWN
-            )
-            if same_attempt or teardown_after_failure:
-                attempts[-1].append(occ)
-                continue
-        attempts.append([occ])
-    return attempts
-
-
-_FAILED = (Outcome.FAILED, Outcome.ERROR)
-
-
-_SIMPLE_STATUS = {
-    Outcome.PASSED: Status.PASSED,
-    Outcome.SKIPPED: Status.SKIPPED,
-    Outcome.XFAILED: Status.XFAILED,
-}
-
-
-def _one_test(test_id, per_source, categorize, classify, pytest_sources) -> TestResult:
-    first = next(iter(per_source.values()))[0]
-    if len(per_source) == 1 and first.outcome in _SIMPLE_STATUS and len(per_source[first.source]) == 1:
-        # The common case (one clean execution): skip the attempt bookkeeping.
-        status = _SIMPLE_STATUS[first.outcome]
-        return TestResult(test_id, categorize(first), first.file, first.line, status, 1, 0, first.duration_s)
-    executions = failed = 0
-    passed_any = xfailed_any = False
-    skipped_all = True
-    final_phases: set[Phase] = set()
-    problems: list[Problem] = []
-    slowest = 0.0
-    for source, seq in per_source.items():
-        attempts = _split_attempts(seq)
-        for i, attempt in enumerate(attempts):
-            is_last = i == len(attempts) - 1
-            executions += 1
-            slowest = max(slowest, sum(o.duration_s for o in attempt))
-            bad = [o for o in attempt if o.outcome in _FAILED]
-            hidden_rerun = (
-                not bad and not is_last and (source in pytest_sources or attempt[0].attempt is not None)
-            )
-            if bad or hidden_rerun:
-                failed += 1
-                if is_last:
-                    final_phases.update(o.phase for o in bad if o.phase)
-                problems.extend(_problem(o, classify) for o in bad)
-                skipped_all = False
-                continue
-            outcome = attempt[-1].outcome
-            passed_any |= outcome is Outcome.PASSED
-            xfailed_any |= outcome is Outcome.XFAILED
-            skipped_all &= outcome in (Outcome.SKIPPED, Outcome.XFAILED)
-    if failed and passed_any:
-        status = Status.FLAKY
-    elif failed:
-        final_phases = final_phases or {Phase.CALL}
-        status = (
-            Status.SETUP_ERROR
-            if Phase.SETUP in final_phases
-            else Status.FAILED
-            if Phase.CALL in final_phases
-            else Status.TEARDOWN_ERROR
-        )
-    elif skipped_all:
-        status = Status.XFAILED if xfailed_any else Status.SKIPPED
-    else:
-        status = Status.PASSED
-    return TestResult(
-        test_id, categorize(first), first.file, first.line, status, executions, failed, round(slowest, 6),
-        tuple(problems),
-    )  # fmt: skip
-
-
-def _problem(occ: Occurrence, classify: Callable[[str, str], Cause]) -> Problem:
-    file, line = error_location(occ.text, occ.file, occ.line)
-    return Problem(
-        occ.phase or Phase.CALL, occ.outcome, occ.message, occ.text, classify(occ.message, occ.text), occ.source,
-        occ.shard, occ.run, occ.attempt, file, line,
-    )  # fmt: skip
-
-
-def error_location(text: str, file: str | None, line: int | None) -> tuple[str | None, int | None]:
-    """The deepest traceback entry in the repo (a relative `path.py:N:` line), else the test's own place."""
-    found = None
-    for match in _LOCATION_RE.finditer(text):
-        found = match
-    if found:
-        return found.group(1), int(found.group(2))
-    return file, line
+__all__ = [
+    "ParsedFile",
+    "derive_test_id",
+    "error_location",
+    "expand_paths",
+    "group_tests",
+    "parse_junit_bytes",
+    "parse_junit_file",
+]
