@@ -8,6 +8,7 @@ they contain, and that nothing of the session is left behind.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -211,6 +212,8 @@ def test_only_a_child_of_the_owner_joins_its_session() -> None:
     assert find_session(env, parent_pid=999) is None
     assert find_session({ENV_SESSION: session.to_env()}, parent_pid=4242) is None  # not a worker
     assert find_session({**env, ENV_SESSION: "{not json"}, parent_pid=4242) is None
+    # In-process (pytester.runpytest) inside a worker: the worker already claimed the session.
+    assert find_session({**env, ENV_SESSION: session.to_env(claimed_by=77)}, parent_pid=4242) is None
 
 
 # --- real runs ------------------------------------------------------------------------------------
@@ -574,5 +577,53 @@ def test_reset_blocked_by_an_open_transaction_names_the_blocker(
         [
             "*db_reset: *_main has tables locked by another connection (pid * idle in transaction); commit or close*"
         ]
+    )
+    assert _session_databases(pg_server, fresh_db) == set()
+
+
+@pytest.mark.e2e
+def test_fragile_example_is_green_with_only_the_plugin_switched_on(
+    pg_server: ServerInfo, fresh_db: str
+) -> None:
+    """examples/fragile collides on a shared database under `-n 2`; `--db-per-worker` alone fixes it."""
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    if not (examples / "fragile" / "conftest.py").is_file():
+        pytest.skip("examples/fragile is absent")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST_", "DB_TEST_ACTION_"))}
+    env["DATABASE_URL"] = fresh_db
+    cmd = [sys.executable, "-m", "pytest", "fragile", "-n", "2", "-q"]
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*cmd, *extra], cwd=examples, env=env, capture_output=True, text=True, timeout=300
+        )
+
+    shared = run()
+    assert shared.returncode == 1, shared.stdout[-2000:]
+    collisions = ("UniqueViolation", "tuple concurrently updated", "DependentObjectsStillExist")
+    assert any(word in shared.stdout for word in collisions), shared.stdout[-2000:]
+    isolated = run("--db-per-worker", "--db-extensions", "pgcrypto")
+    assert isolated.returncode == 0, isolated.stdout[-3000:]
+    assert " error" not in isolated.stdout.splitlines()[-1]
+    assert _session_databases(pg_server, fresh_db) == set()
+
+
+def test_url_env_names_the_variable_to_read_and_rewrite(
+    inner: pytest.Pytester, pg_server: ServerInfo, fresh_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DATABASE_URL")
+    monkeypatch.setenv("APP_DB", fresh_db)
+    inner.makepyfile(
+        test_app="""
+        import os
+
+        def test_app(db_url):
+            assert os.environ["APP_DB"] == db_url and db_url.endswith("_main")
+            assert "DATABASE_URL" not in os.environ
+        """
+    )
+    inner.makeini("[pytest]\ndb_url_env = APP_DB\n")
+    inner.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist", "--db-per-worker").assert_outcomes(
+        passed=1
     )
     assert _session_databases(pg_server, fresh_db) == set()

@@ -94,8 +94,10 @@ class SessionInfo:
     owner_pid: int
     base_url: str
 
-    def to_env(self) -> str:
-        return json.dumps({"id": self.session_id, "owner_pid": self.owner_pid, "base_url": self.base_url})
+    def to_env(self, claimed_by: int | None = None) -> str:
+        """The owner writes it unclaimed for its workers; a worker marks it claimed for its own process."""
+        data = {"id": self.session_id, "owner_pid": self.owner_pid, "base_url": self.base_url}
+        return json.dumps(data | ({"claimed_by": claimed_by} if claimed_by else {}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,8 +209,9 @@ def resolve_settings(
 def find_session(env: Mapping[str, str], parent_pid: int) -> tuple[SessionInfo, str] | None:
     """(session, worker id) when this process is an xdist worker of an owner that prepared a session.
 
-    The parent-pid check keeps a pytest run *inside* a test (pytester, subprocess) from mistaking an
-    inherited session for its own: its parent is a worker, not the owner.
+    A pytest run *inside* a test must not mistake an inherited session for its own (it would clone
+    over the worker's database): in a subprocess the parent is a worker, not the owner; in-process
+    (pytester's `runpytest`) the worker has already marked the session as claimed.
     """
     worker = env.get("PYTEST_XDIST_WORKER")
     raw = env.get(ENV_SESSION)
@@ -219,7 +222,9 @@ def find_session(env: Mapping[str, str], parent_pid: int) -> tuple[SessionInfo, 
         session = SessionInfo(str(data["id"]), int(data["owner_pid"]), str(data["base_url"]))
     except (ValueError, KeyError, TypeError):
         return None
-    return (session, worker) if session.owner_pid == parent_pid else None
+    if session.owner_pid != parent_pid or data.get("claimed_by"):
+        return None
+    return session, worker
 
 
 def _option(config: pytest.Config, key: str) -> object:
@@ -279,8 +284,7 @@ def start(config: pytest.Config, settings: DbSettings) -> DbState:
     )
     config.add_cleanup(cleanup)
     os.environ[settings.url_env] = state.url
-    if state.is_owner:
-        os.environ[ENV_SESSION] = session.to_env()
+    os.environ[ENV_SESSION] = session.to_env(claimed_by=None if state.is_owner else os.getpid())
     config.pluginmanager.register(DbPerWorker(state), DbPerWorker.NAME)
     return state
 
