@@ -13,13 +13,14 @@ import traceback
 from collections.abc import Sequence
 
 from db_test_action import __version__
+from db_test_action.commands import durations as durations_cmd
 from db_test_action.commands import postgres as postgres_cmd
 from db_test_action.commands import publish as publish_cmd
 from db_test_action.commands import report as report_cmd
 from db_test_action.commands import run as run_cmd
 from db_test_action.errors import EXIT_INTERNAL, DbTestActionError
 
-COMMANDS = [postgres_cmd, publish_cmd, report_cmd, run_cmd]
+COMMANDS = [postgres_cmd, publish_cmd, report_cmd, run_cmd, durations_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -369,7 +369,7 @@ def run_shard(
         for run in range(1, plan.repeat + 1):
             outcome = _one_run(plan, run, info, databases, base_env, select, Path(tmp), say, progress)
             outcomes.append(outcome)
-            worst = _worse(worst, outcome.exit_code)
+            worst = worse_exit(worst, outcome.exit_code)
             if outcome.crash:
                 break  # a crash repeats identically; say it once
             if plan.until_failure and outcome.exit_code != 0:
@@ -378,7 +378,7 @@ def run_shard(
     return worst, tuple(outcomes)
 
 
-def _worse(a: int, b: int) -> int:
+def worse_exit(a: int, b: int) -> int:
     """pytest's worst exit: anything abnormal (2-4, killed) over test failures (1) over ok (0)."""
     rank = {0: 0, 1: 1}
     return a if rank.get(a, 2) >= rank.get(b, 2) else b

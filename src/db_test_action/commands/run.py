@@ -7,6 +7,7 @@ db-test-action run [--shards N --shard I] [--repeat K] [--reruns R] [--workers W
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 from db_test_action.commands.postgres import add_launch_options, launch_options
 from db_test_action.errors import EXIT_GATE, EXIT_USAGE, DbTestActionError
 from db_test_action.postgres import LocalServer, use_external
-from db_test_action.runner import Databases, RunPlan, run_shard, stop_on_signals
+from db_test_action.runner import Databases, RunPlan, run_shard, stop_on_signals, worse_exit
 from db_test_action.sharding import parse_durations
 
 DEFAULT_DURATIONS = ".test_durations"  # pytest-split's default file name
@@ -42,6 +43,13 @@ def _positive(flag: str):  # type: ignore[no-untyped-def]
     return parse
 
 
+def _shard(value: str) -> int:
+    """1..N, or `all` (0): every shard in turn in this process, for a local run of the whole matrix."""
+    if value == "all":
+        return 0
+    return _positive("--shard")(value)
+
+
 def _workers(value: str) -> str:
     if value == "auto" or value == "logical" or (value.isdigit() and int(value) >= 1):
         return value
@@ -61,7 +69,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--shards", type=_positive("--shards"), default=1, metavar="N", help="split into N shards"
     )
     group.add_argument(
-        "--shard", type=_positive("--shard"), default=1, metavar="I", help="run shard I (1..N)"
+        "--shard", type=_shard, default=1, metavar="I", help="run shard I (1..N), or all of them in turn: all"
     )
     group.add_argument(
         "--repeat", type=_positive("--repeat"), default=1, metavar="K", help="K whole sessions"
@@ -145,11 +153,18 @@ def run(args: argparse.Namespace) -> int:
         try:
             info = use_external(args.database_url, args.extensions) if server is None else server.start()
             databases = Databases(info, owns_server=server is not None)
-            code, outcomes = run_shard(plan, info, databases, say, sys.stderr if plan.progress_tty else None)
+            code, outcomes = 0, []
+            for shard in [plan.shard] if plan.shard else range(1, plan.shards + 1):
+                shard_plan = dataclasses.replace(plan, shard=shard)
+                shard_code, shard_outcomes = run_shard(
+                    shard_plan, info, databases, say, sys.stderr if plan.progress_tty else None
+                )
+                code = worse_exit(code, shard_code)
+                outcomes += [(shard, o) for o in shard_outcomes]
         finally:
             if server is not None:
                 server.stop()
-    for outcome in outcomes:
+    for shard, outcome in outcomes:
         if outcome.crash:
             if plan.progress_tty or not plan.show_output:
                 tail = (
@@ -157,11 +172,11 @@ def run(args: argparse.Namespace) -> int:
                 )
                 print("\n".join(tail), file=sys.stderr)
             raise DbTestActionError(
-                f"run: shard {plan.shard} run {outcome.run}: {outcome.crash}",
+                f"run: shard {shard} run {outcome.run}: {outcome.crash}",
                 EXIT_USAGE if outcome.exit_code == 4 else EXIT_GATE,
             )
     if code != 0 and plan.progress_tty and not plan.show_output:
-        failing = next(o for o in outcomes if o.exit_code != 0)
+        failing = next(o for _shard, o in outcomes if o.exit_code != 0)
         say(f"see {failing.junit.with_suffix('.log')} for pytest's output")
     print(f"results: {os.fspath(plan.results_dir)}")
     if code == 0 or args.no_fail:
