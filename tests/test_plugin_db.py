@@ -149,8 +149,8 @@ def test_setup_text_is_a_callable_sql_files_or_a_command(tmp_path: Path) -> None
 
 
 def test_settings_precedence_is_cli_then_ini_then_env(tmp_path: Path) -> None:
-    def resolve(cli: dict[str, object], ini: dict[str, str], env: dict[str, str]) -> DbSettings:
-        return resolve_settings(cli.get, lambda key: ini.get(key, ""), env, tmp_path)
+    def resolve(cli: dict[str, object], ini: dict[str, object], env: dict[str, str]) -> DbSettings:
+        return resolve_settings(cli.get, ini.get, env, tmp_path)
 
     assert resolve({}, {}, {}) == DbSettings()  # off by default, whatever else is set
     assert resolve({}, {}, {"DB_TEST_ACTION_DB_RESET_MODE": "nonsense"}) == DbSettings()
@@ -165,6 +165,12 @@ def test_settings_precedence_is_cli_then_ini_then_env(tmp_path: Path) -> None:
     )
     assert resolve({"db_url_env": "OTHER"}, {}, env).url_env == "OTHER"
     assert resolve({}, {"db_extensions": "pgcrypto, citext"}, on).extensions == ("pgcrypto", "citext")
+    # Typed ini keys give native values: bools, and lists from `args` or TOML arrays.
+    assert resolve({}, {"db_per_worker": True, "db_extensions": ["pgcrypto", "citext"]}, {}).extensions == (  # type: ignore[dict-item]
+        "pgcrypto",
+        "citext",
+    )
+    assert not resolve({}, {"db_per_worker": False}, on).is_enabled  # type: ignore[dict-item]
 
 
 @pytest.mark.parametrize(
@@ -627,3 +633,24 @@ def test_url_env_names_the_variable_to_read_and_rewrite(
         passed=1
     )
     assert _session_databases(pg_server, fresh_db) == set()
+
+
+def test_pyproject_native_values_and_bad_ini_values(
+    inner: pytest.Pytester, pg_server: ServerInfo, fresh_db: str
+) -> None:
+    inner.makepyprojecttoml('[tool.pytest.ini_options]\ndb_per_worker = true\ndb_extensions = ["citext"]\n')
+    inner.makepyfile(
+        test_citext="""
+        import psycopg
+
+        def test_citext(db_url):
+            with psycopg.connect(db_url) as conn:
+                assert conn.execute("SELECT 'a'::citext = 'A'").fetchone() == (True,)
+        """
+    )
+    inner.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist").assert_outcomes(passed=1)
+    assert _session_databases(pg_server, fresh_db) == set()
+    inner.makefile(".ini", pytest="[pytest]\ndb_per_worker = maybe\n")  # pytest.ini wins over pyproject
+    bad = inner.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["ERROR: db_per_worker (ini): *'maybe'; use true or false"])

@@ -119,6 +119,12 @@ class DbState:
         return self.names.worker(self.worker_id)
 
 
+INI_HINTS = {
+    "db_per_worker": "use true or false",
+    "db_keep": "use true or false",
+    "db_extensions": "use a list of extension names",
+}
+
 SETTINGS_KEY = pytest.StashKey[DbSettings]()
 STATE_KEY = pytest.StashKey[DbState]()
 CLEANUP_KEY = pytest.StashKey["Cleanup"]()
@@ -137,15 +143,17 @@ def pytest_addoption_db_per_worker(parser: pytest.Parser) -> None:
         "--db-reset-mode", dest="db_reset_mode", choices=[m.value for m in ResetMode], help=RESET_MODE_HELP
     )
     group.addoption("--db-keep", action="store_true", default=None, dest="db_keep", help=KEEP_HELP)
-    for key, help_text in (
-        ("db_per_worker", PER_WORKER_HELP),
-        ("db_setup", SETUP_HELP),
-        ("db_extensions", EXTENSIONS_HELP),
-        ("db_url_env", URL_ENV_HELP),
-        ("db_reset_mode", RESET_MODE_HELP),
-        ("db_keep", KEEP_HELP),
+    # default=None means unset, so the environment can apply. Typed keys accept native TOML values
+    # (`db_per_worker = true`, `db_extensions = ["pgcrypto"]`) under [tool.pytest] as well as ini strings.
+    for key, help_text, ini_type in (
+        ("db_per_worker", PER_WORKER_HELP, "bool"),
+        ("db_setup", SETUP_HELP, "string"),
+        ("db_extensions", EXTENSIONS_HELP, "args"),
+        ("db_url_env", URL_ENV_HELP, "string"),
+        ("db_reset_mode", RESET_MODE_HELP, "string"),
+        ("db_keep", KEEP_HELP, "bool"),
     ):
-        parser.addini(key, help_text, default="")  # strings: "" means unset, so the environment can apply
+        parser.addini(key, help_text, type=ini_type, default=None)
 
 
 def _parse_bool(where: str, text: str) -> bool:
@@ -157,8 +165,19 @@ def _parse_bool(where: str, text: str) -> bool:
     raise DbTestActionError(f"{where}: {text!r} is not a boolean; use true or false")
 
 
+def _ini_text(value: object) -> str:
+    """An ini value as text: bools from `type="bool"`, lists from `type="args"` or TOML arrays."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(item) for item in value)
+    return str(value)
+
+
 def resolve_settings(
-    cli: Callable[[str], object], ini: Callable[[str], str], env: Mapping[str, str], rootdir: Path
+    cli: Callable[[str], object], ini: Callable[[str], object], env: Mapping[str, str], rootdir: Path
 ) -> DbSettings:
     """Merge the three sources; a bad value raises naming where it came from (flag, ini key or variable)."""
 
@@ -166,7 +185,12 @@ def resolve_settings(
         value = cli(key)
         if value is not None:
             return "--" + key.replace("_", "-"), str(value)
-        text = ini(key)
+        try:
+            text = _ini_text(ini(key))
+        except (TypeError, ValueError) as exc:  # pytest's own type checks (e.g. `db_per_worker = maybe`)
+            detail = str(exc).split(": config option ", 1)[-1]
+            hint = INI_HINTS.get(key, "use a string")
+            raise DbTestActionError(f"{key} (ini): {detail}; {hint}") from None
         if text.strip():
             return f"{key} (ini)", text
         name = ENV_PREFIX + key.upper()
@@ -359,10 +383,10 @@ class DbPerWorker:
 
     def pytest_report_header(self, config: pytest.Config) -> str:
         s = self.state
-        setup = s.settings.setup.text if s.settings.setup else "none"
+        setup = repr(s.settings.setup.text) if s.settings.setup else "none"
         return (
             f"db-per-worker: {s.settings.url_env}={redact(s.url)} (template {s.names.template}, "
-            f"setup {setup!r}: {s.setup_s:.2f}s, clone {s.clone_s:.3f}s)"
+            f"setup {setup}: {s.setup_s:.2f}s, clone {s.clone_s:.3f}s)"
         )
 
     @pytest.fixture(scope="session")
