@@ -11,6 +11,8 @@ import json
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -340,9 +342,31 @@ def test_async_sqlalchemy_and_psycopg_with_an_async_callable_setup(
     assert _session_databases(pg_server, fresh_db) == set()
 
 
+@pytest.fixture
+def db_role(pg_server: ServerInfo) -> Iterator[str]:
+    """A login role that is not a superuser; its name, dropped afterwards (with what it still owns)."""
+    name = "dta_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(pg_server.url("postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
+    yield name
+    with psycopg.connect(pg_server.url("postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+@pytest.mark.parametrize("is_superuser", [True, False], ids=["superuser", "createdb-only"])
 def test_sql_files_extensions_and_reset_modes(
-    inner: pytest.Pytester, pg_server: ServerInfo, fresh_db: str
+    inner: pytest.Pytester,
+    pg_server: ServerInfo,
+    fresh_db: str,
+    is_superuser: bool,
+    db_role: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """As a superuser db_reset DELETEs with FK triggers off; otherwise TRUNCATE … CASCADE, parents first."""
+    if not is_superuser:
+        with psycopg.connect(pg_server.url("postgres"), autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER ROLE {} CREATEDB").format(sql.Identifier(db_role)))
+        monkeypatch.setenv("DATABASE_URL", fresh_db.replace("postgres@", f"{db_role}@", 1))
     (inner.path / "schema").mkdir()
     (inner.path / "schema" / "01_tables.sql").write_text(
         "CREATE TABLE kinds (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name citext NOT NULL,"
@@ -510,6 +534,24 @@ def test_errors_are_one_line_and_leave_nothing_behind(
     missing = inner.runpytest_subprocess("-p", "no:cacheprovider", "--db-per-worker")
     assert missing.ret == pytest.ExitCode.USAGE_ERROR
     missing.stderr.fnmatch_lines(["ERROR: --db-per-worker: DATABASE_URL is not set; export DATABASE_URL=*"])
+
+
+def test_a_user_without_createdb_gets_a_one_line_error(
+    inner: pytest.Pytester,
+    pg_server: ServerInfo,
+    fresh_db: str,
+    db_role: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", fresh_db.replace("postgres@", f"{db_role}@", 1))
+    inner.makepyfile(test_x="def test_x(): pass")
+    result = inner.runpytest_subprocess("-p", "no:cacheprovider", "--db-per-worker")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: --db-per-worker: preparing t_*_tpl: permission denied to create database; check the user's rights"
+        ]
+    )
 
 
 def test_busy_template_is_reported_with_who_holds_it(pg_server: ServerInfo, fresh_db: str) -> None:

@@ -184,8 +184,8 @@ def ensure_template(
             return False
         if row is not None:  # a half-made template from a setup that crashed: start over
             _drop(conn, template)
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(template)))
         try:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(template)))
             with connect(base_url, template) as tpl:
                 for name in extensions:
                     try:
@@ -206,9 +206,14 @@ def ensure_template(
             conn.execute(
                 sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(template))
             )
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(psycopg.Error):
                 _drop(conn, template)
+            if isinstance(exc, psycopg.Error):
+                raise DbTestActionError(
+                    f"--db-per-worker: preparing {template}: {_first_line(exc)}; check the user's rights",
+                    EXIT_ENV,
+                ) from None
             raise
         return True
 
