@@ -8,22 +8,46 @@ Exit codes: 0 ok, 1 a gate failed (tests, budgets, flaky; see --fail-on), 2 usag
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from db_test_action import __version__
-from db_test_action.commands import durations as durations_cmd
-from db_test_action.commands import postgres as postgres_cmd
-from db_test_action.commands import publish as publish_cmd
-from db_test_action.commands import report as report_cmd
-from db_test_action.commands import run as run_cmd
 from db_test_action.errors import EXIT_INTERNAL, DbTestActionError
 
-COMMANDS = [postgres_cmd, publish_cmd, report_cmd, run_cmd, durations_cmd]
+# name → (module with `add_parser(sub)`, the one-line help `db-test-action --help` lists; keep it equal to the
+# module's). Only the command being run is imported: publish pulls in PyGithub and postgres psycopg
+# (~0.3 s together), which `report` on 100,000 tests should not wait for.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "postgres": (
+        "db_test_action.commands.postgres",
+        "start/stop a throwaway PostgreSQL with pgcrypto, or run a command against one",
+    ),
+    "publish": (
+        "db_test_action.commands.publish",
+        "write the job summary and annotations, and post or update the sticky PR comment",
+    ),
+    "report": (
+        "db_test_action.commands.report",
+        "turn JUnit XML into a verdict, root causes, budgets: Markdown, JSON, console",
+    ),
+    "run": (
+        "db_test_action.commands.run",
+        "run pytest sharded/repeated, each run on a fresh database, JUnit per run",
+    ),
+    "durations": (
+        "db_test_action.commands.durations",
+        "build pytest-split's .test_durations from JUnit files (median over runs)",
+    ),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(load: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The CLI parser; only the commands in `load` (default: all) get their real flags and handler.
+
+    The others are listed by name and help only, which is all `--help` or an unknown command needs.
+    """
     parser = argparse.ArgumentParser(
         prog="db-test-action",
         description="Run pytest suites against a throwaway PostgreSQL, and explain what broke.",
@@ -32,9 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in COMMANDS:
-        module.add_parser(sub)
+    for name, (module, help_line) in COMMANDS.items():
+        if load is None or name in load:
+            importlib.import_module(module).add_parser(sub)
+        else:
+            sub.add_parser(name, help=help_line)
     return parser
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The subcommand named in argv: the first word that is not an option (global options take no value)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--" in argv:
         cut = argv.index("--")
         argv, passthrough = argv[:cut], argv[cut + 1 :]
-    parser = build_parser()
+    parser = build_parser(load=(_command_in(argv),))
     args = parser.parse_args(argv)
     args.passthrough = passthrough
     try:
