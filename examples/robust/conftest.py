@@ -28,6 +28,19 @@ CREATE TABLE IF NOT EXISTS workspace_audit (
 """
 
 
+def pytest_generate_tests(metafunc):
+    # EXAMPLES_SCALE=N runs every test N times (benchmarks/xdist_speedup.py): the suite itself takes well
+    # under a second, less than xdist needs to start two workers.
+    scale = int(os.environ.get("EXAMPLES_SCALE", "1"))
+    if scale > 1 and "example_copy" in metafunc.fixturenames:
+        metafunc.parametrize("example_copy", range(scale), indirect=True, ids=lambda i: f"copy{i}")
+
+
+@pytest.fixture(autouse=True)
+def example_copy(request):
+    return getattr(request, "param", 0)
+
+
 def pytest_collection_modifyitems(items):
     # Session-scoped async fixtures need the tests on the same (session) event loop.
     marker = pytest.mark.asyncio(loop_scope="session")
