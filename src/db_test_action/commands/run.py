@@ -27,7 +27,8 @@ from a template that already holds the extensions, DATABASE_URL set, dropped aft
 and manifest.json (every node id and its shard).
 
 exit codes: 0 all runs passed (or --no-fail), 1 tests failed or pytest crashed (the results file says
-so), 2 bad arguments (ours or pytest's), 3 Postgres unavailable; 128+N when stopped by signal N"""
+so), 2 bad arguments or pytest usage error (exit 4, which includes an import error in conftest),
+3 Postgres unavailable; 128+N when stopped by signal N"""
 
 
 def _positive(flag: str):  # type: ignore[no-untyped-def]
