@@ -1,0 +1,407 @@
+"""`db-test-action stability PATHS…`: tonight's JUnit + the history → flake rates, trend, tracking issue.
+
+The I/O edge of the nightly job. Order matters for resilience: the report (console, Markdown, JSON,
+quarantine file, job summary) and the local history file are written before any GitHub call, so an outage,
+a rate limit or a read-only token can cost the issue update or the branch commit, never the report.
+A history that could not be *read* from the branch is never *written* back: one night must not replace a
+year. Settings: flag > DB_TEST_ACTION_<FLAG> > [tool.db-test-action.stability] > GitHub's variables > default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from db_test_action import gha
+from db_test_action.config import load_table, resolve_report_config
+from db_test_action.errors import EXIT_ENV, EXIT_GATE, EXIT_OK, EXIT_USAGE, DbTestActionError
+from db_test_action.github_client import DEFAULT_API_URL, PublishError, Retrier, RetryPolicy, connect
+from db_test_action.history import (
+    DEFAULT_KEEP,
+    add_night,
+    dump_history,
+    parse_history,
+    read_history_file,
+    write_history_file,
+)
+from db_test_action.junit import expand_paths, parse_junit_file
+from db_test_action.nightly import Night, night_of, observe
+from db_test_action.stability import StabilityReport, StabilitySettings, build_stability, parse_gates
+from db_test_action.stability_render import (
+    render_quarantine,
+    render_stability_console,
+    render_stability_markdown,
+)
+from db_test_action.tracking import (
+    DEFAULT_BRANCH,
+    DEFAULT_HISTORY_PATH,
+    DEFAULT_LABEL,
+    BranchFile,
+    TrackingAction,
+    TrackingSettings,
+    load_branch_file,
+    save_branch_file,
+    update_tracking_issue,
+)
+
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("", "0", "false", "no", "off")
+SCHEMA = "db-test-action-stability"
+SCHEMA_VERSION = 1
+
+HELP = f"""\
+Read the JUnit XML of a nightly run (every shard, repeat and rerun; files, directories or globs) and the
+history of earlier nights; per test: runs, passes, failures, fixture errors, reruns, the flake rate with
+a 95 % Wilson interval and a status (stable, flaky, newly-flaky, broken, recovered); per category and
+root-cause class; consecutive green suite runs across nights; the trend. Appends tonight to the history
+(--history FILE and/or --history-branch), updates one tracking issue (--tracking-issue) and writes the
+quarantine list (--quarantine-out) that `pytest --quarantine FILE` reads.
+
+settings: flag > DB_TEST_ACTION_<FLAG> > [tool.db-test-action.stability] > GITHUB_* > default
+exit codes: 0 ok, 1 a --fail-on gate failed (default: consecutive, with --require-consecutive), 2 bad
+input (broken or missing result files, bad flags; the report is still written), 3 GitHub failed and
+--fail-on-publish-error (otherwise a warning). History format: {SCHEMA} docs (docs/readme/stability.md)."""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "stability",
+        help="flake rates across runs and nights, history, trend, tracking issue, quarantine list",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("paths", nargs="*", metavar="PATHS", help="JUnit XML files, directories or globs")
+    p.add_argument(
+        "--config", type=Path, metavar="F", help="TOML with [tool.db-test-action] (categories, classes)"
+    )
+    h = p.add_argument_group("history")
+    h.add_argument("--history", metavar="FILE", help="local history file: read if present, then rewritten")
+    h.add_argument(
+        "--history-branch", metavar="BRANCH", help=f"keep the history on this branch, e.g. {DEFAULT_BRANCH}"
+    )
+    h.add_argument(
+        "--history-path", metavar="PATH", help=f"file on the branch (default: {DEFAULT_HISTORY_PATH})"
+    )
+    h.add_argument("--keep-nights", metavar="N", help=f"nights kept in the history (default: {DEFAULT_KEEP})")
+    h.add_argument(
+        "--night", metavar="LABEL", help="tonight's label (default: today's UTC date); same label replaces"
+    )
+    h.add_argument("--commit", metavar="SHA", help="commit tested tonight (default: GITHUB_SHA)")
+    s = p.add_argument_group("verdict")
+    s.add_argument(
+        "--window", metavar="N", help="nights (tonight included) behind rates and statuses (default: 14)"
+    )
+    s.add_argument(
+        "--recover-after",
+        metavar="N",
+        help="clean nights before a flaky test counts as recovered (default: 3)",
+    )
+    s.add_argument("--require-consecutive", metavar="N", help="the suite's last N runs must all be green")
+    s.add_argument(
+        "--fail-on",
+        metavar="GATES",
+        help="comma list of consecutive, broken, newly-flaky, flaky; or none (default: consecutive)",
+    )
+    s.add_argument(
+        "--expect-runs",
+        metavar="N",
+        help="runs tonight should have (a run with no file at all is incomplete)",
+    )
+    s.add_argument("--title", metavar="T", help="heading (default: Nightly stability)")
+    o = p.add_argument_group("outputs")
+    o.add_argument("--markdown", type=Path, metavar="F", help="write the Markdown here")
+    o.add_argument("--json", type=Path, metavar="F", help=f"write the JSON here ({SCHEMA} v{SCHEMA_VERSION})")
+    o.add_argument(
+        "--quarantine-out", type=Path, metavar="F", help="write the flaky node ids here, for --quarantine"
+    )
+    g = p.add_argument_group("GitHub")
+    g.add_argument(
+        "--tracking-issue", action="store_true", default=None, help="create/update/close the tracking issue"
+    )
+    g.add_argument("--label", metavar="L", help=f"the tracking issue's label (default: {DEFAULT_LABEL})")
+    g.add_argument("--issue-key", metavar="KEY", help="one tracking issue per key (default: stability)")
+    g.add_argument(
+        "--close-after", metavar="M", help="close the issue after M clean nights in a row (default: 3)"
+    )
+    g.add_argument("--token", metavar="TOKEN", help="API token (default: GITHUB_TOKEN); never printed")
+    g.add_argument("--repository", metavar="OWNER/REPO", help="(default: GITHUB_REPOSITORY)")
+    g.add_argument("--api-url", metavar="URL", help="REST base (default: GITHUB_API_URL or api.github.com)")
+    g.add_argument("--retries", metavar="N", help="retries on 5xx/rate limits (default: 4)")
+    g.add_argument("--max-wait", metavar="SECONDS", help="cap on total retry waits (default: 120)")
+    g.add_argument(
+        "--dry-run", action="store_true", default=None, help="read from GitHub, write nothing there"
+    )
+    g.add_argument(
+        "--fail-on-publish-error", action="store_true", default=None, help="exit 3 when GitHub fails"
+    )
+    p.set_defaults(handler=run)
+
+
+@dataclasses.dataclass
+class _Settings:
+    """Raw values resolved by source precedence; typed accessors name the flag in errors."""
+
+    args: argparse.Namespace
+    env: Mapping[str, str]
+    table: Mapping[str, Any]
+    where: str
+
+    def raw(self, name: str, *github_env: str) -> Any:
+        value = getattr(self.args, name, None)
+        if value is not None:
+            return value
+        env_value = self.env.get(f"DB_TEST_ACTION_{name.upper()}")
+        if env_value:
+            return env_value
+        key = name.replace("_", "-")
+        if key in self.table:
+            return self.table[key]
+        return next((self.env[v] for v in github_env if self.env.get(v)), None)
+
+    def text(self, name: str, default: str | None = None, *github_env: str) -> str | None:
+        value = self.raw(name, *github_env)
+        return default if value is None else str(value)
+
+    def number(self, name: str, default: int | None, minimum: int = 1, kind: Callable = int) -> Any:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = kind(str(value))
+        except ValueError:
+            raise DbTestActionError(f"--{name.replace('_', '-')}: {value!r} is not a number") from None
+        if number < minimum:
+            raise DbTestActionError(f"--{name.replace('_', '-')}: must be at least {minimum}, got {value}")
+        return number
+
+    def flag(self, name: str) -> bool:
+        value = self.raw(name)
+        if value is None or isinstance(value, bool):
+            return bool(value)
+        if str(value).strip().lower() in TRUE:
+            return True
+        if str(value).strip().lower() in FALSE:
+            return False
+        raise DbTestActionError(
+            f"DB_TEST_ACTION_{name.upper()}: {value!r} is not a boolean; use true or false"
+        )
+
+
+def _io(message: str) -> None:
+    print(f"db-test-action: stability: {message}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> int:
+    env = dict(os.environ) if env is None else env
+    cwd = cwd or Path.cwd()
+    table, where = load_table(args.config, cwd)
+    stability_table = table.get("stability", {})
+    if not isinstance(stability_table, dict):
+        raise DbTestActionError(f"{where}: stability must be a table ([tool.db-test-action.stability])")
+    st = _Settings(args, env, stability_table, where)
+    report_config = resolve_report_config({}, {}, table, where)
+    try:
+        fail_on = parse_gates(st.text("fail_on", "consecutive") or "")
+    except ValueError:
+        raise DbTestActionError(
+            f"--fail-on: {st.text('fail_on')!r} is not valid; use consecutive, broken, newly-flaky, flaky or none"
+        ) from None
+    settings = StabilitySettings(
+        window=st.number("window", 14),
+        recover_after=st.number("recover_after", 3),
+        require_consecutive=st.number("require_consecutive", None),
+        fail_on=fail_on,
+        title=st.text("title", "Nightly stability") or "Nightly stability",
+    )
+    keep = st.number("keep_nights", DEFAULT_KEEP)
+    label = st.text("night") or datetime.now(timezone.utc).date().isoformat()
+    commit = st.text("commit", "", "GITHUB_SHA") or ""
+    history_file = st.text("history")
+    branch = st.text("history_branch")
+    branch_path = st.text("history_path", DEFAULT_HISTORY_PATH) or DEFAULT_HISTORY_PATH
+    is_dry_run = st.flag("dry_run")
+    wants_issue = st.flag("tracking_issue")
+
+    if not args.paths:
+        raise DbTestActionError("stability: give the nightly run's JUnit XML files, directories or globs")
+    files, missing = expand_paths(args.paths)
+    parsed = [parse_junit_file(path, _display(path, cwd)) for path in files]
+    observed = observe(
+        parsed, report_config.categories, report_config.classes, st.number("expect_runs", None)
+    )
+    observed = dataclasses.replace(observed, problems=observed.problems + missing)
+    tonight = night_of(observed, label, commit)
+
+    github = _GitHub.maybe(st, is_dry_run) if (branch or wants_issue) else None
+    previous: tuple[Night, ...] = ()
+    branch_file: BranchFile | None = None
+    can_write_branch = False
+    if history_file:
+        previous = read_history_file(Path(history_file)) or ()
+        _io(
+            f"history {history_file}: {len(previous)} earlier nights"
+            if previous
+            else f"history {history_file}: none yet"
+        )
+    if branch and github is not None:
+        try:
+            branch_file = load_branch_file(github.gh, github.retrier, github.repository, branch, branch_path)
+            can_write_branch = True
+            if branch_file is not None:
+                previous = parse_history(branch_file.text, f"{branch}:{branch_path}")
+            _io(f"history on branch {branch}: {len(previous)} earlier nights")
+        except PublishError as exc:
+            _io(f"cannot read the history from branch {branch}: {exc}; it will not be overwritten tonight")
+            github.failed = True
+
+    report = build_stability(observed, tonight, previous, settings)
+    markdown = render_stability_markdown(report)
+    _write_outputs(report, markdown, args)
+    sys.stdout.write(render_stability_console(report))
+    try:
+        path = gha.append_summary(markdown, env)
+        if path:
+            _io(f"wrote the job summary to {path}")
+    except OSError as exc:
+        _io(f"{env.get('GITHUB_STEP_SUMMARY')}: cannot write the job summary ({exc.strerror})")
+    nights = add_night(previous, tonight, keep)
+    if history_file:
+        write_history_file(Path(history_file), nights)
+        _io(f"history {history_file}: {len(nights)} nights written")
+
+    if github is not None:
+        if branch and can_write_branch:
+            github.save_history(branch, branch_path, dump_history(nights), branch_file, label)
+        if wants_issue:
+            github.track(report, markdown, tonight.is_clean)
+    if report.problems:
+        return EXIT_USAGE
+    if github is not None and github.failed and st.flag("fail_on_publish_error"):
+        return EXIT_ENV
+    return EXIT_OK if report.is_green else EXIT_GATE
+
+
+@dataclasses.dataclass
+class _GitHub:
+    settings: TrackingSettings
+    retrier: Retrier
+    is_dry_run: bool
+    gh: Any
+    failed: bool = False
+
+    @classmethod
+    def maybe(cls, st: _Settings, is_dry_run: bool) -> _GitHub | None:
+        repository = st.text("repository", None, "GITHUB_REPOSITORY")
+        token = st.text("token", None, "GITHUB_TOKEN")
+        if not repository or repository.count("/") != 1:
+            raise DbTestActionError(
+                f"--repository: {repository!r} is not OWNER/REPO; pass it or set GITHUB_REPOSITORY"
+            )
+        if not token:
+            raise DbTestActionError("stability: no token for GitHub; pass --token or set GITHUB_TOKEN")
+        policy = RetryPolicy()
+        settings = TrackingSettings(
+            repository=repository,
+            token=token,
+            api_url=st.text("api_url", DEFAULT_API_URL, "GITHUB_API_URL") or DEFAULT_API_URL,
+            label=st.text("label", DEFAULT_LABEL) or DEFAULT_LABEL,
+            key=st.text("issue_key", "stability") or "stability",
+            close_after=st.number("close_after", 3, minimum=0),
+            retry=RetryPolicy(
+                retries=st.number("retries", policy.retries, minimum=0),
+                max_wait_s=st.number("max_wait", policy.max_wait_s, minimum=0, kind=float),
+            ),
+        )
+        gh = connect(settings.token, settings.api_url)
+        return cls(settings, Retrier(settings.retry, log=_io), is_dry_run, gh)
+
+    @property
+    def repository(self) -> str:
+        return self.settings.repository
+
+    def save_history(
+        self, branch: str, path: str, text: str, previous: BranchFile | None, label: str
+    ) -> None:
+        if self.is_dry_run:
+            _io(f"dry run: would write {len(text.encode())} bytes to {path} on branch {branch}")
+            return
+        try:
+            sha = save_branch_file(
+                self.gh, self.retrier, self.repository, branch, path, text, previous,
+                f"db-test-action: stability history, night {label}", log=_io,
+            )  # fmt: skip
+            _io(f"history written to {self.repository}@{branch}:{path} ({sha[:12]})")
+        except PublishError as exc:
+            self.failed = True
+            _io(f"history not written to branch {branch}: {exc}; the local file and the job summary have it")
+
+    def track(self, report: StabilityReport, markdown: str, is_clean_tonight: bool) -> None:
+        unstable = sum(1 for t in report.tests if t.status.value != "stable")
+        title = f"{report.title}: {unstable} unstable tests (night {report.night})"
+        if self.is_dry_run:
+            _io(
+                f"dry run: would create/update/close the tracking issue labelled {self.settings.label}: {title}"
+            )
+            return
+        try:
+            result = update_tracking_issue(
+                self.settings, self.retrier, title=title, markdown=markdown, night=report.night,
+                clean_nights=report.clean_nights, is_clean_tonight=is_clean_tonight, gh=self.gh,
+            )  # fmt: skip
+        except PublishError as exc:
+            self.failed = True
+            hint = (
+                "grant `issues: write` to the job"
+                if exc.is_permission
+                else "the report is in the job summary"
+            )
+            _io(f"tracking issue not updated: {exc}; {hint}")
+            return
+        for number in result.duplicates_closed:
+            _io(f"closed duplicate tracking issue #{number}")
+        if result.action is TrackingAction.NONE:
+            _io("all clean and no open tracking issue; nothing to do")
+        else:
+            verb = {"create": "created", "update": "updated", "close": "closed"}[result.action.value]
+            print(f"{verb} the tracking issue #{result.number}: {result.url}")
+
+
+def stability_to_dict(report: StabilityReport) -> dict[str, Any]:
+    """The JSON output: every dataclass field, enums as values, and each rate's value spelled out."""
+    data = dataclasses.asdict(report)
+    for test, raw in zip(data["tests"], report.tests, strict=True):
+        test["rate"]["value"] = raw.rate.value
+    return {"schema": SCHEMA, "version": SCHEMA_VERSION, **data}
+
+
+def _write_outputs(report: StabilityReport, markdown: str, args: argparse.Namespace) -> None:
+    if args.markdown:
+        _write(args.markdown, markdown, "--markdown")
+    if args.json:
+        _write(args.json, json.dumps(stability_to_dict(report), ensure_ascii=False) + "\n", "--json")
+    if args.quarantine_out:
+        _write(args.quarantine_out, render_quarantine(report), "--quarantine-out")
+
+
+def _write(path: Path, text: str, flag: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise DbTestActionError(
+            f"{path}: cannot write {flag} ({exc.strerror}); check the directory"
+        ) from None
+
+
+def _display(path: Path, cwd: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(cwd.resolve()))
+    except ValueError:
+        return str(path)

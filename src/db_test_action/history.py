@@ -1,0 +1,171 @@
+"""The stability history: one JSON line per night, capped, compact; read and written as a local file.
+
+Why JSON lines and not SQLite: the file lives on a branch (GitHub contents API) or in an artifact, where a
+text diff per night is reviewable and a binary blob is not; and 365 nights × 5,000 tests fit in well under
+a megabyte in this layout:
+
+    {"format": "db-test-action-history", "version": 1, "ids": ["tests/test_a.py::test_x", …]}
+    {"night": "2025-01-31", "commit": "…", "runs": "GGxG", "present": [[0, 4999]],
+     "clean": [4, 4, 0, 0, 0, 0], "odd": [[17, 4, 2, 2, 0, 1, 0]], "causes": {"unique-violation": 2}}
+
+The first line is the node-id table (sorted); a night names its tests as index ranges into it (`[start,
+end)`, nearly always one or two ranges), the counts shared by every clean test (`clean`: runs, passes,
+failures, fixture errors, reruns, rerun passes) and the few tests that differ (`odd`: index then counts).
+`runs` is one letter per suite run: G green, x not. Saving keeps the last `keep` nights and drops ids no
+kept night mentions, so the file never grows without bound.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from db_test_action.errors import DbTestActionError
+from db_test_action.nightly import Night, TestCounts
+
+FORMAT = "db-test-action-history"
+VERSION = 1
+DEFAULT_KEEP = 90
+
+
+def add_night(nights: Sequence[Night], night: Night, keep: int = DEFAULT_KEEP) -> tuple[Night, ...]:
+    """Append tonight, replacing an earlier night with the same label (a re-run of the workflow must not
+    count twice), and keep the newest `keep` nights."""
+    kept = [n for n in nights if n.label != night.label]
+    kept.append(night)
+    return tuple(kept[-keep:]) if keep > 0 else ()
+
+
+def dump_history(nights: Sequence[Night]) -> str:
+    """Nights (oldest first) → the JSON-lines text; ids compacted to those the nights mention."""
+    ids = sorted({tid for n in nights for tid in n.present})
+    index = {tid: i for i, tid in enumerate(ids)}
+    lines = [json.dumps({"format": FORMAT, "version": VERSION, "ids": ids}, ensure_ascii=False)]
+    ranges_of: dict[int, list[list[int]]] = {}
+    for night in nights:
+        key = id(night.present)
+        if key not in ranges_of:
+            ranges_of[key] = _ranges(index[tid] for tid in night.present)
+        record: dict[str, Any] = {
+            "night": night.label,
+            "commit": night.commit,
+            "runs": "".join("G" if green else "x" for green in night.runs),
+            "present": ranges_of[key],
+            "clean": list(night.clean.as_tuple()),
+            "odd": [[index[tid], *counts.as_tuple()] for tid, counts in night.odd],
+            "causes": dict(night.causes),
+        }
+        lines.append(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+    return "\n".join(lines) + "\n"
+
+
+def _ranges(indexes: Any) -> list[list[int]]:
+    out: list[list[int]] = []
+    for i in sorted(indexes):
+        if out and out[-1][1] == i:
+            out[-1][1] = i + 1
+        else:
+            out.append([i, i + 1])
+    return out
+
+
+def parse_history(text: str, where: str) -> tuple[Night, ...]:
+    """The inverse of `dump_history`; a bad line is a one-line error naming `where:line`."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return ()
+    header = _json(lines[0], where, 1)
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise DbTestActionError(
+            f"{where}:1: not a db-test-action history (no format header); pass another file or delete it"
+        )
+    if header.get("version") != VERSION:
+        raise DbTestActionError(
+            f"{where}:1: history version {header.get('version')!r} is not supported; this version reads {VERSION}"
+        )
+    ids = header.get("ids")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise DbTestActionError(f"{where}:1: ids must be a list of node ids; regenerate the history")
+    ids_t = tuple(ids)
+    shared: dict[str, tuple[str, ...]] = {}  # identical test sets share one tuple in memory
+    nights = []
+    for number, line in enumerate(lines[1:], start=2):
+        try:
+            nights.append(_night(_json(line, where, number), ids_t, shared))
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise DbTestActionError(
+                f"{where}:{number}: malformed night ({type(exc).__name__}: {exc}); fix or drop this line"
+            ) from None
+    return tuple(nights)
+
+
+def _json(line: str, where: str, number: int) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DbTestActionError(f"{where}:{number}: not JSON ({exc.msg}); fix or drop this line") from None
+
+
+def _night(data: Any, ids: tuple[str, ...], shared: dict[str, tuple[str, ...]]) -> Night:
+    if not isinstance(data, dict):
+        raise TypeError("expected an object")
+    key = json.dumps(data["present"], separators=(",", ":"))
+    present = shared.get(key)
+    if present is None:
+        parts: list[str] = []
+        for start, end in data["present"]:
+            if not 0 <= start < end <= len(ids):
+                raise IndexError(f"range {start}..{end} outside the id table")
+            parts.extend(ids[start:end])
+        present = shared[key] = tuple(parts)
+    clean = _counts(data["clean"])
+    odd = tuple((ids[row[0]], _counts(row[1:])) for row in data.get("odd", ()))
+    runs = data.get("runs", "")
+    if not isinstance(runs, str) or set(runs) - {"G", "x"}:
+        raise ValueError(f"runs must be a string of G and x, got {runs!r}")
+    causes = data.get("causes") or {}
+    return Night(
+        label=str(data["night"]),
+        runs=tuple(c == "G" for c in runs),
+        present=present,
+        clean=clean,
+        odd=odd,
+        causes=tuple(sorted((str(k), int(v)) for k, v in causes.items())),
+        commit=str(data.get("commit") or ""),
+    )
+
+
+def _counts(values: Any) -> TestCounts:
+    if not isinstance(values, list) or len(values) != 6 or not all(isinstance(v, int) for v in values):
+        raise ValueError(f"counts must be 6 whole numbers, got {values!r}")
+    return TestCounts(*values)
+
+
+# --- the local file edge ---------------------------------------------------------------------------------
+
+
+def read_history_file(path: Path) -> tuple[Night, ...] | None:
+    """None when the file does not exist yet (the first night); errors name the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise DbTestActionError(f"{path}: cannot read the history ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise DbTestActionError(f"{path}: the history is not UTF-8 text; pass another --history") from None
+    return parse_history(text, str(path))
+
+
+def write_history_file(path: Path, nights: Sequence[Night]) -> None:
+    """Write via a temporary file and rename, so a crash never leaves half a history behind."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(dump_history(nights), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise DbTestActionError(f"{path}: cannot write the history ({exc.strerror})") from None
