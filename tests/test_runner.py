@@ -151,6 +151,9 @@ def test_flaky(tmp_path_factory):
     assert out.returncode == 0, out.stderr
     cases = _cases(tmp_path / "results" / "shard-1-run-1.xml")
     assert [(c["name"], c["attempt"]) for c in cases] == [("test_flaky", "1"), ("test_flaky", "2")]
+    # rerunfailures writes the failed attempt as an empty testcase; the plugin keeps what failed
+    assert cases[0]["attempt_failure"] == "call: AssertionError: first attempt fails"
+    assert "attempt_failure" not in cases[1]
     assert "1 rerun" in out.stderr
 
 

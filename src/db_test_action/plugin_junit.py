@@ -8,7 +8,9 @@ returns at once and nothing is registered.
 What it does for `db-test-action run`:
 - tags every test report with JUnit properties `shard`, `run`, `attempt` (pytest-rerunfailures'
   `item.execution_count`) and `worker` (xdist's `gw0`…, `main` without xdist), and the <testsuite>
-  with `shard` and `run`, so the reporter can group repeats, reruns and workers;
+  with `shard` and `run`, so the reporter can group repeats, reruns and workers; an attempt that
+  failed also gets `attempt_failure` ("setup: <exception line>"), because rerunfailures writes a
+  rerun attempt as an empty <testcase>;
 - keeps only this shard's tests (`DB_TEST_ACTION_PLUGIN_SELECT`, a JSON list of node ids), deselecting the
   rest through pytest's own `pytest_deselected`, so the user's arguments and ordering stay untouched;
 - writes the collected node ids (`DB_TEST_ACTION_PLUGIN_COLLECT`) for the shard split;
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -63,6 +66,7 @@ class JunitTagger:
         self.is_controller = not hasattr(config, "workerinput")
         self.progress_path = os.environ.get(ENV_PROGRESS) or None
         self._worst: dict[str, str] = {}
+        self._attempt_failure: dict[tuple[str, int], str] = {}
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -98,6 +102,14 @@ class JunitTagger:
         report = yield
         attempt = getattr(item, "execution_count", None) or 1
         values = {"shard": self.shard, "run": self.run, "attempt": str(attempt), "worker": self.worker}
+        # pytest-rerunfailures leaves a rerun attempt as an empty <testcase>: keep what failed in it.
+        key = (item.nodeid, attempt)
+        if report.failed and key not in self._attempt_failure:
+            self._attempt_failure[key] = f"{report.when}: {_last_line(report.longreprtext)}"
+        if key in self._attempt_failure:
+            values["attempt_failure"] = self._attempt_failure[key]
+        if report.when == "teardown":
+            self._attempt_failure.pop(key, None)
         props = [(k, v) for k, v in report.user_properties if k not in values]
         props += [(k, v) for k, v in values.items() if v]
         report.user_properties = props
@@ -114,6 +126,17 @@ class JunitTagger:
             final = self._worst.pop(report.nodeid, "passed")
             with open(self.progress_path, "a", encoding="utf-8") as fh:
                 fh.write(f"{final}\n")
+
+
+def _last_line(text: str) -> str:
+    """The exception line of a longrepr (`E   asyncpg…Error: …`), else its last line; at most 500 chars."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line[1:].strip() for line in lines if line.startswith("E ")]
+    named = [line for line in errors if _EXC_RE.match(line)]  # not SQLAlchemy's "(Background on …)"
+    return ((named or errors or lines or [""])[-1])[:500]
+
+
+_EXC_RE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failed)\b")
 
 
 _RANK = {"passed": 0, "skipped": 1, "rerun": 2, "failed": 3, "error": 4}
