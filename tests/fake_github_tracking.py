@@ -78,10 +78,12 @@ class FakeGitHubTracking(FakeGitHub):
                     self.add_issue(self.viewer, data["title"], data.get("body", ""), data.get("labels", [])),
                     201,
                 )
-        if (m := re.fullmatch(r"/repos/o/r/issues/(\d+)", path)) and method == "PATCH":
+        if (m := re.fullmatch(r"/repos/o/r/issues/(\d+)", path)) and method in ("GET", "PATCH"):
             issue = self.issues.get(int(m[1]))
             if issue is None:
                 return _json({"message": "Not Found"}, 404)
+            if method == "GET":
+                return _json(issue)
             if self.is_read_only or issue["user"]["login"] != self.viewer:
                 return _json({"message": READ_ONLY}, 403)
             for key, value in request.get_json().items():
