@@ -283,3 +283,42 @@ def test_synthetic_files_are_valid_junit():
     assert case.find("error").get("message") == 'msg with "quotes" & <tags>'
     assert case.find("error").text == "tail ]]> end"
     assert {p.get("name"): p.get("value") for p in case.iter("property")}["shard"] == "2"
+
+
+def test_detached_server_state_pytest_args_and_server_log(cli, cli_env, tmp_path, data_root) -> None:
+    """The action's path: `postgres start --name`, then `run --server-state NAME --pytest-args "…"`."""
+    suite = _write(tmp_path / "suite", SUITE)
+    state = tmp_path / "state.json"
+    started = subprocess.run(
+        [*cli, "postgres", "start", "--state-file", str(state), "--data-root", str(data_root)],
+        capture_output=True, text=True, env=cli_env, timeout=60,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    try:
+        suite.joinpath("test_fail.py").write_text(
+            "import os, psycopg\n"
+            "def test_missing_table():\n"
+            "    with psycopg.connect(os.environ['DATABASE_URL']) as conn:\n"
+            "        conn.execute('SELECT * FROM no_such_table')\n"
+        )
+        out = subprocess.run(
+            [*cli, "run", "--server-state", str(state), "--results-dir", "res", "--no-fail",
+             "--pytest-args", "-q -k 'missing or fresh'"],
+            capture_output=True, text=True, env=cli_env, cwd=suite, timeout=120,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        cases = {c["name"]: c for c in _cases(suite / "res" / "shard-1-run-1.xml")}
+        assert set(cases) == {"test_missing_table", "test_database_is_fresh"}  # -k came through shlex
+        port = json.loads(state.read_text())["port"]
+        assert cases["test_database_is_fresh"]["db"].startswith("dta_s1_r1_")
+        window = cases["test_missing_table"]
+        assert float(window["started_at"]) <= float(window["finished_at"])
+        assert window["database"] == cases["test_database_is_fresh"]["db"]
+        records = [
+            json.loads(line) for line in (suite / "res" / "server-shard-1.jsonl").read_text().splitlines()
+        ]
+        [err] = [r for r in records if r.get("state_code") == "42P01"]
+        assert err["dbname"] == window["database"] and err["statement"] == "SELECT * FROM no_such_table"
+        assert str(port) in started.stdout
+    finally:
+        subprocess.run([*cli, "postgres", "stop", "--state-file", str(state)], env=cli_env, timeout=60)

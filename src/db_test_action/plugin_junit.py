@@ -27,6 +27,7 @@ import json
 import os
 import re
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -67,6 +68,7 @@ class JunitTagger:
         self.progress_path = os.environ.get(ENV_PROGRESS) or None
         self._worst: dict[str, str] = {}
         self._attempt_failure: dict[tuple[str, int], str] = {}
+        self._started: dict[tuple[str, int], float] = {}
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -108,8 +110,14 @@ class JunitTagger:
             self._attempt_failure[key] = f"{report.when}: {_last_line(report.longreprtext)}"
         if key in self._attempt_failure:
             values["attempt_failure"] = self._attempt_failure[key]
+        # Wall-clock window and database of this attempt: what ties the server's log lines to the test.
+        if report.when == "setup":
+            self._started[key] = call.start
         if report.when == "teardown":
             self._attempt_failure.pop(key, None)
+            values["started_at"] = f"{self._started.pop(key, call.start):.6f}"
+            values["finished_at"] = f"{call.stop:.6f}"
+            values["database"] = _database_name(os.environ.get("DATABASE_URL", ""))
         props = [(k, v) for k, v in report.user_properties if k not in values]
         props += [(k, v) for k, v in values.items() if v]
         report.user_properties = props
@@ -126,6 +134,11 @@ class JunitTagger:
             final = self._worst.pop(report.nodeid, "passed")
             with open(self.progress_path, "a", encoding="utf-8") as fh:
                 fh.write(f"{final}\n")
+
+
+def _database_name(url: str) -> str:
+    path = urlsplit(url).path.lstrip("/")
+    return unquote(path) if url else ""
 
 
 def _last_line(text: str) -> str:

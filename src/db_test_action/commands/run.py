@@ -9,13 +9,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shlex
 import sys
 from pathlib import Path
 
 from db_test_action.commands.postgres import add_launch_options, launch_options
 from db_test_action.errors import EXIT_GATE, EXIT_USAGE, DbTestActionError
-from db_test_action.postgres import LocalServer, use_external
+from db_test_action.pgstate import default_state_file, read_state
+from db_test_action.postgres import LocalServer, ServerInfo, use_external
 from db_test_action.runner import Databases, RunPlan, run_shard, stop_on_signals, worse_exit
+from db_test_action.serverlog import copy_server_log
 from db_test_action.sharding import parse_durations
 
 DEFAULT_DURATIONS = ".test_durations"  # pytest-split's default file name
@@ -101,6 +104,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="stream pytest's output (auto: when stderr is not a terminal; it is always in shard-I-run-K.log)",
     )
+    group.add_argument(
+        "--pytest-args",
+        default="",
+        metavar="STR",
+        help="more pytest arguments as one shell-quoted string (split with shlex, never run by a shell); "
+        "for the action's pytest-args input",
+    )
+    group.add_argument(
+        "--server-state",
+        metavar="NAME|FILE",
+        help="use the server `db-test-action postgres start --name NAME` started (its log is captured too)",
+    )
     add_launch_options(parser)
     parser.set_defaults(handler=run)
 
@@ -126,8 +141,12 @@ def plan_from_args(args: argparse.Namespace) -> RunPlan:
         raise DbTestActionError(f"--reruns: must be 0 or more, got {args.reruns}")
     is_tty = sys.stderr.isatty()
     show = args.pytest_output == "show" or (args.pytest_output == "auto" and not is_tty)
+    try:
+        extra = shlex.split(args.pytest_args)
+    except ValueError as exc:
+        raise DbTestActionError(f"--pytest-args: {exc}; quote it as a shell would") from None
     return RunPlan(
-        pytest_args=tuple(args.passthrough),
+        pytest_args=(*args.passthrough, *extra),
         shard=args.shard,
         shards=args.shards,
         repeat=args.repeat,
@@ -146,14 +165,33 @@ def say(message: str) -> None:
     print(f"db-test-action: {message}", file=sys.stderr, flush=True)
 
 
+def _server_log_name(plan: RunPlan) -> str:
+    # One file per shard job, so shard artifacts downloaded side by side never overwrite each other.
+    return "server-all.jsonl" if plan.shard == 0 else f"server-shard-{plan.shard}.jsonl"
+
+
+def _detached(name_or_file: str) -> ServerInfo:
+    path = Path(name_or_file)
+    return read_state(path if path.suffix == ".json" or path.is_file() else default_state_file(name_or_file))
+
+
 def run(args: argparse.Namespace) -> int:
     plan = plan_from_args(args)
-    opts = launch_options(args)
-    server = None if args.database_url else LocalServer(opts)
+    opts = dataclasses.replace(
+        launch_options(args), log_copy_to=str(plan.results_dir.resolve() / _server_log_name(plan))
+    )
+    detached = _detached(args.server_state) if args.server_state else None
+    server = None if args.database_url or detached else LocalServer(opts)
     with stop_on_signals():
         try:
-            info = use_external(args.database_url, args.extensions) if server is None else server.start()
-            databases = Databases(info, owns_server=server is not None)
+            if detached is not None:
+                info = detached
+            elif server is None:
+                info = use_external(args.database_url, args.extensions)
+            else:
+                info = server.start()
+            # A detached server of ours counts as owned: its template1 holds the extensions.
+            databases = Databases(info, owns_server=server is not None or info.data_dir is not None)
             code, outcomes = 0, []
             for shard in [plan.shard] if plan.shard else range(1, plan.shards + 1):
                 shard_plan = dataclasses.replace(plan, shard=shard)
@@ -164,7 +202,9 @@ def run(args: argparse.Namespace) -> int:
                 outcomes += [(shard, o) for o in shard_outcomes]
         finally:
             if server is not None:
-                server.stop()
+                server.stop()  # appends the server log to the results dir (opts.log_copy_to)
+            elif detached is not None and detached.server_log_dir:
+                copy_server_log(Path(detached.server_log_dir), Path(opts.log_copy_to or ""))
     for shard, outcome in outcomes:
         if outcome.crash:
             if plan.progress_tty or not plan.show_output:
