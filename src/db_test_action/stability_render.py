@@ -216,7 +216,7 @@ def render_stability_console(report: StabilityReport, max_tests: int = 20) -> st
     for t in [t for t in report.tests if t.status is not Stability.STABLE][:max_tests]:
         lines.append(
             f"  {t.status.value:<12} {t.tonight.bad}/{t.tonight.runs} tonight, "
-            f"{rate_text(t.rate)} over {t.nights} nights  {t.test_id}"
+            f"{rate_text(t.rate)} over {t.nights} nights  {_short(t.test_id)}"
         )
     for g in report.causes[:5]:
         lines.append(f"  cause {g.name}: {g.tests} tests, {g.occurrences} occurrences; hint: {g.hint}")
@@ -225,6 +225,10 @@ def render_stability_console(report: StabilityReport, max_tests: int = 20) -> st
     gate = "passed" if report.is_green else f"FAILED ({', '.join(report.gate_failures)})"
     lines.append(f"gate (fail on {', '.join(report.fail_on) or 'nothing'}): {gate}")
     return "\n".join(lines) + "\n"
+
+
+def _short(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def render_quarantine(report: StabilityReport) -> str:
