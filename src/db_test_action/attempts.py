@@ -8,7 +8,9 @@ pytest-rerunfailures every earlier attempt is an extra *empty* <testcase> whose 
 from __future__ import annotations
 
 import re
+from collections import namedtuple
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 
 from db_test_action.model import Cause, Occurrence, Outcome, Phase, Problem, Status, TestResult
 
@@ -16,6 +18,14 @@ _LOCATION_RE = re.compile(r"^(?!/)(?![^\n]*site-packages)([^\s:]+\.py):(\d+): ",
 
 
 # --- grouping ------------------------------------------------------------------------------------------
+
+
+TestResultRow = namedtuple(  # type: ignore[misc]  # fields come from the model
+    "TestResultRow", [f.name for f in fields(TestResult)], defaults=((),)
+)
+TestResultRow.__doc__ = """A test that ran once, cleanly (passed, skipped, xfailed): a `TestResult` as a named tuple.
+
+Same fields and order; a report of 100,000 tests counts these without building 100,000 dataclasses."""
 
 
 def group_tests(
@@ -30,13 +40,44 @@ def group_tests(
     In a file from pytest, an empty testcase followed by another of the same test is a rerun attempt
     whose failure pytest did not record.
     """
-    by_id: dict[str, dict[str, list[Occurrence]]] = {}
-    for occ in occurrences:
-        by_id.setdefault(occ.test_id, {}).setdefault(occ.source, []).append(occ)
     return tuple(
-        _one_test(test_id, per_source, categorize, classify, pytest_sources)
-        for test_id, per_source in by_id.items()
+        t if isinstance(t, TestResult) else TestResult(*t)
+        for t in group_tests_lazily(occurrences, categorize, classify, pytest_sources)
     )
+
+
+def group_tests_lazily(
+    occurrences: Sequence[Occurrence],
+    categorize: Callable[[Occurrence], str],
+    classify: Callable[[str, str], Cause],
+    pytest_sources: frozenset[str] = frozenset(),
+) -> list[TestResult | TestResultRow]:
+    """`group_tests`, but a test seen once with a clean outcome is a `TestResultRow` (first-seen order)."""
+    first: dict[str, Occurrence] = {}
+    repeats: dict[str, list[Occurrence]] = {}
+    for occ in occurrences:
+        seen = first.setdefault(occ.test_id, occ)
+        if seen is not occ:
+            if occ.test_id in repeats:
+                repeats[occ.test_id].append(occ)
+            else:
+                repeats[occ.test_id] = [seen, occ]
+    tests: list[TestResult | TestResultRow] = []
+    for test_id, occ in first.items():
+        outcome = occ.outcome
+        if test_id not in repeats and (
+            outcome is Outcome.PASSED or outcome is Outcome.SKIPPED or outcome is Outcome.XFAILED
+        ):  # the common case (one clean execution): no attempt bookkeeping
+            status = _SIMPLE_STATUS[outcome]
+            tests.append(
+                TestResultRow(test_id, categorize(occ), occ.file, occ.line, status, 1, 0, occ.duration_s)
+            )
+            continue
+        per_source: dict[str, list[Occurrence]] = {}
+        for o in repeats.get(test_id, (occ,)):
+            per_source.setdefault(o.source, []).append(o)
+        tests.append(_one_test(test_id, per_source, categorize, classify, pytest_sources))
+    return tests
 
 
 def _split_attempts(seq: list[Occurrence]) -> list[list[Occurrence]]:
@@ -70,10 +111,6 @@ _SIMPLE_STATUS = {
 
 def _one_test(test_id, per_source, categorize, classify, pytest_sources) -> TestResult:
     first = next(iter(per_source.values()))[0]
-    if len(per_source) == 1 and first.outcome in _SIMPLE_STATUS and len(per_source[first.source]) == 1:
-        # The common case (one clean execution): skip the attempt bookkeeping.
-        status = _SIMPLE_STATUS[first.outcome]
-        return TestResult(test_id, categorize(first), first.file, first.line, status, 1, 0, first.duration_s)
     executions = failed = 0
     passed_any = xfailed_any = False
     skipped_all = True
@@ -131,10 +168,15 @@ def _problem(occ: Occurrence, classify: Callable[[str, str], Cause]) -> Problem:
 
 
 def error_location(text: str, file: str | None, line: int | None) -> tuple[str | None, int | None]:
-    """The deepest traceback entry in the repo (a relative `path.py:N:` line), else the test's own place."""
-    found = None
-    for match in _LOCATION_RE.finditer(text):
-        found = match
-    if found:
-        return found.group(1), int(found.group(2))
+    """The deepest traceback entry in the repo (a relative `path.py:N:` line), else the test's own place.
+
+    Tracebacks run to thousands of lines: only lines holding `.py:` can match, so walk those from the end.
+    """
+    end = len(text)
+    while (hit := text.rfind(".py:", 0, end)) >= 0:
+        line_start = text.rfind("\n", 0, hit) + 1
+        match = _LOCATION_RE.match(text, line_start)
+        if match:
+            return match.group(1), int(match.group(2))
+        end = line_start
     return file, line

@@ -144,19 +144,24 @@ def classify_failure(message: str, text: str = "", extra_rules: Sequence[CauseRu
     return _classify(message, text, tuple(extra_rules))
 
 
-@lru_cache(maxsize=4096)
 def _classify(message: str, text: str, extra_rules: tuple[CauseRule, ...]) -> Cause:
-    rules = _compiled(extra_rules + BUILTIN_RULES)
-    haystacks = (message, "\n".join(_E_LINE.findall(text)) or text[-4000:])
-    for haystack in haystacks:
-        if not haystack:
-            continue
-        for rule, regex in rules:
-            if regex.search(haystack):
-                # The exception name may match before the sentence that names the object: look further.
-                details = (m.groupdict().get("detail") for m in regex.finditer(haystack))
-                return Cause(rule.key, rule.title, rule.hint, next((d for d in details if d), None))
-    return OTHER
+    cause = _classify_text(message, extra_rules)  # usually decides: a few distinct messages, many tests
+    if cause is None and text:
+        cause = _classify_text("\n".join(_E_LINE.findall(text)) or text[-4000:], extra_rules)
+    return cause or OTHER
+
+
+@lru_cache(maxsize=4096)
+def _classify_text(haystack: str, extra_rules: tuple[CauseRule, ...]) -> Cause | None:
+    """The first rule that matches, with its detail; None when none does."""
+    if not haystack:
+        return None
+    for rule, regex in _compiled(extra_rules + BUILTIN_RULES):
+        if regex.search(haystack):
+            # The exception name may match before the sentence that names the object: look further.
+            details = (m.groupdict().get("detail") for m in regex.finditer(haystack))
+            return Cause(rule.key, rule.title, rule.hint, next((d for d in details if d), None))
+    return None
 
 
 # --- categories -------------------------------------------------------------------------------------------

@@ -31,7 +31,12 @@ from xml.parsers import expat
 import defusedxml.ElementTree as DET
 from defusedxml import DefusedXmlException
 
-from db_test_action.attempts import error_location, group_tests  # re-exported: one import for callers
+from db_test_action.attempts import (  # re-exported: one import for callers
+    TestResultRow,
+    error_location,
+    group_tests,
+    group_tests_lazily,
+)
 from db_test_action.model import (
     Occurrence,
     Outcome,
@@ -473,11 +478,14 @@ def _looks_like_test_module(part: str) -> bool:
 
 
 __all__ = [
+    "OccurrenceRow",
     "ParsedFile",
+    "TestResultRow",
     "derive_test_id",
     "error_location",
     "expand_paths",
     "group_tests",
+    "group_tests_lazily",
     "parse_junit_bytes",
     "parse_junit_file",
 ]

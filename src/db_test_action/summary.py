@@ -6,7 +6,7 @@ annotations show is decided here, so they cannot disagree.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -18,11 +18,12 @@ from db_test_action.budgets import (
     slowest_tests,
     with_category_budgets,
 )
-from db_test_action.classify import category_for, classify_failure, group_causes
+from db_test_action.classify import category_for, classify_failure, default_category, group_causes
 from db_test_action.config import ReportConfig
-from db_test_action.junit import ParsedFile, group_tests
+from db_test_action.junit import ParsedFile, group_tests_lazily
 from db_test_action.model import (
     BudgetStatus,
+    CategoryRule,
     Counts,
     Occurrence,
     ParseProblem,
@@ -33,6 +34,7 @@ from db_test_action.model import (
     Verdict,
 )
 
+_PROBLEM = frozenset(s for s in Status if s.is_problem)
 _COLUMN = {
     Status.PASSED: "passed",
     Status.FAILED: "failed",
@@ -54,34 +56,30 @@ def build_report(
     extra_problems: Sequence[ParseProblem] = (),
 ) -> Report:
     """Group, classify, count and check; `manifest`/`config.expect_files` turn missing shards into problems."""
-    occurrences = [o for p in parsed for o in p.occurrences]
+    occurrences = [row for p in parsed for row in p.rows]  # OccurrenceRows: Occurrence's fields, cheaper
     files = [p.info for p in parsed]
     problems = [p.problem for p in parsed if p.problem] + list(extra_problems)
-    category_cache: dict[str, str] = {}
-
-    def categorize(occ: Occurrence) -> str:
-        if occ.test_id not in category_cache:
-            category_cache[occ.test_id] = category_for(occ, config.categories)
-        return category_cache[occ.test_id]
-
     classify = partial(classify_failure, extra_rules=config.classes)
     pytest_sources = frozenset(f.path for f in files if f.is_pytest)
-    tests = group_tests(occurrences, categorize, classify, pytest_sources)
+    categorize = _categorizer(config.categories)
+    # Clean single executions come back as TestResultRows (same fields): only counted, never shown.
+    tests = group_tests_lazily(occurrences, categorize, classify, pytest_sources)
     category_of = {t.test_id: t.category for t in tests}
     if config.expect_files:
         problems += check_expected_files(config.expect_files, files)
     if manifest is not None:
         problems += check_manifest(manifest, manifest_where, files, set(category_of))
     durations = category_durations(occurrences, category_of)
-    categories = with_category_budgets(count_by_category(tests, durations), config.budgets)
-    totals = _count(tests, "all", round(sum(durations.values()), 3))
+    by_category = count_by_category(tests, durations)
+    categories = with_category_budgets(by_category, config.budgets)
+    totals = _sum_counts(by_category, "all", round(sum(durations.values()), 3))
     timing = compute_timing(files, occurrences, tests)
     budgets = check_budgets(config.budgets, timing, categories)
     regressions = ()
     if base is not None:
         b = config.budgets
         regressions = find_regressions(timing, categories, base, b.regression_ratio, b.regression_min_s)
-    problem_tests = tuple(sorted((t for t in tests if t.status.is_problem), key=_problem_order))
+    problem_tests = tuple(sorted((t for t in tests if t.status in _PROBLEM), key=_problem_order))
     report = Report(
         title=config.title,
         verdict=Verdict.PASSED,
@@ -108,17 +106,41 @@ def _problem_order(test: TestResult) -> tuple[int, str]:
 
 
 def count_by_category(tests: Sequence[TestResult], durations: Mapping[str, float]) -> tuple[Counts, ...]:
-    by_cat: dict[str, list[TestResult]] = {}
-    for test in tests:
-        by_cat.setdefault(test.category, []).append(test)
-    return tuple(_count(by_cat[name], name, durations.get(name, 0.0)) for name in sorted(by_cat))
+    columns: dict[str, dict[str, int]] = {}
+    for test in tests:  # one pass: 100,000 tests are common
+        column = _COLUMN[test.status]
+        counts = columns.get(test.category)
+        if counts is None:
+            counts = columns[test.category] = dict.fromkeys(_COLUMN.values(), 0)
+        counts[column] += 1
+    return tuple(
+        Counts(
+            name=name, tests=sum(columns[name].values()), duration_s=durations.get(name, 0.0), **columns[name]
+        )
+        for name in sorted(columns)
+    )
 
 
-def _count(tests: Sequence[TestResult], name: str, duration_s: float) -> Counts:
-    columns = dict.fromkeys(_COLUMN.values(), 0)
-    for test in tests:
-        columns[_COLUMN[test.status]] += 1
-    return Counts(name=name, tests=len(tests), duration_s=duration_s, **columns)
+def _sum_counts(counts: Sequence[Counts], name: str, duration_s: float) -> Counts:
+    columns = {column: sum(getattr(c, column) for c in counts) for column in _COLUMN.values()}
+    return Counts(name=name, tests=sum(c.tests for c in counts), duration_s=duration_s, **columns)
+
+
+def _categorizer(rules: Sequence[CategoryRule]) -> Callable[[Occurrence], str]:
+    """`category_for` with the configured rules; without rules a test file's category is computed once."""
+    if rules:
+        return partial(category_for, rules=rules)
+    by_file: dict[str, str] = {}
+
+    def categorize(occ: Occurrence) -> str:
+        if not occ.file:
+            return default_category(occ.file, occ.test_id)
+        category = by_file.get(occ.file)
+        if category is None:
+            category = by_file[occ.file] = default_category(occ.file, occ.test_id)
+        return category
+
+    return categorize
 
 
 def decide(report: Report) -> Report:
