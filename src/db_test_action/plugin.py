@@ -1,10 +1,12 @@
 """pytest plugin (entry point `db_test_action`), inert unless asked for.
 
-The hooks live in two modules with separate jobs and are re-exported here, because pytest registers
+The hooks live in three modules with separate jobs and are re-exported here, because pytest registers
 the hook functions found on the entry-point module:
 - plugin_junit: records shard/run/attempt/worker as JUnit properties when the runner sets them;
-- plugin_db: one database per xdist worker, cloned from a template (`--db-per-worker`).
+- plugin_db: one database per xdist worker, cloned from a template (`--db-per-worker`);
+- plugin_quarantine: known-flaky tests reported but not failing (`--quarantine FILE`).
 """
 
 from db_test_action.plugin_db import *  # noqa: F403
 from db_test_action.plugin_junit import *  # noqa: F403
+from db_test_action.plugin_quarantine import *  # noqa: F403
