@@ -275,7 +275,11 @@ def build_stability(
         before = totals.get(obs.test_id, TestCounts())
         if obs.test_id in bad_nights:  # only tests that misbehaved before need night-by-night detail
             if not present_sets:
-                present_sets = [frozenset(n.present) for n in window]
+                shared: dict[int, frozenset[str]] = {}  # nights with the same test set share one tuple
+                for n in window:
+                    if id(n.present) not in shared:
+                        shared[id(n.present)] = frozenset(n.present)
+                    present_sets.append(shared[id(n.present)])
             history = [
                 odd_maps[i].get(obs.test_id, n.clean) if obs.test_id in present_sets[i] else None
                 for i, n in enumerate(window)
