@@ -23,6 +23,7 @@ _LOCATION_RE = re.compile(r"^(?!/)(?![^\n]*site-packages)([^\s:]+\.py):(\d+): ",
 TestResultRow = namedtuple(  # type: ignore[misc]  # fields come from the model
     "TestResultRow", [f.name for f in fields(TestResult)], defaults=((),)
 )
+_new_row = tuple.__new__  # TestResultRow(…) without namedtuple's Python-level __new__
 TestResultRow.__doc__ = """A test that ran once, cleanly (passed, skipped, xfailed): a `TestResult` as a named tuple.
 
 Same fields and order; a report of 100,000 tests counts these without building 100,000 dataclasses."""
@@ -64,13 +65,13 @@ def group_tests_lazily(
                 repeats[occ.test_id] = [seen, occ]
     tests: list[TestResult | TestResultRow] = []
     for test_id, occ in first.items():
-        outcome = occ.outcome
-        if test_id not in repeats and (
-            outcome is Outcome.PASSED or outcome is Outcome.SKIPPED or outcome is Outcome.XFAILED
-        ):  # the common case (one clean execution): no attempt bookkeeping
-            status = _SIMPLE_STATUS[outcome]
+        status = _clean_status(occ.outcome) if test_id not in repeats else None
+        if status is not None:  # the common case (one clean execution): no attempt bookkeeping
             tests.append(
-                TestResultRow(test_id, categorize(occ), occ.file, occ.line, status, 1, 0, occ.duration_s)
+                _new_row(
+                    TestResultRow,
+                    (test_id, categorize(occ), occ.file, occ.line, status, 1, 0, occ.duration_s, ()),
+                )
             )
             continue
         per_source: dict[str, list[Occurrence]] = {}
@@ -102,11 +103,15 @@ def _split_attempts(seq: list[Occurrence]) -> list[list[Occurrence]]:
 _FAILED = (Outcome.FAILED, Outcome.ERROR)
 
 
-_SIMPLE_STATUS = {
-    Outcome.PASSED: Status.PASSED,
-    Outcome.SKIPPED: Status.SKIPPED,
-    Outcome.XFAILED: Status.XFAILED,
-}
+def _clean_status(
+    outcome: Outcome, passed=Outcome.PASSED, skipped=Outcome.SKIPPED, xfailed=Outcome.XFAILED
+) -> Status | None:
+    """The status of a test with this one outcome, None if it failed (identity tests: Enum hashing is slow)."""
+    if outcome is passed:
+        return Status.PASSED
+    if outcome is skipped:
+        return Status.SKIPPED
+    return Status.XFAILED if outcome is xfailed else None
 
 
 def _one_test(test_id, per_source, categorize, classify, pytest_sources) -> TestResult:

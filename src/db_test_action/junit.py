@@ -162,6 +162,7 @@ class _NotJUnit(Exception):
 
 
 _NO_TARGET = object()  # XMLParser then installs no element callbacks of its own
+_new_row = tuple.__new__  # OccurrenceRow(…) without the Python-level __new__ of namedtuple
 
 
 def _broken(name: str, message: str, line: int | None = None) -> ParsedFile:
@@ -217,6 +218,7 @@ class _Reader:
     def __init__(self, name: str, shard: int | None, run: int | None) -> None:
         self.name = name
         self.shard, self.run = shard, run  # from the file name; the suite's properties may overrule them
+        self.file_shard_run = _file_shard_run(None, shard, run)  # for a testcase without properties
         self.tags: list[str] = []  # open elements (local names), outermost first
         self.skip_depth = 0  # > 0 inside an element whose content does not matter
         self.suites: list[tuple[dict[str, str], str | None, str | None]] = []  # (properties, time, name)
@@ -339,14 +341,21 @@ class _Reader:
 
     def _add_testcase(self, attrs: dict[str, str]) -> None:
         self.index += 1
-        props = {**self.inherited, **self.case_props} if self.case_props else self.inherited
+        get = attrs.get
         test_id, file, line = derive_test_id(
-            attrs.get("classname") or "",
-            attrs.get("name") or "",
-            attrs.get("file"),
-            attrs.get("line"),
-            self.index,
+            get("classname") or "", get("name") or "", get("file"), get("line"), self.index
         )
+        rows, name = self.rows, self.name
+        props = {**self.inherited, **self.case_props} if self.case_props else self.inherited
+        if not props and not self.results:  # the common case, a clean pass without runner properties
+            self.defaulted.append((len(rows), None))
+            rows.append(
+                _new_row(OccurrenceRow, (
+                    test_id, file, line, Outcome.PASSED, None, _float(get("time")), "", "", name,
+                    *self.file_shard_run, None, None, (),
+                ))
+            )  # fmt: skip
+            return
         if props:
             own_shard, own_run, attempt = (
                 _int(props.get("shard")),
@@ -354,34 +363,29 @@ class _Reader:
                 _int(props.get("attempt")),
             )
             worker, markers = props.get("worker"), tuple(m for m in props.get("markers", "").split(",") if m)
-        else:  # the usual case without runner properties: no parsing at all
+        else:
             own_shard = own_run = attempt = worker = None
             markers = ()
         if own_shard is not None:
             shard, run = own_shard, own_run
         else:
             shard, run = _file_shard_run(own_run, self.shard, self.run)
-        rows, name = self.rows, self.name
-        results = self.results
-        if results:
-            for r in results:
-                if r.tag in _RETRY_TAGS:
-                    if own_shard is None:
-                        self.defaulted.append((len(rows), own_run))
-                    rows.append(
-                        OccurrenceRow(
-                            test_id, file, line, Outcome.FAILED, Phase.CALL, 0.0, r.message,
-                            "".join(r.text).strip(), name, shard, run, attempt, worker, markers,
-                        )
-                    )  # fmt: skip
-            outcome, phase, message, text = _result([r for r in results if r.tag in _SEVERITY])
-        else:
-            outcome, phase, message, text = Outcome.PASSED, None, "", ""
+        for r in self.results:
+            if r.tag in _RETRY_TAGS:
+                if own_shard is None:
+                    self.defaulted.append((len(rows), own_run))
+                rows.append(
+                    OccurrenceRow(
+                        test_id, file, line, Outcome.FAILED, Phase.CALL, 0.0, r.message,
+                        "".join(r.text).strip(), name, shard, run, attempt, worker, markers,
+                    )
+                )  # fmt: skip
+        outcome, phase, message, text = _result([r for r in self.results if r.tag in _SEVERITY])
         if own_shard is None:
             self.defaulted.append((len(rows), own_run))
         rows.append(
             OccurrenceRow(
-                test_id, file, line, outcome, phase, _float(attrs.get("time")), message, text, name,
+                test_id, file, line, outcome, phase, _float(get("time")), message, text, name,
                 shard, run, attempt, worker, markers,
             )
         )  # fmt: skip
