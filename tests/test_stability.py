@@ -18,6 +18,7 @@ from db_test_action.nightly import (
     night_from_counts,
     night_of,
     observe,
+    suite_runs,
     trend_points,
 )
 from db_test_action.stability import (
@@ -282,3 +283,19 @@ def test_a_missing_shard_or_broken_file_makes_the_run_incomplete(tmp_path: Path)
     observed = observe([parse_junit_file(f) for f in [*files, broken]], expected_runs=4)
     assert [(r.run, r.is_complete) for r in observed.runs] == [(1, True), (2, False), (3, False), (4, False)]
     assert observed.problems and "shard-2-run-3.xml" in str(observed.problems[0])
+
+
+def test_artifact_directories_number_the_runs_of_matrix_jobs_apart(tmp_path: Path) -> None:
+    """Nightly matrix: each (run R, shard S) job ran `--repeat 2` and named its runs 1..2."""
+    suite = {"test_a.py": "def test_a():\n    pass\n"}
+    files = [
+        run_pytest(tmp_path / f"nightly-1-run-{r}-shard-{s}", suite, junit=f"shard-{s}-run-{k}.xml")
+        for r in (1, 2)
+        for s in (1, 2)
+        for k in (1, 2)
+    ]
+    parsed = [parse_junit_file(f) for f in files]
+    assert suite_runs(parsed) == [1, 2, 1, 2, 3, 4, 3, 4]
+    observed = observe(parsed)
+    assert [(r.run, r.sessions, r.is_green) for r in observed.runs] == [(i, 2, True) for i in (1, 2, 3, 4)]
+    assert observed.tests[0].counts == TestCounts(8, 8, 0, 0, 0, 0)

@@ -12,10 +12,12 @@ clean majority; only tests that ever misbehaved are walked night by night.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import PurePosixPath
 
 from db_test_action.classify import category_for, classify_failure
 from db_test_action.junit import ParsedFile, group_tests
@@ -145,8 +147,7 @@ def observe(
     sessions: dict[tuple[int, str], list[Occurrence]] = {}
     pytest_sources = frozenset(p.info.path for p in parsed if p.info.is_pytest)
     broken_runs: set[int] = set()
-    for index, item in enumerate(parsed):
-        run = item.info.run or 1
+    for index, (item, run) in enumerate(zip(parsed, suite_runs(parsed), strict=True)):
         shard = str(item.info.shard) if item.info.shard is not None else f"file-{index}"
         sessions.setdefault((run, shard), []).extend(item.occurrences)
         if item.problem:
@@ -195,6 +196,28 @@ def observe(
         runs.append(SuiteRun(run, len(shards), bad_per_run[run], is_complete))
     problems = tuple(p.problem for p in parsed if p.problem)
     return Observed(tuple(tests), tuple(runs), problems)
+
+
+_DIR_RUN_RE = re.compile(r"(?:^|[-_.])run-(\d+)(?:[-_.]|$)")
+
+
+def suite_runs(parsed: Sequence[ParsedFile]) -> list[int]:
+    """The suite run of each file. Each job of a nightly matrix runs `--repeat K` and numbers its runs 1..K,
+    so when files sit in directories named like `…-run-R-…` (one artifact per job), run k of job R is a
+    run of its own: (R, k) pairs are numbered 1, 2, … in order. Otherwise the file's own run number."""
+    keys = []
+    for item in parsed:
+        outer = 0
+        for part in reversed(PurePosixPath(item.info.path.replace("\\", "/")).parts[:-1]):
+            found = _DIR_RUN_RE.findall(part)
+            if found:
+                outer = int(found[-1])
+                break
+        keys.append((outer, item.info.run or 1))
+    if all(outer == 0 for outer, _ in keys):
+        return [run for _, run in keys]
+    ordinal = {key: i for i, key in enumerate(sorted(set(keys)), start=1)}
+    return [ordinal[key] for key in keys]
 
 
 def _session_counts(result: TestResult) -> tuple[int, int, int, int, int, int] | None:
