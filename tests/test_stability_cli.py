@@ -290,3 +290,23 @@ def test_fragile_example_racy_tests_are_flaky_and_validation_stays_clean(
     unstable = [t for t in data["tests"] if t["rate"]["bad"] > 0]
     assert unstable and all(t["category"] != "validation" for t in unstable)
     assert {"unique-violation", "concurrent-ddl", "dependent-objects"} <= {c["name"] for c in data["causes"]}
+
+
+def test_pyproject_table_sets_gates_and_categories(nights, cli, cli_env, tmp_path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.db-test-action.categories]\nracing = ["test_racy_*"]\n'
+        '[tool.db-test-action.stability]\nfail-on = ["broken"]\ntitle = "Night watch"\n',
+        encoding="utf-8",
+    )
+    proc = stability(cli, cli_env, tmp_path, str(nights["racy"]), "--json", "out.json")
+    assert proc.returncode == 1 and "Night watch" in proc.stdout
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert data["gate_failures"] == ["broken"]
+    racing = next(c for c in data["categories"] if c["name"] == "racing")
+    assert (racing["tests"], racing["flaky"], racing["rate"]["bad"]) == (2, 2, 2)
+    flag_wins = stability(cli, cli_env, tmp_path, str(nights["racy"]), "--fail-on", "none")
+    assert flag_wins.returncode == 0
+
+    (tmp_path / "pyproject.toml").write_text("[tool.db-test-action.stability]\nwindw = 3\n", encoding="utf-8")
+    typo = stability(cli, cli_env, tmp_path, str(nights["racy"]))
+    assert typo.returncode == 2 and "stability: unknown key 'windw'" in typo.stderr

@@ -51,6 +51,11 @@ from db_test_action.tracking import (
     update_tracking_issue,
 )
 
+# Keys of [tool.db-test-action.stability]: the flags that describe the suite, not the machine or the token.
+TABLE_KEYS = frozenset(
+    ("history-path", "keep-nights", "window", "recover-after", "require-consecutive", "fail-on", "title",
+     "label", "issue-key", "close-after", "history-branch")
+)  # fmt: skip
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("", "0", "false", "no", "off")
 SCHEMA = "db-test-action-stability"
@@ -167,6 +172,8 @@ class _Settings:
 
     def text(self, name: str, default: str | None = None, *github_env: str) -> str | None:
         value = self.raw(name, *github_env)
+        if isinstance(value, list):  # TOML arrays, e.g. fail-on = ["broken", "consecutive"]
+            return ",".join(str(v) for v in value)
         return default if value is None else str(value)
 
     def number(self, name: str, default: int | None, minimum: int = 1, kind: Callable = int) -> Any:
@@ -205,6 +212,11 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
     stability_table = table.get("stability", {})
     if not isinstance(stability_table, dict):
         raise DbTestActionError(f"{where}: stability must be a table ([tool.db-test-action.stability])")
+    unknown = sorted(set(stability_table) - TABLE_KEYS)
+    if unknown:
+        raise DbTestActionError(
+            f"{where} stability: unknown key {unknown[0]!r}; use one of {', '.join(sorted(TABLE_KEYS))}"
+        )
     st = _Settings(args, env, stability_table, where)
     report_config = resolve_report_config({}, {}, table, where)
     try:
