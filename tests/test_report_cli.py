@@ -89,8 +89,14 @@ def test_manifest_names_missing_shards_and_lost_tests(cli, cli_env, tmp_path):
         in proc.stdout
     )
     assert "1 of 3 planned tests never reported (tests/test_ok.py::test_c)" in proc.stdout
+    # a shard job checks only itself: shard 1 is complete, shard 2 is not
+    assert _run(cli, cli_env, tmp_path, "--manifest", "res/manifest.json", "--shard", "1").returncode == 0
+    own = _run(cli, cli_env, tmp_path, "--manifest", "res/manifest.json", "--shard", "2")
+    assert own.returncode == 2 and "shard-2-run-2.xml" in own.stdout and "shard-1" not in own.stdout
     _passing(folder, 2, 2, ["test_b", "test_c"])
     assert _run(cli, cli_env, tmp_path, "--manifest", "res/manifest.json").returncode == 0
+    bad = _run(cli, cli_env, tmp_path, "--manifest", "res/manifest.json", "--shard", "3")
+    assert bad.returncode == 2 and "--shard: 3 is not a shard of" in bad.stderr
 
 
 def test_expect_files(cli, cli_env, tmp_path):

@@ -196,13 +196,17 @@ def check_expected_files(expected: int, files: Sequence[ResultFile]) -> tuple[Pa
 def check_manifest(
     manifest: Mapping[str, Any], where: str, files: Sequence[ResultFile], test_ids: set[str]
 ) -> tuple[ParseProblem, ...]:
-    """Every shard×run file of the runner's manifest is present, and every planned test reported."""
+    """Every shard×run file of the runner's manifest is present, and every planned test reported.
+
+    `only_shard` (set by `report --shard I` in a shard job) narrows the check to that shard's files and tests.
+    """
     shards, repeat = int(manifest["shards"]), int(manifest.get("repeat", 1))
+    only = manifest.get("only_shard")
     present = {
         (f.shard, f.run if f.run is not None else 1) for f in files if f.testcases and f.shard is not None
     }
     problems = []
-    for shard in range(1, shards + 1):
+    for shard in [only] if only else range(1, shards + 1):
         for run in range(1, repeat + 1):
             if (shard, run) not in present:
                 problems.append(
@@ -211,7 +215,7 @@ def check_manifest(
                         f"missing: shard {shard} run {run} of {shards}×{repeat} wrote no results; re-run shard {shard}",
                     )
                 )
-    planned = manifest.get("tests", {})
+    planned = {t: s for t, s in manifest.get("tests", {}).items() if not only or s == only}
     lost = [t for t in planned if t not in test_ids]
     if lost:
         more = f" and {len(lost) - 3} more" if len(lost) > 3 else ""
