@@ -21,7 +21,7 @@ _LOCATION_RE = re.compile(r"^(?!/)(?![^\n]*site-packages)([^\s:]+\.py):(\d+): ",
 
 
 TestResultRow = namedtuple(  # type: ignore[misc]  # fields come from the model
-    "TestResultRow", [f.name for f in fields(TestResult)], defaults=((),)
+    "TestResultRow", [f.name for f in fields(TestResult)], defaults=((), ())
 )
 _new_row = tuple.__new__  # TestResultRow(…) without namedtuple's Python-level __new__
 TestResultRow.__doc__ = """A test that ran once, cleanly (passed, skipped, xfailed): a `TestResult` as a named tuple.
@@ -70,7 +70,7 @@ def group_tests_lazily(
             tests.append(
                 _new_row(
                     TestResultRow,
-                    (test_id, categorize(occ), occ.file, occ.line, status, 1, 0, occ.duration_s, ()),
+                    (test_id, categorize(occ), occ.file, occ.line, status, 1, 0, occ.duration_s, (), ()),
                 )
             )
             continue

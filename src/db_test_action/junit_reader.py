@@ -7,6 +7,7 @@ test ids (pytest node ids from classname/file) are derived here too.
 
 from __future__ import annotations
 
+import math
 from collections import namedtuple
 from dataclasses import MISSING, fields
 from functools import lru_cache
@@ -193,7 +194,7 @@ class JUnitReader:
             rows.append(
                 _new_row(OccurrenceRow, (
                     test_id, file, line, Outcome.PASSED, None, _float(get("time")), "", "", name,
-                    *self.file_shard_run, None, None, (),
+                    *self.file_shard_run, None, None, (), None, None, None, None,
                 ))
             )  # fmt: skip
             return
@@ -204,8 +205,10 @@ class JUnitReader:
                 _int(props.get("attempt")),
             )
             worker, markers = props.get("worker"), tuple(m for m in props.get("markers", "").split(",") if m)
+            started, finished = _time(props.get("started_at")), _time(props.get("finished_at"))
+            database, attempt_failure = props.get("database") or None, props.get("attempt_failure") or None
         else:
-            own_shard = own_run = attempt = worker = None
+            own_shard = own_run = attempt = worker = started = finished = database = attempt_failure = None
             markers = ()
         if own_shard is not None:
             shard, run = own_shard, own_run
@@ -219,15 +222,20 @@ class JUnitReader:
                     OccurrenceRow(
                         test_id, file, line, Outcome.FAILED, Phase.CALL, 0.0, r.message,
                         "".join(r.text).strip(), name, shard, run, attempt, worker, markers,
+                        started, finished, database, attempt_failure,
                     )
                 )  # fmt: skip
-        outcome, phase, message, text = _result([r for r in self.results if r.tag in _SEVERITY])
+        results = [r for r in self.results if r.tag in _SEVERITY]
+        if results or not attempt_failure:
+            outcome, phase, message, text = _result(results)
+        else:  # a rerun attempt, written empty by pytest-rerunfailures: the plugin kept what failed
+            outcome, phase, message, text = _attempt_failure(attempt_failure)
         if own_shard is None:
             self.defaulted.append((len(rows), own_run))
         rows.append(
             OccurrenceRow(
                 test_id, file, line, outcome, phase, _float(get("time")), message, text, name,
-                shard, run, attempt, worker, markers,
+                shard, run, attempt, worker, markers, started, finished, database, attempt_failure,
             )
         )  # fmt: skip
 
@@ -255,6 +263,30 @@ def _result(results: list[_Result]) -> tuple[Outcome, Phase | None, str, str]:
                 message = message[1:-1]
             break
     return (Outcome.ERROR if worst == _SEVERITY["error"] else Outcome.FAILED), phase, message, text
+
+
+_ATTEMPT_PHASES = {"setup": Phase.SETUP, "call": Phase.CALL, "teardown": Phase.TEARDOWN}
+
+
+def _attempt_failure(value: str) -> tuple[Outcome, Phase, str, str]:
+    """`setup: <exception line>` (the plugin's attempt_failure) → a failed attempt in that phase.
+
+    A fixture failure is an error and a body failure a failure, as pytest itself would have written them.
+    """
+    head, sep, rest = value.partition(": ")
+    phase = _ATTEMPT_PHASES.get(head) if sep else None
+    if phase is None:
+        return Outcome.FAILED, Phase.CALL, value.strip(), ""
+    return (Outcome.FAILED if phase is Phase.CALL else Outcome.ERROR), phase, rest.strip(), ""
+
+
+def _time(value: str | None) -> float | None:
+    """An epoch-seconds property (`started_at`); anything unreadable is no window rather than a wrong one."""
+    try:
+        seconds = float(value) if value else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and math.isfinite(seconds) else None
 
 
 def _int(value: str | None) -> int | None:

@@ -91,6 +91,12 @@ class Occurrence:
     attempt: int | None = None
     worker: str | None = None
     markers: tuple[str, ...] = ()
+    # The plugin's window of this attempt (epoch seconds) and its database: ties server log lines to it.
+    started_at: float | None = None
+    finished_at: float | None = None
+    database: str | None = None
+    # "setup: <exception line>": what failed in a rerun attempt that pytest wrote as an empty testcase.
+    attempt_failure: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +179,49 @@ class Problem:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerRecord:
+    """One PostgreSQL log record, as psql would print it (`lines`), trimmed for a comment.
+
+    The server knows what the driver's one-line exception does not: the statement, DETAIL (the dependent
+    table of a failed DROP, both processes of a deadlock, the lock holder), HINT and CONTEXT.
+    """
+
+    timestamp: float  # epoch seconds, UTC
+    severity: str  # ERROR, FATAL, PANIC, or LOG for a lock wait
+    message: str
+    lines: tuple[str, ...]
+    sqlstate: str | None = None
+    database: str | None = None
+    pid: int | None = None
+    source: str = ""  # the server log file
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLogSummary:
+    """What the server logs held for this report; `files` empty means no evidence (and `note` says why).
+
+    `unattributed` counts server errors in no test's time window (session fixtures, teardown after the
+    last test, a neighbour's setup): nobody's failure shows them, so the report counts them on their own.
+    Errors inside a test's window that cannot be tied to one failing test (a passing test that expected
+    them, or two workers whose messages both match) are `ambiguous`: neither shown nor guessed.
+    """
+
+    files: tuple[str, ...] = ()
+    note: str = ""
+    records: int = 0  # records read from the files
+    errors: int = 0  # ERROR/FATAL/PANIC records of client backends
+    attributed: int = 0  # records shown with a failing test
+    ambiguous: int = 0
+    unattributed: int = 0
+    examples: tuple[ServerRecord, ...] = ()  # a few of the unattributed errors
+    problems: tuple[ParseProblem, ...] = ()  # damaged log records: evidence is partial, results are not
+
+    @property
+    def is_available(self) -> bool:
+        return bool(self.files)
+
+
+@dataclass(frozen=True, slots=True)
 class TestResult:
     """Everything known about one test id across files, shards, runs and attempts."""
 
@@ -187,6 +236,7 @@ class TestResult:
     failed_executions: int
     duration_s: float
     problems: tuple[Problem, ...] = ()
+    server_log: tuple[ServerRecord, ...] = ()  # server records tied to this test's failing attempts
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -300,6 +350,7 @@ class Report:
     gate_failures: tuple[str, ...]
     slowest: tuple[SlowTest, ...] = ()
     details_per_cause: int = 5
+    server: ServerLogSummary | None = None  # None: not a run of ours, nothing to say about the server
 
     @property
     def is_green(self) -> bool:

@@ -13,7 +13,15 @@ import html
 import re
 from dataclasses import dataclass
 
-from db_test_action.model import BudgetStatus, CauseGroup, Report, Status, TestResult, Verdict
+from db_test_action.model import (
+    BudgetStatus,
+    CauseGroup,
+    Report,
+    ServerLogSummary,
+    Status,
+    TestResult,
+    Verdict,
+)
 
 GITHUB_COMMENT_MAX = 65536
 ZWJ = "\u200d"
@@ -113,11 +121,14 @@ class Detail:
     max_chars: int
     max_rows: int
     note: str = ""
+    server_lines: int = 0  # per test: the server log excerpt, the first thing to shrink
+    server_chars: int = 0
 
 
 def levels(per_cause: int) -> tuple[Detail, ...]:
     return (
-        Detail(per_cause, 40, 4000, 200),
+        Detail(per_cause, 40, 4000, 200, server_lines=30, server_chars=2500),
+        Detail(per_cause, 40, 4000, 200, "shorter server log excerpts", server_lines=8, server_chars=700),
         Detail(min(per_cause, 3), 15, 1500, 200, "fewer tests and shorter messages per cause"),
         Detail(1, 8, 600, 60, "one example test per cause, long tables cut"),
         Detail(0, 0, 0, 25, "no per-test details, long tables cut"),
@@ -149,11 +160,42 @@ def _document(report: Report, detail: Detail) -> str:
     parts += _categories(report, detail)
     parts += _causes(report, detail)
     parts += _details(report, detail)
+    parts += _unreported_server_errors(report, detail)
     parts += _budgets(report, detail)
     gate = "passed" if report.is_green else f"failed ({', '.join(report.gate_failures)})"
     fail_on = ", ".join(report.fail_on) or "nothing"
-    parts += ["", f"<sub>{len(report.files)} result files · fail on: {fail_on} · gate {gate}</sub>", ""]
+    server = f" · {server_note(report.server)}" if report.server else ""
+    footer = f"<sub>{len(report.files)} result files{server} · fail on: {fail_on} · gate {gate}</sub>"
+    parts += ["", footer, ""]
     return "\n".join(parts)
+
+
+def server_note(server: ServerLogSummary) -> str:
+    """One short phrase for the footer: what the server log held, or why there is none."""
+    if not server.is_available:
+        return inline(server.note or "server evidence unavailable", 160)
+    files = f"{len(server.files)} server log{'s' if len(server.files) != 1 else ''}"
+    damaged = f", {len(server.problems)} damaged records" if server.problems else ""
+    return f"{files}: {server.errors} errors, {server.attributed} shown with failing tests{damaged}"
+
+
+def _unreported_server_errors(report: Report, detail: Detail) -> list[str]:
+    """Errors in no test's window (session fixtures, a neighbour's setup): one line and an example."""
+    server = report.server
+    if server is None or not server.unattributed:
+        return []
+    n = server.unattributed
+    line = (
+        f"**{n} server error{'s' if n != 1 else ''} no test reported** "
+        "(logged outside every test's time window: session fixtures, teardown after the last test)"
+    )
+    if not server.examples:
+        return ["", line + "."]
+    example = server.examples[0]
+    if detail.server_lines <= 0:
+        return ["", f"{line}, e.g. {code(' '.join(example.lines[:1]), 160)}."]
+    text = "\n\n".join("\n".join(r.lines) for r in server.examples)
+    return ["", line + ", e.g.:", "", fenced(trim_lines(text, detail.server_lines, detail.server_chars))]
 
 
 def verdict_line(report: Report) -> str:
@@ -295,13 +337,22 @@ def _test_details(test: TestResult, group: CauseGroup, detail: Detail) -> list[s
         )
     if not body:
         body.append("the failing attempt was a rerun; pytest's JUnit does not record rerun failures")
-    content = fenced("\n\n".join(body))
+    content = [fenced("\n\n".join(body)), ""]
+    if test.server_log and detail.server_lines > 0:
+        sources = sorted({r.source.rsplit("/", 1)[-1] for r in test.server_log if r.source})
+        where = f" ({inline(', '.join(sources), 120)})" if sources else ""
+        excerpt = "\n\n".join("\n".join(r.lines) for r in test.server_log)
+        content += [
+            f"Server log{where}:",
+            "",
+            fenced(trim_lines(excerpt, detail.server_lines, detail.server_chars)),
+            "",
+        ]
     return [
         "<details>",
         f"<summary>{summary.replace('@', '@' + ZWJ)}</summary>",
         "",
-        content,
-        "",
+        *content,
         "</details>",
     ]
 

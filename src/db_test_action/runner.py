@@ -6,7 +6,8 @@ whole new session, and SIGTERM must be able to stop the run and still drop the d
 
 Files in the results dir, per shard I and run K: `shard-I-run-K.xml` (JUnit, always written — by pytest,
 or by us when pytest crashed or had nothing to run), `shard-I-run-K.log` (pytest's output) and
-`manifest.json` (every node id → its shard; identical on every shard).
+`manifest.json` (every node id → its shard; identical on every shard; plus which server ran the tests
+and the name of its log, `server-shard-I.jsonl`, which commands/run.py writes when the server is ours).
 """
 
 from __future__ import annotations
@@ -65,6 +66,11 @@ class RunPlan:
     python: str = sys.executable
     show_output: bool = False  # stream pytest's output (CI logs); otherwise only the log file
     progress_tty: bool = False  # redraw one progress line on stderr
+    # For the manifest: whether the server is ours ("ours"/"external") and the server log file we write
+    # into the results dir (None: external server or --no-server-log), so `report` can say why a run has
+    # no server evidence.
+    server: str = "ours"
+    server_log: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,12 +251,16 @@ def _crash_reason(output: str) -> str:
     return (lines[-1].strip() if lines else "no output")[:300]
 
 
-def write_manifest(results_dir: Path, split: Split, repeat: int) -> Path:
+def write_manifest(
+    results_dir: Path, split: Split, repeat: int, server: str = "ours", server_log: str | None = None
+) -> Path:
     path = results_dir / "manifest.json"
     data = {
         "version": MANIFEST_VERSION,
         "shards": len(split.shards),
         "repeat": repeat,
+        "server": server,
+        "server_log": server_log,
         "tests": split.shard_of(),
     }
     path.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n", encoding="utf-8")
@@ -346,7 +356,7 @@ def run_shard(
     if node_ids is None or not node_ids:
         return _collection_failed(plan, code, output, say)
     split = split_tests(node_ids, plan.durations, plan.shards, group_scopes=plan.group_scopes)
-    write_manifest(results, split, plan.repeat)
+    write_manifest(results, split, plan.repeat, plan.server, plan.server_log)
     mine = split.shards[plan.shard - 1].node_ids
     if not mine:
         note = (

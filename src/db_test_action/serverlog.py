@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from db_test_action.model import ParseProblem
+from db_test_action.model import ParseProblem, ServerRecord
 
 # csvlog columns, PostgreSQL 13+ (14 adds leader_pid and query_id at the end).
 CSV_COLUMNS = (
@@ -200,6 +200,7 @@ class TestWindow:
 class Attribution:
     evidence: tuple[tuple[str, tuple[ServerEvent, ...]], ...]  # test id → its records, in time order
     unattributed: tuple[ServerEvent, ...]  # server errors no test can be tied to (e.g. session teardown)
+    in_no_window: tuple[ServerEvent, ...] = ()  # those of them outside every test's window (and database)
 
     def for_test(self, test_id: str) -> tuple[ServerEvent, ...]:
         return dict(self.evidence).get(test_id, ())
@@ -230,6 +231,7 @@ def attribute_events(
     found: dict[str, list[ServerEvent]] = {}
     seen: dict[str, set[tuple[str | None, str, str | None, str | None]]] = {}
     orphans: list[ServerEvent] = []
+    outside: list[ServerEvent] = []
     for event in sorted(events, key=lambda e: e.timestamp):
         if not _is_relevant(event):
             continue
@@ -246,12 +248,14 @@ def attribute_events(
         if chosen is None:
             if event.is_error:
                 orphans.append(event)
+                if not live:
+                    outside.append(event)
             continue
         key = (event.sqlstate, event.message, event.detail, event.statement)
         if key not in seen.setdefault(chosen, set()):
             seen[chosen].add(key)
             found.setdefault(chosen, []).append(event)
-    return Attribution(tuple((k, tuple(v)) for k, v in found.items()), tuple(orphans))
+    return Attribution(tuple((k, tuple(v)) for k, v in found.items()), tuple(orphans), tuple(outside))
 
 
 def _choose(event: ServerEvent, live: list[TestWindow], shared: bool) -> str | None:
@@ -269,3 +273,39 @@ def _choose(event: ServerEvent, live: list[TestWindow], shared: bool) -> str | N
     needle = event.message.strip().lower()
     named = {w.test_id for w in live if needle and any(needle in m.lower() for m in w.messages)}
     return named.pop() if len(named) == 1 else None
+
+
+# --- for the report: records trimmed to what a comment can hold -----------------------------------------
+
+# Lines kept per field: a deadlock's DETAIL names every process and its statement (2 processes: 4+ lines).
+_FIELD_LINES = {"DETAIL": 12, "HINT": 3, "CONTEXT": 4, "STATEMENT": 6}
+LINE_CHARS = 300
+
+
+def to_record(event: ServerEvent, source: str) -> ServerRecord:
+    """A ServerEvent as the report keeps it: psql-style lines, long fields cut (a statement can be 100 kB)."""
+    out: list[str] = []
+    label, kept = "", 0
+    for line in event.lines():
+        head = line.split(":", 1)[0]
+        if head in _FIELD_LINES and line.startswith(head + ":  "):
+            label, kept = head, 0
+        elif not line.startswith("    "):
+            label, kept = "", 0
+        kept += 1
+        limit = _FIELD_LINES.get(label)
+        if limit is not None and kept > limit:
+            if kept == limit + 1:
+                out.append("    …")
+            continue
+        out.append(line if len(line) <= LINE_CHARS else line[: LINE_CHARS - 1] + "…")
+    return ServerRecord(
+        timestamp=round(event.timestamp, 6),
+        severity=event.severity,
+        message=event.message[:LINE_CHARS],
+        lines=tuple(out),
+        sqlstate=event.sqlstate,
+        database=event.database,
+        pid=event.pid,
+        source=source,
+    )

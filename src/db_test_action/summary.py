@@ -7,6 +7,7 @@ annotations show is decided here, so they cannot disagree.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -26,13 +27,16 @@ from db_test_action.model import (
     CategoryRule,
     Counts,
     Occurrence,
+    Outcome,
     ParseProblem,
     Report,
     ResultFile,
+    ServerLogSummary,
     Status,
     TestResult,
     Verdict,
 )
+from db_test_action.serverlog import ServerEvent, TestWindow, attribute_events, to_record
 
 _PROBLEM = frozenset(s for s in Status if s.is_problem)
 _COLUMN = {
@@ -54,8 +58,15 @@ def build_report(
     manifest: Mapping[str, Any] | None = None,
     manifest_where: str = "manifest.json",
     extra_problems: Sequence[ParseProblem] = (),
+    server_logs: Sequence[tuple[str, Sequence[ServerEvent]]] = (),
+    server_note: str = "",
+    server_problems: Sequence[ParseProblem] = (),
 ) -> Report:
-    """Group, classify, count and check; `manifest`/`config.expect_files` turn missing shards into problems."""
+    """Group, classify, count and check; `manifest`/`config.expect_files` turn missing shards into problems.
+
+    `server_logs` (file name → its records) become each failing test's server evidence; without them a
+    `server_note` says why there is none (empty: not a run of ours, so the report says nothing about it).
+    """
     occurrences = [row for p in parsed for row in p.rows]  # OccurrenceRows: Occurrence's fields, cheaper
     files = [p.info for p in parsed]
     problems = [p.problem for p in parsed if p.problem] + list(extra_problems)
@@ -80,6 +91,12 @@ def build_report(
         b = config.budgets
         regressions = find_regressions(timing, categories, base, b.regression_ratio, b.regression_min_s)
     problem_tests = tuple(sorted((t for t in tests if t.status in _PROBLEM), key=_problem_order))
+    server = None
+    if server_logs:
+        problem_tests, server = attach_server_evidence(occurrences, problem_tests, server_logs)
+        server = replace(server, problems=tuple(server_problems))
+    elif server_note or server_problems:
+        server = ServerLogSummary(note=server_note, problems=tuple(server_problems))
     report = Report(
         title=config.title,
         verdict=Verdict.PASSED,
@@ -96,8 +113,85 @@ def build_report(
         gate_failures=(),
         slowest=slowest_tests(tests),
         details_per_cause=config.details_per_cause,
+        server=server,
     )
     return decide(report)
+
+
+# --- server-side evidence ------------------------------------------------------------------------------
+
+SERVER_RECORDS_PER_TEST = 6
+SERVER_EXAMPLES = 3
+
+
+def attach_server_evidence(
+    occurrences: Sequence[Occurrence],
+    problem_tests: Sequence[TestResult],
+    server_logs: Sequence[tuple[str, Sequence[ServerEvent]]],
+) -> tuple[tuple[TestResult, ...], ServerLogSummary]:
+    """Tie server records to the failing tests; count server errors no test's window holds.
+
+    Every attempt with a recorded window takes part (a passing test's window explains away the errors it
+    may have expected); only failing tests show their records. Matching rules: serverlog.attribute_events.
+    """
+    windows = test_windows(occurrences)
+    source_of: dict[int, str] = {}
+    events: list[ServerEvent] = []
+    for name, file_events in server_logs:
+        for event in file_events:
+            source_of[id(event)] = name
+            events.append(event)
+    result = attribute_events(events, windows)
+    by_test = dict(result.evidence)
+    shown, attributed = [], 0
+    for test in problem_tests:
+        found = by_test.get(test.test_id, ())
+        if not found:
+            shown.append(test)
+            continue
+        if len(found) > SERVER_RECORDS_PER_TEST:  # errors before lock waits, then back in time order
+            found = sorted(sorted(found, key=lambda e: not e.is_error)[:SERVER_RECORDS_PER_TEST],
+                           key=lambda e: e.timestamp)  # fmt: skip
+        attributed += len(found)
+        records = tuple(to_record(e, source_of.get(id(e), "")) for e in found)
+        shown.append(replace(test, server_log=records))
+    examples, seen = [], set()
+    for event in result.in_no_window:
+        key = (event.sqlstate, event.message)
+        if key not in seen and len(examples) < SERVER_EXAMPLES:
+            seen.add(key)
+            examples.append(to_record(event, source_of.get(id(event), "")))
+    summary = ServerLogSummary(
+        files=tuple(name for name, _ in server_logs),
+        records=len(events),
+        errors=sum(1 for e in events if e.is_error and e.backend_type in (None, "client backend")),
+        attributed=attributed,
+        ambiguous=len(result.unattributed) - len(result.in_no_window),
+        unattributed=len(result.in_no_window),
+        examples=tuple(examples),
+    )
+    return tuple(shown), summary
+
+
+def test_windows(occurrences: Sequence[Occurrence]) -> list[TestWindow]:
+    """One window per attempt the plugin timed; its failure messages are the tie-breaker between workers."""
+    windows: dict[tuple[str, float], tuple[Occurrence, list[str]]] = {}
+    for occ in occurrences:
+        if occ.started_at is None or occ.finished_at is None:
+            continue
+        key = (occ.test_id, occ.started_at)
+        entry = windows.get(key)
+        if entry is None:
+            entry = windows[key] = (occ, [])
+        messages = entry[1]
+        if occ.outcome is Outcome.FAILED or occ.outcome is Outcome.ERROR:
+            messages += [m for m in (occ.message, occ.attempt_failure) if m and m not in messages]
+        elif occ.attempt_failure and occ.attempt_failure not in messages:
+            messages.append(occ.attempt_failure)
+    return [
+        TestWindow(occ.test_id, occ.started_at, occ.finished_at, occ.database, occ.worker, tuple(msgs))  # type: ignore[arg-type]
+        for occ, msgs in windows.values()
+    ]
 
 
 def _problem_order(test: TestResult) -> tuple[int, str]:
@@ -145,8 +239,6 @@ def _categorizer(rules: Sequence[CategoryRule]) -> Callable[[Occurrence], str]:
 
 def decide(report: Report) -> Report:
     """Verdict (worst thing seen) and which --fail-on gates tripped; re-run after any `replace`."""
-    from dataclasses import replace
-
     t = report.totals
     over = any(b.status is BudgetStatus.OVER for b in report.budgets) or bool(report.regressions)
     broken = t.failed + t.setup_errors + t.teardown_errors

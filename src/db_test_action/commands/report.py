@@ -11,6 +11,7 @@ written and names them), bad flags or config.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -25,6 +26,7 @@ from db_test_action.errors import EXIT_GATE, EXIT_OK, EXIT_USAGE, DbTestActionEr
 from db_test_action.junit import expand_paths, parse_junit_file
 from db_test_action.model import Report, report_from_dict, report_to_dict
 from db_test_action.render import render_console, render_markdown
+from db_test_action.serverlog import parse_server_log
 from db_test_action.summary import build_report, validate_manifest
 
 HELP = """\
@@ -76,6 +78,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--budget", action="append", metavar="KEY=DURATION", help="e.g. suite=2m, category.encryption=5s"
     )
+    parser.add_argument(
+        "--server-log",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="F",
+        help="PostgreSQL jsonlog/csvlog to tie to failing tests (repeatable; server*.jsonl and server*.csv "
+        "next to the JUnit files are read anyway)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -107,8 +118,17 @@ def run(args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path |
             "report: give JUnit XML files, directories or globs (or --manifest)", EXIT_USAGE
         )
     files, missing = expand_paths(paths)
+    dirs = _result_dirs(paths, files)
+    log_paths = find_server_logs(dirs, args.server_log)
     with _without_gc():
         parsed = [parse_junit_file(path, _display(path, cwd)) for path in files]
+        server_logs, server_problems = [], []
+        for log in log_paths:
+            events, problems = parse_server_log(log)
+            name = _display(log, cwd)
+            server_logs.append((name, events))
+            server_problems += [dataclasses.replace(p, file=name) for p in problems]
+        note = "" if log_paths else _server_note(dirs, args.manifest, manifest, parsed)
         report = build_report(
             parsed,
             config,
@@ -116,10 +136,63 @@ def run(args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path |
             manifest=manifest,
             manifest_where=str(args.manifest),
             extra_problems=missing,
+            server_logs=server_logs,
+            server_note=note,
+            server_problems=server_problems,
         )
     _write_outputs(report, args)
     sys.stdout.write(render_console(report))
     return exit_code(report)
+
+
+SERVER_LOG_GLOBS = ("server*.jsonl", "server*.csv")
+NOT_OURS = "server evidence unavailable (server not started by db-test-action)"
+
+
+def _result_dirs(paths: list[str], files: tuple[Path, ...]) -> tuple[Path, ...]:
+    """Where the results are: the given directories and every JUnit file's own directory."""
+    dirs = [Path(p) for p in paths if Path(p).is_dir()] + [f.parent for f in files]
+    return tuple(dict.fromkeys(d.resolve() for d in dirs))
+
+
+def find_server_logs(dirs: tuple[Path, ...], explicit: list[Path]) -> tuple[Path, ...]:
+    """The runner writes `server-shard-I.jsonl` next to its JUnit files; `--server-log` adds any other."""
+    found = {p.resolve(): None for d in dirs for pattern in SERVER_LOG_GLOBS for p in sorted(d.glob(pattern))}
+    for path in explicit:
+        if not path.is_file():
+            raise DbTestActionError(
+                f"--server-log {path}: no such file; pass the server log the run wrote (server-shard-I.jsonl)",
+                EXIT_USAGE,
+            )
+        found[path.resolve()] = None
+    return tuple(p for p in found if p.is_file())
+
+
+def _server_note(dirs: tuple[Path, ...], manifest_path: Path | None, manifest: Any, parsed: list) -> str:
+    """Why there is no server evidence, when the results are a run of ours; "" when nothing can be said.
+
+    The runner's manifest names the log it wrote (`"server_log"`), or says why there is none: `"server":
+    "external"` (--database-url) or a null log with a server of ours (--no-server-log).
+    """
+    manifests = [manifest] if manifest is not None else []
+    for d in dirs:
+        path = d / "manifest.json"
+        if path.is_file() and (manifest_path is None or path.resolve() != manifest_path.resolve()):
+            try:
+                manifests.append(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError):
+                continue
+    keyed = [m for m in manifests if isinstance(m, dict) and "server_log" in m]
+    names = sorted({str(m["server_log"]) for m in keyed if m["server_log"]})
+    if names:
+        return f"server evidence unavailable ({', '.join(names)} not found next to the results)"
+    if keyed and all(m.get("server") == "external" for m in keyed):
+        return NOT_OURS
+    if keyed:
+        return "server evidence unavailable (the run did not capture the server log: --no-server-log)"
+    if any(row.started_at is not None for p in parsed for row in p.rows):
+        return "server evidence unavailable (no server log next to the results; pass --server-log)"
+    return ""
 
 
 @contextmanager

@@ -116,6 +116,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="NAME|FILE",
         help="use the server `db-test-action postgres start --name NAME` started (its log is captured too)",
     )
+    group.add_argument(
+        "--no-server-log",
+        action="store_true",
+        help="do not capture the server's log (server-shard-I.jsonl, the report's server evidence)",
+    )
     add_launch_options(parser)
     parser.set_defaults(handler=run)
 
@@ -177,11 +182,20 @@ def _detached(name_or_file: str) -> ServerInfo:
 
 def run(args: argparse.Namespace) -> int:
     plan = plan_from_args(args)
+    log_name = None if args.no_server_log else _server_log_name(plan)
     opts = dataclasses.replace(
-        launch_options(args), log_copy_to=str(plan.results_dir.resolve() / _server_log_name(plan))
+        launch_options(args),
+        server_log=not args.no_server_log,
+        log_copy_to=str(plan.results_dir.resolve() / log_name) if log_name else None,
     )
     detached = _detached(args.server_state) if args.server_state else None
     server = None if args.database_url or detached else LocalServer(opts)
+    if args.database_url and not detached:
+        plan = dataclasses.replace(plan, server="external")
+    elif detached is not None and detached.data_dir is None:
+        plan = dataclasses.replace(plan, server="external")  # a state file that only records a URL
+    elif detached is None or detached.server_log_dir:
+        plan = dataclasses.replace(plan, server_log=log_name)
     with stop_on_signals():
         try:
             if detached is not None:
@@ -203,8 +217,8 @@ def run(args: argparse.Namespace) -> int:
         finally:
             if server is not None:
                 server.stop()  # appends the server log to the results dir (opts.log_copy_to)
-            elif detached is not None and detached.server_log_dir:
-                copy_server_log(Path(detached.server_log_dir), Path(opts.log_copy_to or ""))
+            elif detached is not None and detached.server_log_dir and opts.log_copy_to:
+                copy_server_log(Path(detached.server_log_dir), Path(opts.log_copy_to))
     for shard, outcome in outcomes:
         if outcome.crash:
             if plan.progress_tty or not plan.show_output:
