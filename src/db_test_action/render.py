@@ -61,6 +61,17 @@ def render_console(report: Report) -> str:
         lines.append(f"slower than base: {reg.name} {duration(reg.base_s)} → {duration(reg.actual_s)}")
     for problem in report.problems:
         lines.append(f"problem: {problem}")
+    server = report.server
+    if server is not None and not server.is_available:
+        lines.append(server.note or "server evidence unavailable")
+    elif server is not None:
+        lines.append(
+            f"server log: {server.errors} errors, {server.attributed} records shown with failing tests, "
+            f"{server.unattributed} in no test's window ({', '.join(server.files)})"
+        )
+        if server.examples:
+            lines.append(f"  e.g. {server.examples[0].lines[0]}")
+        lines += [f"  damaged: {p}" for p in server.problems[:3]]
     gate = "passed" if report.is_green else f"FAILED ({', '.join(report.gate_failures)})"
     lines.append(f"gate (fail on {', '.join(report.fail_on) or 'nothing'}): {gate}")
     return "\n".join(lines) + "\n"
@@ -107,6 +118,8 @@ def annotations_for(report: Report) -> tuple[Annotation, ...]:
             cause_index.get(problem.cause.key, 99), 99
         )
         message = trim_lines(problem.message or problem.text, 20, 2000)
+        if test.server_log:  # the server's side, e.g. the dependent table a DROP tripped over
+            message += "\n\nserver log:\n" + trim_lines("\n".join(test.server_log[0].lines), 8, 800)
         if problem.cause.key != "other":
             message += f"\n\n{problem.cause.title}: {problem.cause.hint}"
         out.append(
@@ -133,6 +146,13 @@ def report_fingerprint(report: Report) -> str:
         test.pop("duration_s", None)
         for problem in test["problems"]:
             problem.pop("text", None)  # tracebacks carry addresses and tmp paths that change every run
+        for record in test.get("server_log", ()):
+            record.pop("timestamp", None)  # when and which backend pid differ on every run
+            record.pop("pid", None)
+    if data.get("server"):
+        for record in data["server"]["examples"]:
+            record.pop("timestamp", None)
+            record.pop("pid", None)
     for check in data["budgets"]:
         check.pop("actual_s", None)
     for reg in data["regressions"]:
