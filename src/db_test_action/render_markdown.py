@@ -337,8 +337,8 @@ def _test_details(test: TestResult, group: CauseGroup, detail: Detail) -> list[s
         )
     if not body:
         body.append("the failing attempt was a rerun; pytest's JUnit does not record rerun failures")
-    content = [fenced("\n\n".join(body)), ""]
-    if test.server_log and detail.server_lines > 0:
+    content = []
+    if test.server_log and detail.server_lines > 0:  # first: a few lines that explain the long traceback
         sources = sorted({r.source.rsplit("/", 1)[-1] for r in test.server_log if r.source})
         where = f" ({inline(', '.join(sources), 120)})" if sources else ""
         excerpt = "\n\n".join("\n".join(r.lines) for r in test.server_log)
@@ -347,7 +347,10 @@ def _test_details(test: TestResult, group: CauseGroup, detail: Detail) -> list[s
             "",
             fenced(trim_lines(excerpt, detail.server_lines, detail.server_chars)),
             "",
+            "Test output:",
+            "",
         ]
+    content += [fenced("\n\n".join(body)), ""]
     return [
         "<details>",
         f"<summary>{summary.replace('@', '@' + ZWJ)}</summary>",
