@@ -13,6 +13,8 @@ pytest realities this module encodes (verified with pytest 9, pytest-rerunfailur
 - a body failure plus a teardown error is two <testcase> elements with the same name;
 - each rerun attempt is an extra *empty* <testcase> (the failure is not recorded); the last carries
   the outcome, so an empty testcase followed by another of the same test in one pytest file failed.
+  Under `db-test-action run` our plugin adds `attempt_failure` ("setup: <exception line>") to it, which
+  the reader turns back into a failed attempt with its phase and message.
 The expat callbacks live in junit_reader.py, grouping occurrences into tests in attempts.py (both
 re-exported here).
 """
