@@ -322,3 +322,41 @@ def test_detached_server_state_pytest_args_and_server_log(cli, cli_env, tmp_path
         assert str(port) in started.stdout
     finally:
         subprocess.run([*cli, "postgres", "stop", "--state-file", str(state)], env=cli_env, timeout=60)
+
+
+def test_libpq_connections_are_named_after_the_test_and_rerun_failures_name_the_exception(
+    cli, cli_env, tmp_path, data_root
+) -> None:
+    """Own server (so its log is kept): psycopg picks up PGAPPNAME, and a rerun attempt that psycopg failed
+    keeps `psycopg.errors.UniqueViolation: …` — not the DETAIL line below it — as attempt_failure."""
+    suite = _write(
+        tmp_path / "suite",
+        {
+            "test_named.py": """
+import os, pathlib, psycopg
+
+def test_unique_once(tmp_path_factory):
+    marker = pathlib.Path(os.environ["MARKER"])
+    with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS t (id int PRIMARY KEY)")
+        if not marker.exists():
+            marker.write_text("1")
+            conn.execute("INSERT INTO t VALUES (7)")
+            conn.execute("INSERT INTO t VALUES (7)")  # fails the first attempt only
+""",
+        },
+    )
+    env = {**cli_env, "MARKER": str(tmp_path / "marker")}
+    out = subprocess.run(
+        [*cli, "run", "--data-root", str(data_root), "--reruns", "1", "--results-dir", "res", "--", "-q"],
+        capture_output=True, text=True, env=env, cwd=suite, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    cases = _cases(suite / "res" / "shard-1-run-1.xml")
+    failed = [c for c in cases if c.get("attempt_failure")]
+    assert failed and failed[0]["attempt_failure"].startswith(
+        "call: psycopg.errors.UniqueViolation: duplicate key value violates unique constraint"
+    )
+    records = [json.loads(line) for line in (suite / "res" / "server-shard-1.jsonl").read_text().splitlines()]
+    [dup] = [r for r in records if r.get("state_code") == "23505"]
+    assert dup["application_name"] == "main test_named.py::test_unique_once"

@@ -69,6 +69,7 @@ class JunitTagger:
         self._worst: dict[str, str] = {}
         self._attempt_failure: dict[tuple[str, int], str] = {}
         self._started: dict[tuple[str, int], float] = {}
+        self.user_appname = os.environ.get("PGAPPNAME")
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -107,7 +108,10 @@ class JunitTagger:
         # pytest-rerunfailures leaves a rerun attempt as an empty <testcase>: keep what failed in it.
         key = (item.nodeid, attempt)
         if report.failed and key not in self._attempt_failure:
-            self._attempt_failure[key] = f"{report.when}: {_last_line(report.longreprtext)}"
+            # exconly() names the exception exactly (psycopg's `UniqueViolation`, not its DETAIL line).
+            first = call.excinfo.exconly().strip().splitlines()[:1] if call.excinfo is not None else []
+            line = first[0][:500] if first else _last_line(report.longreprtext)
+            self._attempt_failure[key] = f"{report.when}: {line}"
         if key in self._attempt_failure:
             values["attempt_failure"] = self._attempt_failure[key]
         # Wall-clock window and database of this attempt: what ties the server's log lines to the test.
@@ -123,6 +127,19 @@ class JunitTagger:
         report.user_properties = props
         return report
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None):  # type: ignore[no-untyped-def]
+        """Name libpq connections after the test (`gw0 tests/x.py::test_y`, cut to 63 bytes) through
+        PGAPPNAME, so the server log names the test — unless the suite set PGAPPNAME itself. Drivers
+        that ignore PGAPPNAME (asyncpg) are matched by database and time window instead."""
+        if self.user_appname is not None:
+            return (yield)
+        os.environ["PGAPPNAME"] = application_name(self.worker, item.nodeid)
+        try:
+            return (yield)
+        finally:
+            os.environ.pop("PGAPPNAME", None)
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if not self.progress_path or not self.is_controller:
             return
@@ -134,6 +151,11 @@ class JunitTagger:
             final = self._worst.pop(report.nodeid, "passed")
             with open(self.progress_path, "a", encoding="utf-8") as fh:
                 fh.write(f"{final}\n")
+
+
+def application_name(worker: str, node_id: str) -> str:
+    """`<worker> <node id>` within PostgreSQL's 63-byte limit, never cutting a UTF-8 character."""
+    return f"{worker} {node_id}".encode()[:63].decode("utf-8", errors="ignore")
 
 
 def _database_name(url: str) -> str:
