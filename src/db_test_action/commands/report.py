@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from db_test_action.commands.files import display_path, read_json, write_output
 from db_test_action.config import load_table, resolve_report_config
 from db_test_action.errors import EXIT_GATE, EXIT_OK, EXIT_USAGE, DbTestActionError
 from db_test_action.junit import expand_paths, parse_junit_file
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path |
         "budget": args.budget,
     }
     config = resolve_report_config(flags, env, table, where)
-    manifest = _read_json(args.manifest, "--manifest") if args.manifest else None
+    manifest = read_json(args.manifest, "--manifest") if args.manifest else None
     if manifest is not None:
         manifest = validate_manifest(manifest, str(args.manifest))
         if args.shard:
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path |
                     EXIT_USAGE,
                 )
             manifest = {**manifest, "only_shard": args.shard}
-    base = report_from_dict(_read_json(args.base, "--base"), str(args.base)) if args.base else None
+    base = report_from_dict(read_json(args.base, "--base"), str(args.base)) if args.base else None
     paths = list(args.paths) or ([str(args.manifest.parent)] if args.manifest else [])
     if not paths:
         raise DbTestActionError(
@@ -121,11 +122,11 @@ def run(args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path |
     dirs = _result_dirs(paths, files)
     log_paths = find_server_logs(dirs, args.server_log)
     with _without_gc():
-        parsed = [parse_junit_file(path, _display(path, cwd)) for path in files]
+        parsed = [parse_junit_file(path, display_path(path, cwd)) for path in files]
         server_logs, server_problems = [], []
         for log in log_paths:
             events, problems = parse_server_log(log)
-            name = _display(log, cwd)
+            name = display_path(log, cwd)
             server_logs.append((name, events))
             server_problems += [dataclasses.replace(p, file=name) for p in problems]
         note = "" if log_paths else _server_note(dirs, args.manifest, manifest, parsed)
@@ -216,36 +217,10 @@ def exit_code(report: Report) -> int:
 
 def _write_outputs(report: Report, args: argparse.Namespace) -> None:
     if args.markdown:
-        _write(args.markdown, render_markdown(report), "--markdown")
+        write_output(args.markdown, render_markdown(report), "--markdown")
     if args.json:
-        _write(
+        write_output(
             args.json,
             json.dumps(report_to_dict(report), ensure_ascii=False, separators=(",", ":")) + "\n",
             "--json",
         )
-
-
-def _write(path: Path, text: str, flag: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise DbTestActionError(
-            f"{path}: cannot write {flag} ({exc.strerror}); check the directory"
-        ) from None
-
-
-def _read_json(path: Path, flag: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise DbTestActionError(f"{path}: cannot read {flag} file ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise DbTestActionError(f"{path}:{exc.lineno}: {flag} file is not JSON ({exc.msg})") from None
-
-
-def _display(path: Path, cwd: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(cwd.resolve()))
-    except ValueError:
-        return str(path)

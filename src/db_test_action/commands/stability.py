@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from db_test_action import gha
+from db_test_action.commands.files import display_path, write_output
 from db_test_action.config import load_table, resolve_report_config
 from db_test_action.errors import EXIT_ENV, EXIT_GATE, EXIT_OK, EXIT_USAGE, DbTestActionError
 from db_test_action.github_client import DEFAULT_API_URL, PublishError, Retrier, RetryPolicy, connect
@@ -244,7 +245,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
     if not args.paths:
         raise DbTestActionError("stability: give the nightly run's JUnit XML files, directories or globs")
     files, missing = expand_paths(args.paths)
-    parsed = [parse_junit_file(path, _display(path, cwd)) for path in files]
+    parsed = [parse_junit_file(path, display_path(path, cwd)) for path in files]
     observed = observe(
         parsed, report_config.categories, report_config.classes, st.number("expect_runs", None)
     )
@@ -395,25 +396,8 @@ def stability_to_dict(report: StabilityReport) -> dict[str, Any]:
 
 def _write_outputs(report: StabilityReport, markdown: str, args: argparse.Namespace) -> None:
     if args.markdown:
-        _write(args.markdown, markdown, "--markdown")
+        write_output(args.markdown, markdown, "--markdown")
     if args.json:
-        _write(args.json, json.dumps(stability_to_dict(report), ensure_ascii=False) + "\n", "--json")
+        write_output(args.json, json.dumps(stability_to_dict(report), ensure_ascii=False) + "\n", "--json")
     if args.quarantine_out:
-        _write(args.quarantine_out, render_quarantine(report), "--quarantine-out")
-
-
-def _write(path: Path, text: str, flag: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise DbTestActionError(
-            f"{path}: cannot write {flag} ({exc.strerror}); check the directory"
-        ) from None
-
-
-def _display(path: Path, cwd: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(cwd.resolve()))
-    except ValueError:
-        return str(path)
+        write_output(args.quarantine_out, render_quarantine(report), "--quarantine-out")
