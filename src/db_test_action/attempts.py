@@ -21,7 +21,7 @@ _LOCATION_RE = re.compile(r"^(?!/)(?![^\n]*site-packages)([^\s:]+\.py):(\d+): ",
 
 
 TestResultRow = namedtuple(  # type: ignore[misc]  # fields come from the model
-    "TestResultRow", [f.name for f in fields(TestResult)], defaults=((), ())
+    "TestResultRow", [f.name for f in fields(TestResult)], defaults=((), (), False)
 )
 _new_row = tuple.__new__  # TestResultRow(…) without namedtuple's Python-level __new__
 TestResultRow.__doc__ = """A test that ran once, cleanly (passed, skipped, xfailed): a `TestResult` as a named tuple.
@@ -65,14 +65,11 @@ def group_tests_lazily(
                 repeats[occ.test_id] = [seen, occ]
     tests: list[TestResult | TestResultRow] = []
     for test_id, occ in first.items():
-        status = _clean_status(occ.outcome) if test_id not in repeats else None
+        # Quarantined tests take the long way: their xfailed failures become problems to show.
+        status = _clean_status(occ.outcome) if test_id not in repeats and not occ.is_quarantined else None
         if status is not None:  # the common case (one clean execution): no attempt bookkeeping
-            tests.append(
-                _new_row(
-                    TestResultRow,
-                    (test_id, categorize(occ), occ.file, occ.line, status, 1, 0, occ.duration_s, (), ()),
-                )
-            )
+            row = (test_id, categorize(occ), occ.file, occ.line, status, 1, 0, occ.duration_s, (), (), False)
+            tests.append(_new_row(TestResultRow, row))
             continue
         per_source: dict[str, list[Occurrence]] = {}
         for o in repeats.get(test_id, (occ,)):
@@ -117,7 +114,7 @@ def _clean_status(
 def _one_test(test_id, per_source, categorize, classify, pytest_sources) -> TestResult:
     first = next(iter(per_source.values()))[0]
     executions = failed = 0
-    passed_any = xfailed_any = False
+    passed_any = xfailed_any = is_quarantined = False
     skipped_all = True
     final_phases: set[Phase] = set()
     problems: list[Problem] = []
@@ -128,6 +125,7 @@ def _one_test(test_id, per_source, categorize, classify, pytest_sources) -> Test
             is_last = i == len(attempts) - 1
             executions += 1
             slowest = max(slowest, sum(o.duration_s for o in attempt))
+            is_quarantined |= any(o.is_quarantined for o in attempt)
             bad = [o for o in attempt if o.outcome in _FAILED]
             hidden_rerun = (
                 not bad and not is_last and (source in pytest_sources or attempt[0].attempt is not None)
@@ -139,6 +137,13 @@ def _one_test(test_id, per_source, categorize, classify, pytest_sources) -> Test
                 problems.extend(_problem(o, classify) for o in bad)
                 skipped_all = False
                 continue
+            # A failure the quarantine turned into an xfail (the reader gave it back its phase): shown,
+            # but it leaves the status xfailed and `failed_executions` alone, so no gate counts it.
+            problems.extend(
+                _problem(o, classify)
+                for o in attempt
+                if o.is_quarantined and o.outcome is Outcome.XFAILED and o.phase is not None
+            )
             outcome = attempt[-1].outcome
             passed_any |= outcome is Outcome.PASSED
             xfailed_any |= outcome is Outcome.XFAILED
@@ -160,7 +165,7 @@ def _one_test(test_id, per_source, categorize, classify, pytest_sources) -> Test
         status = Status.PASSED
     return TestResult(
         test_id, categorize(first), first.file, first.line, status, executions, failed, round(slowest, 6),
-        tuple(problems),
+        tuple(problems), (), is_quarantined,
     )  # fmt: skip
 
 

@@ -8,6 +8,7 @@ test ids (pytest node ids from classname/file) are derived here too.
 from __future__ import annotations
 
 import math
+import re
 from collections import namedtuple
 from dataclasses import MISSING, fields
 from functools import lru_cache
@@ -194,7 +195,7 @@ class JUnitReader:
             rows.append(
                 _new_row(OccurrenceRow, (
                     test_id, file, line, Outcome.PASSED, None, _float(get("time")), "", "", name,
-                    *self.file_shard_run, None, None, (), None, None, None, None,
+                    *self.file_shard_run, None, None, (), None, None, None, None, False,
                 ))
             )  # fmt: skip
             return
@@ -207,9 +208,10 @@ class JUnitReader:
             worker, markers = props.get("worker"), tuple(m for m in props.get("markers", "").split(",") if m)
             started, finished = _time(props.get("started_at")), _time(props.get("finished_at"))
             database, attempt_failure = props.get("database") or None, props.get("attempt_failure") or None
+            is_quarantined = props.get("quarantined") == "true"
         else:
             own_shard = own_run = attempt = worker = started = finished = database = attempt_failure = None
-            markers = ()
+            markers, is_quarantined = (), False
         if own_shard is not None:
             shard, run = own_shard, own_run
         else:
@@ -222,7 +224,7 @@ class JUnitReader:
                     OccurrenceRow(
                         test_id, file, line, Outcome.FAILED, Phase.CALL, 0.0, r.message,
                         "".join(r.text).strip(), name, shard, run, attempt, worker, markers,
-                        started, finished, database, attempt_failure,
+                        started, finished, database, attempt_failure, is_quarantined,
                     )
                 )  # fmt: skip
         results = [r for r in self.results if r.tag in _SEVERITY]
@@ -230,12 +232,15 @@ class JUnitReader:
             outcome, phase, message, text = _result(results)
         else:  # a rerun attempt, written empty by pytest-rerunfailures: the plugin kept what failed
             outcome, phase, message, text = _attempt_failure(attempt_failure)
+        if is_quarantined and outcome is Outcome.XFAILED:
+            phase, message = _quarantined_failure(message)
         if own_shard is None:
             self.defaulted.append((len(rows), own_run))
         rows.append(
             OccurrenceRow(
                 test_id, file, line, outcome, phase, _float(get("time")), message, text, name,
                 shard, run, attempt, worker, markers, started, finished, database, attempt_failure,
+                is_quarantined,
             )
         )  # fmt: skip
 
@@ -278,6 +283,21 @@ def _attempt_failure(value: str) -> tuple[Outcome, Phase, str, str]:
     if phase is None:
         return Outcome.FAILED, Phase.CALL, value.strip(), ""
     return (Outcome.FAILED if phase is Phase.CALL else Outcome.ERROR), phase, rest.strip(), ""
+
+
+_QUARANTINED_RE = re.compile(r"quarantined \((setup|call|teardown)\): ")
+
+
+def _quarantined_failure(message: str) -> tuple[Phase | None, str]:
+    """`quarantined (setup): RuntimeError: …` (plugin_quarantine's xfail reason) → the phase and the error.
+
+    A quarantined test's own `xfail` marker (any other reason) stays an xfail without a phase. A body
+    failure plus a teardown error is two reasons on two lines: the first names the phase, both are kept.
+    """
+    match = _QUARANTINED_RE.match(message)
+    if match is None:
+        return None, message
+    return _ATTEMPT_PHASES[match.group(1)], message[match.end() :]
 
 
 def _time(value: str | None) -> float | None:

@@ -97,6 +97,9 @@ class Occurrence:
     database: str | None = None
     # "setup: <exception line>": what failed in a rerun attempt that pytest wrote as an empty testcase.
     attempt_failure: str | None = None
+    # The plugin's `--quarantine` list held this test: a failure in any phase was written as an xfail
+    # (`quarantined (setup): …`), which the reader turns back into this phase and message.
+    is_quarantined: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +240,9 @@ class TestResult:
     duration_s: float
     problems: tuple[Problem, ...] = ()
     server_log: tuple[ServerRecord, ...] = ()  # server records tied to this test's failing attempts
+    # On the `--quarantine` list: its failures are xfailed (not counted as failures) and kept in `problems`
+    # with outcome XFAILED, so the report can show what failed without it blocking.
+    is_quarantined: bool = False
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -272,6 +278,11 @@ class Counts:
     flaky: int = 0
     skipped: int = 0
     xfailed: int = 0
+    # Across the columns above (a quarantined failure is xfailed): tests on the `--quarantine` list, those
+    # whose failure it turned into an xfail this run, and those that passed (maybe ready to leave it).
+    quarantined: int = 0
+    quarantined_failed: int = 0
+    quarantined_passed: int = 0
     duration_s: float = 0.0
     budget_s: float | None = None
     budget_status: BudgetStatus | None = None
@@ -351,6 +362,8 @@ class Report:
     slowest: tuple[SlowTest, ...] = ()
     details_per_cause: int = 5
     server: ServerLogSummary | None = None  # None: not a run of ours, nothing to say about the server
+    # Every test on the `--quarantine` list: failed ones first (with their problems), then the rest.
+    quarantined: tuple[TestResult, ...] = ()
 
     @property
     def is_green(self) -> bool:

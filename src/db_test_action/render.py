@@ -10,8 +10,15 @@ import json
 import re
 
 from db_test_action.model import Annotation, Level, Phase, Report, Status, report_to_dict
-from db_test_action.render_markdown import GITHUB_COMMENT_MAX, duration, render_markdown, trim_lines
+from db_test_action.render_markdown import (
+    GITHUB_COMMENT_MAX,
+    duration,
+    quarantine_line,
+    render_markdown,
+    trim_lines,
+)
 
+QUARANTINE_CONSOLE_ROWS = 10
 _VOLATILE = re.compile(r"0x[0-9a-fA-F]{6,}|/tmp/[^\s\"']*|pytest-\d+")
 __all__ = [
     "GITHUB_COMMENT_MAX",
@@ -45,6 +52,15 @@ def render_console(report: Report) -> str:
         + f", total {duration(tm.total_s)}, average test {duration(tm.average_test_s)}"
         + (f", slowest {duration(tm.slowest_test_s)} {tm.slowest_test}" if tm.slowest_test else ""),
     ]
+    if quarantined := quarantine_line(report):
+        lines.append(f"quarantine: {quarantined}")
+        for test in [t for t in report.quarantined if t.problems][:QUARANTINE_CONSOLE_ROWS]:
+            problem = test.problems[0]
+            message = " ".join(problem.message.split())
+            lines.append(f"  {test.test_id} ({problem.phase.value}): {message[:200]}")
+        rest = sum(1 for t in report.quarantined if t.problems) - QUARANTINE_CONSOLE_ROWS
+        if rest > 0:
+            lines.append(f"  … and {rest} more (see the JSON report)")
     if report.causes:
         lines.append("root causes:")
         for group in report.causes[:10]:
@@ -142,7 +158,7 @@ def report_fingerprint(report: Report) -> str:
     data["totals"].pop("duration_s", None)
     for cat in data["categories"]:
         cat.pop("duration_s", None)
-    for test in data["tests"]:
+    for test in [*data["tests"], *data.get("quarantined", ())]:
         test.pop("duration_s", None)
         for problem in test["problems"]:
             problem.pop("text", None)  # tracebacks carry addresses and tmp paths that change every run

@@ -123,14 +123,18 @@ class Detail:
     note: str = ""
     server_lines: int = 0  # per test: the server log excerpt, the first thing to shrink
     server_chars: int = 0
+    quarantine_rows: int = 0  # quarantined tests listed (not blocking): shrinks with the server excerpts
 
 
 def levels(per_cause: int) -> tuple[Detail, ...]:
+    server = "shorter server log excerpts"
     return (
-        Detail(per_cause, 40, 4000, 200, server_lines=30, server_chars=2500),
-        Detail(per_cause, 40, 4000, 200, "shorter server log excerpts", server_lines=8, server_chars=700),
-        Detail(min(per_cause, 3), 15, 1500, 200, "fewer tests and shorter messages per cause"),
-        Detail(1, 8, 600, 60, "one example test per cause, long tables cut"),
+        Detail(per_cause, 40, 4000, 200, server_lines=30, server_chars=2500, quarantine_rows=50),
+        Detail(per_cause, 40, 4000, 200, server, server_lines=8, server_chars=700, quarantine_rows=10),
+        Detail(
+            min(per_cause, 3), 15, 1500, 200, "fewer tests and shorter messages per cause", quarantine_rows=10
+        ),
+        Detail(1, 8, 600, 60, "one example test per cause, long tables cut", quarantine_rows=5),
         Detail(0, 0, 0, 25, "no per-test details, long tables cut"),
     )
 
@@ -151,13 +155,17 @@ def render_markdown(report: Report, max_chars: int = GITHUB_COMMENT_MAX) -> str:
 
 def _document(report: Report, detail: Detail) -> str:
     parts = [f"### {_VERDICT_ICON[report.verdict]} {inline(report.title, 120)}", "", verdict_line(report)]
-    if detail.note:
-        parts += ["", f"_Shortened to fit GitHub's comment limit: {detail.note}._"]
+    note = detail.note
+    if note and _quarantine_listed(report) > detail.quarantine_rows:
+        note += ", fewer quarantined tests listed"
+    if note:
+        parts += ["", f"_Shortened to fit GitHub's comment limit: {note}._"]
     if report.problems:
         parts += ["", "**Result files with problems** (results below are incomplete):", ""]
         parts += [f"- {inline(str(p), 400)}" for p in report.problems[: detail.max_rows]]
         parts += _more(len(report.problems) - detail.max_rows, "problems")
     parts += _categories(report, detail)
+    parts += _quarantine(report, detail)
     parts += _causes(report, detail)
     parts += _details(report, detail)
     parts += _unreported_server_errors(report, detail)
@@ -262,6 +270,61 @@ def _categories(report: Report, detail: Detail) -> list[str]:
         f"| {duration(t.duration_s)} | |"
     )
     return rows
+
+
+def quarantine_line(report: Report) -> str:
+    """`3 quarantined tests (2 failed this run, not blocking; 1 passed — …)`; empty without a quarantine."""
+    t = report.totals
+    if not t.quarantined:
+        return ""
+    failed = (
+        f"{t.quarantined_failed} failed this run, not blocking" if t.quarantined_failed else "none failed"
+    )
+    passed = (
+        f"; {t.quarantined_passed} passed — may be ready to leave quarantine" if t.quarantined_passed else ""
+    )
+    return f"{t.quarantined} quarantined test{'s' if t.quarantined != 1 else ''} ({failed}{passed})"
+
+
+def _quarantine(report: Report, detail: Detail) -> list[str]:
+    """One line, and a collapsed list of what each quarantined failure was (phase, message)."""
+    line = quarantine_line(report)
+    if not line:
+        return []
+    parts = ["", f"🔒 **{line.replace(' (', '** (', 1)}"]
+    failed, passed = _quarantine_lists(report)
+    rows = detail.quarantine_rows
+    if rows <= 0 or not (failed or passed):
+        return parts
+    items = []
+    for test in failed[:rows]:
+        what = "; ".join(
+            f"{_PHASE_LABEL[p.phase.value]}: {inline(short_message(p.message) or '(no message)', 200)}"
+            for p in test.problems[:2]
+        )
+        items.append(f"- {code(test.test_id, 120)} — {what}")
+    items += _more(len(failed) - rows, "quarantined failures")
+    if passed:
+        names = ", ".join(code(t.test_id, 100) for t in passed[:rows])
+        more = f" … and {len(passed) - rows} more" if len(passed) > rows else ""
+        items += [
+            *([""] if items else []),
+            f"Passed this run, may be ready to leave quarantine: {names}{more}",
+        ]
+    summary = "Quarantined failures (reported, not failing)" if failed else "Quarantined tests"
+    return [*parts, "", "<details>", f"<summary>{summary}</summary>", "", *items, "", "</details>"]
+
+
+def _quarantine_lists(report: Report) -> tuple[list[TestResult], list[TestResult]]:
+    """The quarantined tests that failed (their problems say how) and those that passed."""
+    failed = [t for t in report.quarantined if t.problems]
+    passed = [t for t in report.quarantined if not t.problems and t.status is Status.PASSED]
+    return failed, passed
+
+
+def _quarantine_listed(report: Report) -> int:
+    """How many rows the longer of the two quarantine lists wants (0 without a quarantine)."""
+    return max(map(len, _quarantine_lists(report))) if report.quarantined else 0
 
 
 def _bold(n: int) -> str:

@@ -29,6 +29,7 @@ from db_test_action.model import (
     Occurrence,
     Outcome,
     ParseProblem,
+    Phase,
     Report,
     ResultFile,
     ServerLogSummary,
@@ -114,6 +115,7 @@ def build_report(
         slowest=slowest_tests(tests),
         details_per_cause=config.details_per_cause,
         server=server,
+        quarantined=quarantined_tests(tests),
     )
     return decide(report)
 
@@ -201,23 +203,60 @@ def _problem_order(test: TestResult) -> tuple[int, str]:
 
 def count_by_category(tests: Sequence[TestResult], durations: Mapping[str, float]) -> tuple[Counts, ...]:
     columns: dict[str, dict[str, int]] = {}
+    quarantine: dict[str, dict[str, int]] = {}
     for test in tests:  # one pass: 100,000 tests are common
         column = _COLUMN[test.status]
         counts = columns.get(test.category)
         if counts is None:
             counts = columns[test.category] = dict.fromkeys(_COLUMN.values(), 0)
         counts[column] += 1
+        if test.is_quarantined:
+            q = quarantine.setdefault(test.category, dict.fromkeys(_QUARANTINE_COLUMNS, 0))
+            q["quarantined"] += 1
+            if q_column := _quarantine_column(test):
+                q[q_column] += 1
     return tuple(
         Counts(
-            name=name, tests=sum(columns[name].values()), duration_s=durations.get(name, 0.0), **columns[name]
+            name=name,
+            tests=sum(columns[name].values()),
+            duration_s=durations.get(name, 0.0),
+            **columns[name],
+            **quarantine.get(name, {}),
         )
         for name in sorted(columns)
     )
 
 
+_QUARANTINE_COLUMNS = ("quarantined", "quarantined_failed", "quarantined_passed")
+
+
+def _quarantine_column(test: TestResult) -> str:
+    """Failed: the quarantine turned a failure into an xfail (or it failed outright); passed: it ran clean."""
+    if test.problems or test.status.is_problem:
+        return "quarantined_failed"
+    return "quarantined_passed" if test.status is Status.PASSED else ""
+
+
 def _sum_counts(counts: Sequence[Counts], name: str, duration_s: float) -> Counts:
     columns = {column: sum(getattr(c, column) for c in counts) for column in _COLUMN.values()}
-    return Counts(name=name, tests=sum(c.tests for c in counts), duration_s=duration_s, **columns)
+    quarantine = {column: sum(getattr(c, column) for c in counts) for column in _QUARANTINE_COLUMNS}
+    return Counts(
+        name=name, tests=sum(c.tests for c in counts), duration_s=duration_s, **columns, **quarantine
+    )
+
+
+def quarantined_tests(tests: Sequence[TestResult]) -> tuple[TestResult, ...]:
+    """The tests on the `--quarantine` list: those that failed first (setup, call, teardown), then the rest."""
+    order = {"quarantined_failed": 0, "quarantined_passed": 1, "": 2}
+
+    def rank(test: TestResult) -> tuple[int, int, str]:
+        phase = min((_PHASE_RANK[p.phase] for p in test.problems), default=9)
+        return order[_quarantine_column(test)], phase, test.test_id
+
+    return tuple(sorted((t for t in tests if t.is_quarantined), key=rank))
+
+
+_PHASE_RANK = {Phase.SETUP: 0, Phase.CALL: 1, Phase.TEARDOWN: 2}
 
 
 def _categorizer(rules: Sequence[CategoryRule]) -> Callable[[Occurrence], str]:
