@@ -371,7 +371,7 @@ class Report:
         return not self.gate_failures
 
 
-# --- JSON round trip (versioned; documented in docs/readme/report.md) -----------------------------
+# --- JSON round trip (versioned; documented in README.md, "JSON report") -----------------------------
 
 SCHEMA_VERSION = 1
 
