@@ -143,6 +143,17 @@ def test_bad_settings_are_one_line_errors(
     assert result.stderr.strip().splitlines()[-1].startswith(f"db-test-action: {expected}")
 
 
+def test_with_comments_off_an_odd_repository_or_event_does_not_matter(
+    cli: list[str], gh_env: dict[str, str], fake: FakeGitHub, tmp_path: Path
+) -> None:
+    """Shard jobs publish with comments off; act (and some runners) report GITHUB_REPOSITORY as a path."""
+    odd = {"GITHUB_REPOSITORY": "/work/main", "GITHUB_EVENT_PATH": "/nonexistent/event.json"}
+    result = publish(cli, {**gh_env, **odd, "DB_TEST_ACTION_COMMENT_MODE": "off"}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert fake.log == []
+    assert (tmp_path / "summary.md").read_text(encoding="utf-8") == MARKDOWN
+
+
 def test_missing_input_is_a_usage_error(cli: list[str], gh_env: dict[str, str]) -> None:
     result = subprocess.run([*cli, "publish"], env=gh_env, capture_output=True, text=True, check=False)
     assert result.returncode == 2

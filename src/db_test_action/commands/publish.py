@@ -176,19 +176,23 @@ def publication_from_markdown(path: str, key: str) -> Publication:
 
 
 def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> PublishSettings:
-    repository = _setting(args, "repository", env, "GITHUB_REPOSITORY")
-    if repository is not None and repository.count("/") != 1:
-        raise DbTestActionError(f"--repository: {repository!r} is not OWNER/REPO")
-    target: int | RunHead | None = _number(args, "pr", env, int, None)
-    if target is None:
-        event_file = _setting(args, "event_file", env, "GITHUB_EVENT_PATH")
-        target = pull_request_from_event(read_event(event_file), repository) if event_file else None
     mode = _setting(args, "comment_mode", env) or CommentMode.ALWAYS.value
     try:
         comment_mode = CommentMode(mode)
     except ValueError:
         choices = ", ".join(m.value for m in CommentMode)
         raise DbTestActionError(f"DB_TEST_ACTION_COMMENT_MODE: {mode!r} is not one of {choices}") from None
+    repository = _setting(args, "repository", env, "GITHUB_REPOSITORY")
+    target: int | RunHead | None = None
+    # With comments off (shard jobs, local runs) nothing is posted: the repository and event don't matter,
+    # and a runner that reports an odd GITHUB_REPOSITORY must not fail the summary and annotations.
+    if comment_mode is not CommentMode.OFF:
+        if repository is not None and repository.count("/") != 1:
+            raise DbTestActionError(f"--repository: {repository!r} is not OWNER/REPO")
+        target = _number(args, "pr", env, int, None)
+        if target is None:
+            event_file = _setting(args, "event_file", env, "GITHUB_EVENT_PATH")
+            target = pull_request_from_event(read_event(event_file), repository) if event_file else None
     default_policy = RetryPolicy()
     return PublishSettings(
         repository=repository,
