@@ -173,3 +173,15 @@ def test_damaged_log_lines_become_named_problems(tmp_path: Path) -> None:
     events, problems = parse_server_log(log)
     assert len(events) == 1 and len(problems) == 1
     assert problems[0].line == 2 and "bad jsonlog record" in problems[0].message
+
+
+def test_a_database_the_suite_derived_for_its_worker_belongs_to_that_worker() -> None:
+    """Suites that create `<db>_gw1` in conftest keep DATABASE_URL at `<db>`: the suffix names the worker."""
+    event = ServerEvent(10.0, "ERROR", "Wrong key or corrupt data", database="dta_s1_r1_ab_gw1")
+    gw0 = TestWindow("t.py::test_a", 9.0, 11.0, database="dta_s1_r1_ab", worker="gw0")
+    gw1 = TestWindow("t.py::test_b", 9.5, 10.5, database="dta_s1_r1_ab", worker="gw1")
+    result = attribute_events([event], [gw0, gw1])
+    assert result.for_test("t.py::test_b") == (event,) and result.for_test("t.py::test_a") == ()
+    # a database of neither worker's naming stays unattributed rather than guessed
+    other = ServerEvent(10.0, "ERROR", "boom", database="dta_s1_r1_ab_gw7")
+    assert attribute_events([other], [gw0, gw1]).unattributed == (other,)

@@ -224,9 +224,8 @@ def attribute_events(
 ) -> Attribution:
     """Tie server records to test executions; ambiguous records are left unattributed, never guessed."""
     ordered = sorted(windows, key=lambda w: w.start)
-    workers: dict[str | None, set[str | None]] = {}
-    for w in ordered:
-        workers.setdefault(w.database, set()).add(w.worker)
+    databases = {(w.database, w.worker) for w in ordered}
+    workers_of: dict[str | None, int] = {}  # event database -> how many workers' tests could have used it
     starts = [w.start for w in ordered]
     longest = max((w.end - w.start for w in ordered), default=0.0)
     found: dict[str, list[ServerEvent]] = {}
@@ -242,9 +241,13 @@ def attribute_events(
             w
             for w in ordered[lo:hi]
             if w.start - slack_s <= event.timestamp <= w.end + slack_s
-            and (w.database is None or event.database is None or w.database == event.database)
+            and _same_database(w.database, w.worker, event.database)
         ]
-        shared = len(workers.get(event.database, set()) | workers.get(None, set())) > 1
+        if event.database not in workers_of:
+            workers_of[event.database] = len(
+                {worker for db, worker in databases if _same_database(db, worker, event.database)}
+            )
+        shared = workers_of[event.database] > 1
         chosen = _choose(event, live, shared)
         if chosen is None:
             if event.is_error:
@@ -257,6 +260,14 @@ def attribute_events(
             seen[chosen].add(key)
             found.setdefault(chosen, []).append(event)
     return Attribution(tuple((k, tuple(v)) for k, v in found.items()), tuple(orphans), tuple(outside))
+
+
+def _same_database(window_db: str | None, worker: str | None, event_db: str | None) -> bool:
+    """The test's DATABASE_URL database, or one the suite derived from it for its worker (`<db>_gw1`,
+    as suites that give each xdist worker its own database in conftest name them)."""
+    if window_db is None or event_db is None or window_db == event_db:
+        return True
+    return event_db.startswith(window_db + "_") and (worker is None or event_db.endswith("_" + worker))
 
 
 def _choose(event: ServerEvent, live: list[TestWindow], shared: bool) -> str | None:
