@@ -24,8 +24,9 @@ DATA = Path(__file__).parent / "data" / "junit"
 
 
 def _golden(path: Path, actual: str) -> None:
-    if os.environ.get("UPDATE_GOLDEN") == "1" or not path.exists():
+    if os.environ.get("UPDATE_GOLDEN") == "1":
         path.write_text(actual, encoding="utf-8")
+    assert path.exists(), f"{path.name} is missing; UPDATE_GOLDEN=1 writes it (then review the diff)"
     assert actual == path.read_text(encoding="utf-8"), f"{path.name} differs; UPDATE_GOLDEN=1 to rewrite"
 
 

@@ -364,6 +364,8 @@ class Report:
     server: ServerLogSummary | None = None  # None: not a run of ours, nothing to say about the server
     # Every test on the `--quarantine` list: failed ones first (with their problems), then the rest.
     quarantined: tuple[TestResult, ...] = ()
+    # The runner's manifest planned no tests here (a shard beyond the test count): zero tests is expected.
+    is_empty_planned: bool = False
 
     @property
     def is_green(self) -> bool:

@@ -252,13 +252,19 @@ def _crash_reason(output: str) -> str:
 
 
 def write_manifest(
-    results_dir: Path, split: Split, repeat: int, server: str = "ours", server_log: str | None = None
+    results_dir: Path,
+    split: Split,
+    repeat: int,
+    server: str = "ours",
+    server_log: str | None = None,
+    until_failure: bool = False,
 ) -> Path:
     path = results_dir / "manifest.json"
     data = {
         "version": MANIFEST_VERSION,
         "shards": len(split.shards),
         "repeat": repeat,
+        "until_failure": until_failure,
         "server": server,
         "server_log": server_log,
         "tests": split.shard_of(),
@@ -356,7 +362,7 @@ def run_shard(
     if node_ids is None or not node_ids:
         return _collection_failed(plan, code, output, say)
     split = split_tests(node_ids, plan.durations, plan.shards, group_scopes=plan.group_scopes)
-    write_manifest(results, split, plan.repeat, plan.server, plan.server_log)
+    write_manifest(results, split, plan.repeat, plan.server, plan.server_log, plan.until_failure)
     mine = split.shards[plan.shard - 1].node_ids
     if not mine:
         note = (

@@ -116,8 +116,14 @@ def build_report(
         details_per_cause=config.details_per_cause,
         server=server,
         quarantined=quarantined_tests(tests),
+        is_empty_planned=manifest is not None and not _planned(manifest),
     )
     return decide(report)
+
+
+def _planned(manifest: Mapping[str, Any]) -> dict[str, int]:
+    only = manifest.get("only_shard")
+    return {t: s for t, s in manifest.get("tests", {}).items() if not only or s == only}
 
 
 # --- server-side evidence ------------------------------------------------------------------------------
@@ -282,7 +288,7 @@ def decide(report: Report) -> Report:
     over = any(b.status is BudgetStatus.OVER for b in report.budgets) or bool(report.regressions)
     broken = t.failed + t.setup_errors + t.teardown_errors
     if t.tests == 0 and not report.problems:
-        verdict = Verdict.NO_TESTS
+        verdict = Verdict.PASSED if report.is_empty_planned else Verdict.NO_TESTS
     elif broken:
         verdict = Verdict.FAILED
     elif report.problems:
@@ -296,7 +302,7 @@ def decide(report: Report) -> Report:
     gates = []
     if report.problems:
         gates.append("incomplete")
-    if t.tests == 0:
+    if t.tests == 0 and not report.is_empty_planned:
         gates.append("no-tests")
     tripped = {
         "errors": t.setup_errors + t.teardown_errors > 0,
@@ -333,12 +339,15 @@ def check_manifest(
     """
     shards, repeat = int(manifest["shards"]), int(manifest.get("repeat", 1))
     only = manifest.get("only_shard")
-    present = {
-        (f.shard, f.run if f.run is not None else 1) for f in files if f.testcases and f.shard is not None
-    }
+    # A file the runner wrote counts even without testcases: a shard with no tests (fewer tests than
+    # shards) writes an empty one on purpose. A crashed run writes one with an error testcase.
+    present = {(f.shard, f.run if f.run is not None else 1) for f in files if f.shard is not None}
     problems = []
     for shard in [only] if only else range(1, shards + 1):
-        for run in range(1, repeat + 1):
+        # --until-failure stops a shard's repeats early: its runs 1..last are due, not all K.
+        last = max((r for s, r in present if s == shard), default=1)
+        due = min(last, repeat) if manifest.get("until_failure") else repeat
+        for run in range(1, due + 1):
             if (shard, run) not in present:
                 problems.append(
                     ParseProblem(
@@ -346,7 +355,7 @@ def check_manifest(
                         f"missing: shard {shard} run {run} of {shards}×{repeat} wrote no results; re-run shard {shard}",
                     )
                 )
-    planned = {t: s for t, s in manifest.get("tests", {}).items() if not only or s == only}
+    planned = _planned(manifest)
     lost = [t for t in planned if t not in test_ids]
     if lost:
         more = f" and {len(lost) - 3} more" if len(lost) > 3 else ""
@@ -369,6 +378,10 @@ def validate_manifest(data: object, where: str) -> Mapping[str, Any]:
         or not isinstance(data.get("shards"), int)
         or data["shards"] < 1
         or not isinstance(data.get("tests", {}), dict)
+        or not isinstance(data.get("repeat", 1), int)
+        or not 1 <= data.get("repeat", 1) <= 10_000
+        or data["shards"] > 10_000
+        or not all(isinstance(v, int) for v in data.get("tests", {}).values())
     ):
         raise DbTestActionError(
             f'{where}: not a runner manifest (want {{"version": 1, "shards": N, "repeat": K, "tests": {{…}}}}); '
