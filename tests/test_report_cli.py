@@ -154,3 +154,25 @@ def test_nothing_found_is_named(cli, cli_env, tmp_path):
     proc = _run(cli, cli_env, tmp_path, "nowhere/*.xml")
     assert proc.returncode == 2
     assert "problem: nowhere/*.xml: no JUnit XML files here" in proc.stdout
+
+
+def test_a_workflow_command_hidden_in_a_test_name_cannot_run_on_actions(cli, cli_env, tmp_path):
+    """A fork controls test names; on Actions the console output is fenced with ::stop-commands::."""
+    folder = tmp_path / "res"
+    folder.mkdir()
+    evil = "x&#10;::error title=pwned::injected"
+    (folder / "shard-1-run-1.xml").write_text(
+        '<testsuites><testsuite name="pytest" time="1.0">'
+        f'<testcase classname="tests.test_ok" name="{evil}" time="0.5"><failure message="boom"/></testcase>'
+        "</testsuite></testsuites>"
+    )
+    plain = _run(cli, cli_env, tmp_path, "res")
+    on_actions = _run(cli, {**cli_env, "GITHUB_ACTIONS": "true"}, tmp_path, "res")
+    assert "::error title=pwned::injected" in plain.stdout  # what the fence is for
+    lines = on_actions.stdout.splitlines()
+    assert lines[0].startswith("::stop-commands::")
+    token = lines[0].split("::")[2]
+    assert lines[-1] == f"::{token}::"
+    inside = lines[1:-1]
+    assert any("::error title=pwned::injected" in line for line in inside)
+    assert on_actions.returncode == plain.returncode == 1

@@ -115,6 +115,13 @@ def stop_commands(text: str) -> str:
     return f"::stop-commands::{token}\n{text.rstrip(chr(10))}\n::{token}::"
 
 
+def console(text: str, env: Mapping[str, str] | None = None) -> str:
+    """Console text as a step may print it: on Actions, fenced so that a `::error::` hidden in a test
+    name or message (from a fork's artifact, say) cannot run as a workflow command."""
+    env = os.environ if env is None else env
+    return stop_commands(text) + "\n" if env.get("GITHUB_ACTIONS") == "true" and text.strip() else text
+
+
 ANNOTATION_MESSAGE_MAX_CHARS = 4000  # the UI shows a few lines; the rest belongs in the summary
 
 

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from db_test_action import gha
 from db_test_action.commands.files import display_path, read_json, write_output
 from db_test_action.config import load_table, resolve_report_config
 from db_test_action.errors import EXIT_GATE, EXIT_OK, EXIT_USAGE, DbTestActionError
@@ -142,7 +143,7 @@ def run(args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path |
             server_problems=server_problems,
         )
     _write_outputs(report, args)
-    sys.stdout.write(render_console(report))
+    sys.stdout.write(gha.console(render_console(report)))
     return exit_code(report)
 
 

@@ -277,7 +277,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
     report = build_stability(observed, tonight, previous, settings)
     markdown = render_stability_markdown(report)
     _write_outputs(report, markdown, args)
-    sys.stdout.write(render_stability_console(report))
+    sys.stdout.write(gha.console(render_stability_console(report)))
     try:
         path = gha.append_summary(markdown, env)
         if path:
