@@ -176,3 +176,23 @@ def test_a_workflow_command_hidden_in_a_test_name_cannot_run_on_actions(cli, cli
     inside = lines[1:-1]
     assert any("::error title=pwned::injected" in line for line in inside)
     assert on_actions.returncode == plain.returncode == 1
+
+
+def test_absurd_times_are_read_as_zero_not_a_crash(cli, cli_env, tmp_path):
+    folder = tmp_path / "res"
+    folder.mkdir()
+    cases = "".join(
+        f'<testcase classname="tests.test_t" name="test_{i}" time="{t}"/>'
+        for i, t in enumerate(["1e400", "inf", "nan", "-3", "0.25"])
+    )
+    (folder / "a.xml").write_text(
+        f'<testsuites><testsuite name="pytest" time="1e400">{cases}</testsuite></testsuites>'
+    )
+    proc = _run(cli, cli_env, tmp_path, "res", "--json", "r.json", "--markdown", "r.md")
+    assert proc.returncode == 0, proc.stderr
+
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{name} in the JSON report")
+
+    data = json.loads((tmp_path / "r.json").read_text(), parse_constant=refuse)  # no Infinity/NaN
+    assert data["totals"]["tests"] == 5 and data["totals"]["duration_s"] == 0.25

@@ -185,3 +185,12 @@ def test_a_database_the_suite_derived_for_its_worker_belongs_to_that_worker() ->
     # a database of neither worker's naming stays unattributed rather than guessed
     other = ServerEvent(10.0, "ERROR", "boom", database="dta_s1_r1_ab_gw7")
     assert attribute_events([other], [gw0, gw1]).unattributed == (other,)
+
+
+def test_records_that_are_not_objects_or_have_blank_fields_do_not_crash(tmp_path: Path) -> None:
+    log = tmp_path / "server.jsonl"
+    good = '{"timestamp":"2026-11-25 17:56:45.748 UTC","error_severity":"ERROR","message":"x","detail":"  "}'
+    log.write_text(good + "\n[1, 2]\n")
+    events, problems = parse_server_log(log)
+    assert [e.detail for e in events] == [None] and events[0].lines() == ("ERROR:  x",)
+    assert len(problems) == 1 and "not an object" in problems[0].message

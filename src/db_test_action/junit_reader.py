@@ -322,7 +322,8 @@ def _float(value: str | None) -> float:
             seconds = float(value.replace(",", ""))  # type: ignore[union-attr]
         except ValueError:
             return 0.0
-    return seconds if seconds > 0.0 else 0.0
+    # NaN fails the comparison; infinity (`time="1e400"`) is no duration a report can add up.
+    return seconds if 0.0 < seconds < math.inf else 0.0
 
 
 def file_shard_run(own_run: int | None, shard: int | None, run: int | None) -> tuple[int | None, int | None]:

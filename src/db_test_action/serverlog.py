@@ -134,7 +134,7 @@ def _parse_time(value: str) -> float:
 def _event(rec: dict[str, str | int | None]) -> ServerEvent:
     def text(key: str) -> str | None:
         value = rec.get(key)
-        return str(value) if value not in (None, "") else None
+        return str(value).strip() or None if value is not None else None
 
     pid = rec.get("pid")
     return ServerEvent(
@@ -166,7 +166,10 @@ def parse_server_log(path: Path) -> tuple[tuple[ServerEvent, ...], tuple[ParsePr
             if not line.strip():
                 continue
             try:
-                events.append(_event(json.loads(line)))
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError(f"a JSON {type(record).__name__}, not an object")
+                events.append(_event(record))
             except (ValueError, KeyError) as exc:
                 problems.append(ParseProblem(str(path), f"bad jsonlog record ({exc})", number))
     else:
