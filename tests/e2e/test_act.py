@@ -118,10 +118,7 @@ def test_user_repo_calls_the_reusable_workflow_by_tag(tmp_path: Path) -> None:
     # plan + 2 shard jobs + report job
     assert log.count("Job succeeded") == 4, log[-3000:]
     shards = sorted(p.name for p in artifacts.iterdir())
-    assert [re.sub(r"-\d+-shard-", "-N-shard-", s) for s in shards] == [
-        "db-test-results-N-shard-1",
-        "db-test-results-N-shard-2",
-    ]
+    assert shards == ["db-test-results-shard-1", "db-test-results-shard-2"]
     for i, name in enumerate(shards, 1):
         files = {p.name for p in (artifacts / name).iterdir()}
         assert {"manifest.json", f"shard-{i}-run-1.xml", f"server-shard-{i}.jsonl"} <= files

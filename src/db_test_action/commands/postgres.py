@@ -124,8 +124,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _export(info: ServerInfo) -> None:
-    if info.password:
-        print(gha.mask(info.password)) if os.environ.get("GITHUB_ACTIONS") else None
+    if info.password and os.environ.get("GITHUB_ACTIONS"):
+        print(gha.mask(info.password))  # before the lines below that contain it
     values = info.env()
     gha.export_env(values)
     gha.set_outputs({"database-url": values["DATABASE_URL"]})
