@@ -193,19 +193,24 @@ def test_detached_start_status_url_stop(cli, cli_env, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "env", "expected"),
+    ("args", "env", "expected", "code"),
     [
-        (["--pg-bin", "/nonexistent/bin"], {}, "--pg-bin=/nonexistent/bin: no initdb/postgres there"),
-        ([], {"PG_BIN": "/usr/bin/nothing-here"}, "PG_BIN=/usr/bin/nothing-here: no initdb/postgres there"),
-        (["--postgres-version", "99"], {}, "no PostgreSQL 99 server binaries"),
-        (["--extensions", "pgcrypto,no_such_ext"], {}, "no_such_ext not available"),
-        (["--database-url", "postgresql://u@127.0.0.1:1/x"], {}, "cannot connect"),
-        (["--database-url", "mysql://u@h/x"], {}, "is not a postgresql://"),
+        (["--pg-bin", "/nonexistent/bin"], {}, "--pg-bin=/nonexistent/bin: no initdb/postgres there", 3),
+        (
+            [],
+            {"PG_BIN": "/usr/bin/nothing-here"},
+            "PG_BIN=/usr/bin/nothing-here: no initdb/postgres there",
+            3,
+        ),
+        (["--postgres-version", "99"], {}, "no PostgreSQL 99 server binaries", 3),
+        (["--extensions", "pgcrypto,no_such_ext"], {}, "no_such_ext not available", 3),
+        (["--database-url", "postgresql://u@127.0.0.1:1/x"], {}, "cannot connect", 3),
+        (["--database-url", "mysql://u@h/x"], {}, "is not a postgresql://", 2),
     ],
 )
-def test_bad_input_gives_one_line_error_and_nonzero_exit(cli, cli_env, args, env, expected) -> None:
+def test_bad_input_gives_one_line_error_and_nonzero_exit(cli, cli_env, args, env, expected, code) -> None:
     out = _run(cli, cli_env, "postgres", *args, "--", "true", **env)
-    assert out.returncode in (2, 3)
+    assert out.returncode == code, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("db-test-action: "), out.stderr
     assert expected in lines[0]
@@ -253,3 +258,29 @@ def test_bin_names_the_server_directory_or_fails_with_the_install_hint(cli, cli_
     assert found.returncode == 0 and Path(found.stdout.strip(), "postgres").is_file()
     missing = _run(cli, cli_env, "postgres", "bin", "--postgres-version", "99")
     assert missing.returncode == 3 and "apt-get install postgresql-99" in missing.stderr
+
+
+def test_state_files_are_private_and_a_stale_pid_is_never_signalled(tmp_path: Path) -> None:
+    from db_test_action.pgstate import stop_detached, write_state
+    from db_test_action.postgres import ServerInfo
+
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    os.chmod(shared, 0o777)
+    info = ServerInfo("127.0.0.1", 5432, "postgres", "test", password="s3cret")
+    with pytest.raises(DbTestActionError, match="not a private directory"):
+        write_state(shared / "state.json", info)
+    own = tmp_path / "own"
+    own.mkdir()
+    write_state(own / "state.json", info)
+    assert (own / "state.json").stat().st_mode & 0o777 == 0o600
+    # a state whose pid is not the data dir's postmaster (here: this test process) is not signalled
+    data_dir = tmp_path / "db-test-action-pg-x"
+    (data_dir / "data").mkdir(parents=True)
+    (data_dir / "data" / "postmaster.pid").write_text("1\n")
+    write_state(
+        own / "stale.json",
+        ServerInfo("127.0.0.1", 1, "postgres", "t", data_dir=str(data_dir), pid=os.getpid()),
+    )
+    stop_detached(own / "stale.json")  # would SIGINT this very process if it trusted the pid
+    assert not data_dir.exists() and not (own / "stale.json").exists()

@@ -26,10 +26,26 @@ def default_state_file(name: str = "default", env: Mapping[str, str] | None = No
 
 def write_state(path: Path, info: ServerInfo) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(dataclasses.asdict(info), indent=2))
-    os.chmod(tmp, 0o600)  # may hold a password
+    _check_private(path.parent)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    # 0600 from the first byte: the file may hold a password.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(dataclasses.asdict(info), indent=2))
     tmp.replace(path)
+
+
+def _check_private(directory: Path) -> None:
+    """The state directory must be ours and not writable by others: in a shared /tmp someone could
+    otherwise plant a state file naming another process to kill and another directory to delete."""
+    st = directory.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise DbTestActionError(
+            f"{directory}: not a private directory of this user (owner uid {st.st_uid}, mode "
+            f"{st.st_mode & 0o777:o}); remove it or pass --state-file in a directory of yours",
+            EXIT_ENV,
+        )
 
 
 def read_state(path: Path) -> ServerInfo:
@@ -48,12 +64,24 @@ def read_state(path: Path) -> ServerInfo:
 
 def stop_detached(path: Path) -> ServerInfo:
     info = read_state(path)
-    if info.pid:
-        stop_process(info.pid)
     if info.data_dir:
-        shutil.rmtree(info.data_dir, ignore_errors=True)
+        pidfile = Path(info.data_dir) / "data" / "postmaster.pid"
+        # Signal the pid only while the data dir's own postmaster.pid names it: after a reboot the
+        # number may belong to an unrelated process.
+        if info.pid and _postmaster_pid(pidfile) == info.pid:
+            stop_process(info.pid)
+        if Path(info.data_dir).name.startswith("db-test-action-pg-"):  # only what we created
+            shutil.rmtree(info.data_dir, ignore_errors=True)
     path.unlink(missing_ok=True)
     return info
+
+
+def _postmaster_pid(pidfile: Path) -> int | None:
+    try:
+        first = pidfile.read_text().split("\n", 1)[0].strip()
+    except OSError:
+        return None
+    return int(first) if first.isdigit() else None
 
 
 def is_running(info: ServerInfo) -> bool:
