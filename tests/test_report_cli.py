@@ -97,6 +97,8 @@ def test_manifest_names_missing_shards_and_lost_tests(cli, cli_env, tmp_path):
     assert _run(cli, cli_env, tmp_path, "--manifest", "res/manifest.json").returncode == 0
     bad = _run(cli, cli_env, tmp_path, "--manifest", "res/manifest.json", "--shard", "3")
     assert bad.returncode == 2 and "--shard: 3 is not a shard of" in bad.stderr
+    alone = _run(cli, cli_env, tmp_path, "res", "--shard", "1")
+    assert alone.returncode == 2 and "--shard: needs --manifest" in alone.stderr
 
 
 def test_expect_files(cli, cli_env, tmp_path):

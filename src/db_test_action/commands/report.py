@@ -103,6 +103,8 @@ def run(args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path |
         "budget": args.budget,
     }
     config = resolve_report_config(flags, env, table, where)
+    if args.shard and not args.manifest:
+        raise DbTestActionError("--shard: needs --manifest (the shard is checked against it)", EXIT_USAGE)
     manifest = read_json(args.manifest, "--manifest") if args.manifest else None
     if manifest is not None:
         manifest = validate_manifest(manifest, str(args.manifest))
