@@ -291,3 +291,18 @@ def test_group_causes_counts_each_test_once_per_cause(seed_report):
 
 def test_default_config_has_no_budgets():
     assert ReportConfig().budgets.suite_s is None
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("AssertionError: assert 40001 == 200", "other"),
+        ("KeyError: 57014", "other"),
+        ("assert response.json()['id'] == 23505", "other"),
+        ("psycopg.errors.lookup: SQLSTATE 23505", "unique-violation"),
+        ("pgcode='40001' serialization", "serialization"),
+        ("ERROR [57014] canceling statement", "timeout"),
+    ],
+)
+def test_numeric_sqlstates_count_only_where_they_read_as_one(message, expected):
+    assert classify_failure(message).key == expected

@@ -30,6 +30,12 @@ _CATALOG_INDEX = (
     r"pg_(?:extension_name|type_typname_nsp|proc_proname_args_nsp|namespace_nspname|class_relname_nsp)_index"
 )
 
+def _c(code: str) -> str:
+    """A numeric SQLSTATE only where it reads as one (`SQLSTATE 23505`, `pgcode='23505'`, `[23505]`):
+    a bare `23505` is as likely an id or a status code in an assertion."""
+    return rf"(?:(?i:sqlstate|pgcode|state_code|error code)\W{{0,4}}{code}\b|[\[(]{code}[\])])"
+
+
 BUILTIN_RULES: tuple[CauseRule, ...] = (
     CauseRule(
         "concurrent-ddl",
@@ -50,13 +56,13 @@ BUILTIN_RULES: tuple[CauseRule, ...] = (
         "Unique violation (shared rows)",
         "tests insert the same keys: use unique values per test (uuid4) or isolate data per test "
         "(transaction rollback) or per worker (own database)",
-        r"UniqueViolation|\b23505\b|duplicate key value violates unique constraint \"(?P<detail>[^\"]+)\"",
+        rf"UniqueViolation|{_c('23505')}|duplicate key value violates unique constraint \"(?P<detail>[^\"]+)\"",
     ),
     CauseRule(
         "fk-violation",
         "Foreign-key violation",
         "create parent rows in the fixture first and delete children before parents (or TRUNCATE … CASCADE)",
-        r"ForeignKeyViolation|\b23503\b|violates foreign key constraint \"(?P<detail>[^\"]+)\"",
+        rf"ForeignKeyViolation|{_c('23503')}|violates foreign key constraint \"(?P<detail>[^\"]+)\"",
     ),
     CauseRule(
         "deadlock",
@@ -70,20 +76,20 @@ BUILTIN_RULES: tuple[CauseRule, ...] = (
         "Serialization failure",
         "concurrent writers on shared rows under REPEATABLE READ/SERIALIZABLE: retry the transaction, or "
         "isolate test data",
-        r"SerializationFailure|SerializationError|\b40001\b|could not serialize access",
+        rf"SerializationFailure|SerializationError|{_c('40001')}|could not serialize access",
     ),
     CauseRule(
         "too-many-connections",
         "Too many connections",
         "workers × pool size exceeds max_connections: use NullPool or a small pool_size in tests, dispose "
         "engines at teardown, or raise --max-connections",
-        r"TooManyConnections|\b53300\b|too many clients already|remaining connection slots are reserved",
+        rf"TooManyConnections|{_c('53300')}|too many clients already|remaining connection slots are reserved",
     ),
     CauseRule(
         "database-in-use",
         "Database in use",
         "close sessions and `await engine.dispose()` before DROP DATABASE, or use DROP DATABASE … WITH (FORCE)",
-        r"ObjectInUse|\b55006\b|database \"(?P<detail>[^\"]+)\" is being accessed by other users",
+        rf"ObjectInUse|{_c('55006')}|database \"(?P<detail>[^\"]+)\" is being accessed by other users",
     ),
     CauseRule(
         "lock-timeout",
@@ -97,7 +103,7 @@ BUILTIN_RULES: tuple[CauseRule, ...] = (
         "Undefined table or function",
         "the schema or extension is missing in this database: run migrations/create_all before the tests and "
         "install extensions (e.g. pgcrypto) in the per-worker template",
-        r"Undefined(?:Table|Function|Object|Column)|\b42P01\b|\b42883\b|\b42704\b"
+        rf"Undefined(?:Table|Function|Object|Column)|\b42P01\b|{_c('42883')}|{_c('42704')}"
         r"|(?:relation|function|type) (?P<detail>\"?[\w.]+\"?(?:\([^)]*\))?) does not exist",
     ),
     CauseRule(
@@ -115,14 +121,14 @@ BUILTIN_RULES: tuple[CauseRule, ...] = (
         "and that no test terminates other backends",
         r"ConnectionRefusedError|Connection refused|connection is closed|ConnectionDoesNotExist"
         r"|server closed the connection|could not connect to server|connection was closed|Connect call failed"
-        r"|connection failed|\b0800[1-6]\b|\b57P01\b|terminating connection",
+        rf"|connection failed|{_c('0800[1-6]')}|\b57P01\b|terminating connection",
     ),
     CauseRule(
         "timeout",
         "Timeout",
         "something waited too long: look for a held lock or a hung connection; raise the timeout only if the "
         "work is genuinely slow",
-        r"TimeoutError|timed out|QueryCanceled|\b57014\b|statement timeout|Failed: Timeout",
+        rf"TimeoutError|timed out|QueryCanceled|{_c('57014')}|statement timeout|Failed: Timeout",
     ),
 )
 
