@@ -30,6 +30,7 @@ _CATALOG_INDEX = (
     r"pg_(?:extension_name|type_typname_nsp|proc_proname_args_nsp|namespace_nspname|class_relname_nsp)_index"
 )
 
+
 def _c(code: str) -> str:
     """A numeric SQLSTATE only where it reads as one (`SQLSTATE 23505`, `pgcode='23505'`, `[23505]`):
     a bare `23505` is as likely an id or a status code in an assertion."""

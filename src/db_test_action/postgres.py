@@ -93,9 +93,6 @@ class ServerInfo:
             values["PGPASSWORD"] = self.password
         return values
 
-    def conninfo(self, database: str | None = None) -> str:
-        return self.url(database)
-
 
 def parse_url(url: str) -> ServerInfo:
     """A `postgresql://` URL as ServerInfo; also accepts SQLAlchemy's `postgresql+asyncpg://`."""

@@ -55,15 +55,16 @@ def cell(text: str, limit: int = 120) -> str:
     return inline(text, limit)
 
 
-def code(text: str, limit: int = 120) -> str:
-    """A short code span for ids in tables; `|` is escaped as `\\|`, which GFM honours even inside spans.
-    Mentions in code are not links, so the text stays exact for copy and paste."""
+def code(text: str, limit: int = 120, *, in_table: bool = True) -> str:
+    """A short code span for ids; in tables `|` is escaped as `\\|` (GFM honours that even inside spans,
+    and shows the backslash anywhere else). Mentions in code are not links: the text stays exact."""
     text = " ".join(text.split())
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     ticks = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{ticks}{pad}{text.replace('|', chr(92) + '|')}{pad}{ticks}"
+    body = text.replace("|", chr(92) + "|") if in_table else text
+    return f"{ticks}{pad}{body}{pad}{ticks}"
 
 
 def fenced(text: str) -> str:
@@ -201,7 +202,7 @@ def _unreported_server_errors(report: Report, detail: Detail) -> list[str]:
         return ["", line + "."]
     example = server.examples[0]
     if detail.server_lines <= 0:
-        return ["", f"{line}, e.g. {code(' '.join(example.lines[:1]), 160)}."]
+        return ["", f"{line}, e.g. {code(' '.join(example.lines[:1]), 160, in_table=False)}."]
     text = "\n\n".join("\n".join(r.lines) for r in server.examples)
     return ["", line + ", e.g.:", "", fenced(trim_lines(text, detail.server_lines, detail.server_chars))]
 
@@ -302,10 +303,10 @@ def _quarantine(report: Report, detail: Detail) -> list[str]:
             f"{_PHASE_LABEL[p.phase.value]}: {inline(short_message(p.message) or '(no message)', 200)}"
             for p in test.problems[:2]
         )
-        items.append(f"- {code(test.test_id, 120)} — {what}")
+        items.append(f"- {code(test.test_id, 120, in_table=False)} — {what}")
     items += _more(len(failed) - rows, "quarantined failures")
     if passed:
-        names = ", ".join(code(t.test_id, 100) for t in passed[:rows])
+        names = ", ".join(code(t.test_id, 100, in_table=False) for t in passed[:rows])
         more = f" … and {len(passed) - rows} more" if len(passed) > rows else ""
         items += [
             *([""] if items else []),
@@ -373,7 +374,9 @@ def _details(report: Report, detail: Detail) -> list[str]:
             parts += _test_details(test, group, detail)
         rest = group.tests - len(shown)
         if rest > 0:
-            others = ", ".join(code(i, 80) for i in group.test_ids[len(shown) : len(shown) + 3])
+            others = ", ".join(
+                code(i, 80, in_table=False) for i in group.test_ids[len(shown) : len(shown) + 3]
+            )
             parts += ["", f"… and {rest} more with the same cause ({others}{', …' if rest > 3 else ''})"]
     return parts
 
