@@ -190,3 +190,15 @@ def test_empty_report_renders():
     assert render_console(report).startswith("Test results: NO-TESTS — 0 tests: none")
     assert annotations_for(report) == ()
     assert report.timing == Timing()
+
+
+def test_a_cut_inside_a_fence_or_details_closes_them_before_the_note() -> None:
+    from db_test_action.gha import fit_summary, markdown_closers
+
+    text = "<details>\n<summary>x</summary>\n\n````text\nline\n```\nstill inside\n"
+    assert markdown_closers(text) == "\n````\n</details>"
+    assert markdown_closers("```\na\n```\n<details>\n</details>\n") == ""
+    body = "# title\n<details>\n\n````text\n" + "y\n" * 5000 + "````\n</details>\n"
+    cut = fit_summary(body, 2000)
+    note_at = cut.index("> **Note:**")
+    assert cut[:note_at].rstrip().endswith("````\n</details>")

@@ -7,6 +7,7 @@ delimiters in env files) is done once, correctly, and nowhere else writes them.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -72,6 +73,25 @@ def summary_path(env: Mapping[str, str] | None = None) -> Path | None:
 SUMMARY_LIMIT_BYTES = 1024 * 1024  # GitHub rejects a step summary above 1 MiB (and shows none of it)
 
 
+def markdown_closers(text: str) -> str:
+    """What closes the code fence and `<details>` left open where `text` was cut ("" when nothing is),
+    so the note that follows a cut renders as text instead of disappearing into a block."""
+    fence: str | None = None
+    open_details = 0
+    for line in text.splitlines():
+        stripped = line.strip()
+        if fence is None:
+            opener = re.match(r"(`{3,}|~{3,})", stripped)
+            if opener:
+                fence = opener.group(1)
+                continue
+            open_details += stripped.count("<details") - stripped.count("</details>")
+        elif len(stripped) >= len(fence) and set(stripped) == {fence[0]}:
+            fence = None
+    closers = ([fence] if fence else []) + ["</details>"] * max(open_details, 0)
+    return "\n" + "\n".join(closers) if closers else ""
+
+
 def fit_summary(markdown: str, budget_bytes: int) -> str:
     """`markdown` cut to `budget_bytes` of UTF-8 at a line boundary, with a note saying what was left out.
 
@@ -86,10 +106,8 @@ def fit_summary(markdown: str, budget_bytes: int) -> str:
     if "\n" in head:
         head = head[: head.rindex("\n")]
     left_out = len(data) - len(head.encode("utf-8"))
-    is_in_fence = sum(1 for line in head.splitlines() if line.lstrip().startswith("```")) % 2 == 1
-    fence = "\n```" if is_in_fence else ""
     note = (
-        f"{fence}\n\n> **Note:** the job summary was trimmed to GitHub's 1 MiB limit; "
+        f"{markdown_closers(head)}\n\n> **Note:** the job summary was trimmed to GitHub's 1 MiB limit; "
         f"{left_out} bytes were left out. The full report is in the report JSON.\n"
     )
     return head + note

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 from db_test_action import gha
 from db_test_action import github_client as client
 from db_test_action.errors import EXIT_ENV, EXIT_OK, EXIT_USAGE, DbTestActionError
+from db_test_action.gha import markdown_closers
 from db_test_action.github_client import (
     ACTIONS_BOT_LOGIN,
     DEFAULT_API_URL,
@@ -118,8 +119,9 @@ def comment_body(pub: Publication) -> str:
     budget = COMMENT_MAX_CHARS - len(tail)
     if len(markdown) > budget:
         note = "\n\n> **Note:** this comment was cut to GitHub's size limit; see the job summary.\n"
-        head = markdown[: budget - len(note)]
-        markdown = (head[: head.rindex("\n")] if "\n" in head else head) + note
+        head = markdown[: budget - len(note) - 200]  # room for the closers
+        head = head[: head.rindex("\n")] if "\n" in head else head
+        markdown = head + markdown_closers(head) + note
     return markdown.rstrip("\n") + tail
 
 

@@ -13,6 +13,7 @@ import html
 import re
 from dataclasses import dataclass
 
+from db_test_action.gha import markdown_closers
 from db_test_action.model import (
     BudgetStatus,
     CauseGroup,
@@ -149,9 +150,9 @@ def render_markdown(report: Report, max_chars: int = GITHUB_COMMENT_MAX) -> str:
     note = (
         "\n\n_… cut here to fit GitHub's comment limit; see the JSON report or the job log for the rest._\n"
     )
-    cut = text[: max(0, max_chars - len(note))]
+    cut = text[: max(0, max_chars - len(note) - 200)]  # room for the closers
     cut = cut[: cut.rfind("\n")] if "\n" in cut else cut
-    return (cut + note)[:max_chars]
+    return (cut + markdown_closers(cut) + note)[:max_chars]
 
 
 def _document(report: Report, detail: Detail) -> str:
