@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,16 @@ def test_flaky_gate(tmp_path: Path):
     report = build_report(files, resolve_report_config({"fail-on": "errors,failures,flaky"}, {}, {}))
     assert report.tests[0].status is Status.FLAKY
     assert (report.verdict.value, report.gate_failures) == ("flaky", ("flaky",))
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("suite=0", "--budget suite=0: a budget of 0 is always over"),
+        ("category.=1s", "--budget category.=1s: no category name"),
+    ],
+)
+def test_budget_flags_that_cannot_mean_anything_are_refused(item, message):
+    with pytest.raises(DbTestActionError, match=re.escape(message)):
+        resolve_report_config({"budget": [item]}, {}, {})
+    assert resolve_report_config({"budget": ["regression-min=0"]}, {}, {}).budgets.regression_min_s == 0

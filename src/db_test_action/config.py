@@ -196,9 +196,13 @@ def _parse(parse: Callable[[object], Any], raw: object, where: str, expected: st
 
 def _duration(value: object, where: str) -> float:
     try:
-        return parse_duration(value)
+        seconds = parse_duration(value)
     except ValueError:
         raise DbTestActionError(f'{where}: {_show(value)} is not a duration; use 120 or "2m"') from None
+    # A zero budget is always over; only regression-min may be 0 (any slowdown past the ratio counts).
+    if seconds == 0 and not where.endswith("regression-min") and "regression-min" not in where:
+        raise DbTestActionError(f"{where}: a budget of 0 is always over; give a duration above 0")
+    return seconds
 
 
 def _show(value: object) -> str:
@@ -242,7 +246,9 @@ def _apply_budget_flags(budgets: Budgets, items: Sequence[str]) -> Budgets:
         if not sep:
             raise DbTestActionError(f"{where}: expected KEY=DURATION, e.g. suite=2m")
         if key.startswith("category."):
-            name = key[len("category.") :]
+            name = key[len("category.") :].strip()
+            if not name:
+                raise DbTestActionError(f"{where}: no category name; use category.NAME=DURATION")
             cats = {**dict(budgets.categories), name: _duration(value, where)}
             budgets = replace(budgets, categories=tuple(cats.items()))
         elif key in _BUDGET_KEYS:
