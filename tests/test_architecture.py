@@ -14,7 +14,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "db_test_action"
 STAGES: dict[str, int] = {
     **dict.fromkeys(["errors", "model", "config", "gha", "pgbin", "serverlog", "github_client"], 0),
     **dict.fromkeys(["postgres", "pgstate"], 1),
-    **dict.fromkeys(["dbtemplate", "dbreset", "sharding", "plugin_junit", "plugin_quarantine"], 2),
+    **dict.fromkeys(
+        ["dbtemplate", "dbreset", "sharding", "plugin_junit", "plugin_quarantine", "runfiles"], 2
+    ),
     **dict.fromkeys(["runner", "plugin_db", "plugin"], 3),
     **dict.fromkeys(["junit_reader", "attempts", "junit"], 4),
     "classify": 5,

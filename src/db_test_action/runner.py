@@ -16,7 +16,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import re
 import secrets
 import signal
 import subprocess
@@ -26,20 +25,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
-from xml.sax.saxutils import quoteattr
 
 import psycopg
 from psycopg import sql
 
 from db_test_action.errors import EXIT_ENV, EXIT_GATE, EXIT_USAGE, DbTestActionError
-from db_test_action.plugin_junit import ENV_COLLECT, ENV_PROGRESS, ENV_RUN, ENV_SELECT, ENV_SHARD, MAIN_WORKER
+from db_test_action.plugin_junit import ENV_COLLECT, ENV_PROGRESS, ENV_RUN, ENV_SELECT, ENV_SHARD
 from db_test_action.postgres import ServerInfo, redact
-from db_test_action.sharding import Split, split_tests
+from db_test_action.runfiles import clean_tail, crash_reason, synthetic_junit, write_manifest
+from db_test_action.sharding import split_tests
 
-MANIFEST_VERSION = 1
 PYTEST_EXIT = {
     0: "ok",
     1: "tests failed",
@@ -48,7 +45,6 @@ PYTEST_EXIT = {
     4: "usage error",
     5: "no tests",
 }
-_TAIL_LINES = 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,79 +196,6 @@ class Databases:
         return None
 
 
-# --- result files --------------------------------------------------------------------------------------
-
-
-def _props(values: Mapping[str, str]) -> str:
-    inner = "".join(f"<property name={quoteattr(k)} value={quoteattr(v)}/>" for k, v in values.items())
-    return f"<properties>{inner}</properties>"
-
-
-def synthetic_junit(
-    shard: int, run: int, *, error: tuple[str, str, str] | None = None, note: str | None = None
-) -> str:
-    """A valid JUnit file for a run pytest could not report: one error testcase (name, message, text),
-    or none at all with a `note` property (a shard with no tests)."""
-    suite = {"shard": str(shard), "run": str(run)}
-    if note:
-        suite["note"] = note
-    stamp = datetime.now(timezone.utc).isoformat()
-    head = '<?xml version="1.0" encoding="utf-8"?><testsuites name="pytest tests">'
-    if error is None:
-        return (
-            f'{head}<testsuite name="pytest" errors="0" failures="0" skipped="0" tests="0" time="0.000" '
-            f'timestamp="{stamp}">{_props(suite)}</testsuite></testsuites>\n'
-        )
-    name, message, text = error
-    case_props = {"shard": str(shard), "run": str(run), "attempt": "1", "worker": MAIN_WORKER}
-    body = text.replace("]]>", "]]]]><![CDATA[>")
-    return (
-        f'{head}<testsuite name="pytest" errors="1" failures="0" skipped="0" tests="1" time="0.000" '
-        f'timestamp="{stamp}">{_props(suite)}<testcase classname="db-test-action" name={quoteattr(name)} '
-        f'time="0.000">{_props(case_props)}<error type="pytest.crash" message={quoteattr(message)}>'
-        f"<![CDATA[{body}]]></error></testcase></testsuite></testsuites>\n"
-    )
-
-
-def _clean_tail(text: str, lines: int = _TAIL_LINES) -> str:
-    ansi = re.compile(r"\x1b\[[0-9;]*m")
-    kept = [ansi.sub("", line).rstrip() for line in text.strip().splitlines()]
-    kept = [line for line in kept if line.strip()]
-    return "\n".join(kept[-lines:])
-
-
-def _crash_reason(output: str) -> str:
-    """The most telling line of a crashed pytest's output, for the one-line error."""
-    lines = [line for line in _clean_tail(output, 200).splitlines() if line.strip()]
-    for pattern in ("error:", "Error", "ERROR"):
-        for line in reversed(lines):
-            if pattern in line and not line.startswith("===") and "generated xml" not in line:
-                return line.strip()[:300]
-    return (lines[-1].strip() if lines else "no output")[:300]
-
-
-def write_manifest(
-    results_dir: Path,
-    split: Split,
-    repeat: int,
-    server: str = "ours",
-    server_log: str | None = None,
-    until_failure: bool = False,
-) -> Path:
-    path = results_dir / "manifest.json"
-    data = {
-        "version": MANIFEST_VERSION,
-        "shards": len(split.shards),
-        "repeat": repeat,
-        "until_failure": until_failure,
-        "server": server,
-        "server_log": server_log,
-        "tests": split.shard_of(),
-    }
-    path.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n", encoding="utf-8")
-    return path
-
-
 # --- the subprocess ------------------------------------------------------------------------------------
 
 
@@ -410,10 +333,10 @@ def _collection_failed(
         reason = "no tests collected (pytest exit 5); check the paths and -k/-m filters"
         name = "collection found no tests"
     else:
-        reason = f"collection failed (pytest exit {code}: {PYTEST_EXIT.get(code, 'crashed')}): {_crash_reason(output)}"
+        reason = f"collection failed (pytest exit {code}: {PYTEST_EXIT.get(code, 'crashed')}): {crash_reason(output)}"
         name = f"collection failed (pytest exit {code})"
     junit.write_text(
-        synthetic_junit(plan.shard, 1, error=(name, reason, _clean_tail(output))), encoding="utf-8"
+        synthetic_junit(plan.shard, 1, error=(name, reason, clean_tail(output))), encoding="utf-8"
     )
     raise DbTestActionError(f"run: {reason}; see {log}", EXIT_USAGE if code == 4 else EXIT_GATE)
 
@@ -480,9 +403,9 @@ def _check_result(plan: RunPlan, run: int, code: int, output: str, junit: Path, 
         )
     if crash is None:
         return None
-    reason = f"{crash}: {_crash_reason(output)}"
+    reason = f"{crash}: {crash_reason(output)}"
     junit.write_text(
-        synthetic_junit(plan.shard, run, error=(f"pytest crashed ({crash})", reason, _clean_tail(output))),
+        synthetic_junit(plan.shard, run, error=(f"pytest crashed ({crash})", reason, clean_tail(output))),
         encoding="utf-8",
     )
     return f"{reason}; see {log}"

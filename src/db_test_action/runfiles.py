@@ -1,0 +1,88 @@
+"""The files a run leaves in the results dir besides pytest's own: a JUnit file for a run pytest could
+not report (a crash, or a shard with no tests) and the manifest that lets the reporter prove the shards
+add up to the whole suite. Kept out of runner.py, which drives processes; these only format."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+from db_test_action.plugin_junit import MAIN_WORKER
+from db_test_action.sharding import Split
+
+MANIFEST_VERSION = 1
+_TAIL_LINES = 40
+
+
+def _props(values: Mapping[str, str]) -> str:
+    inner = "".join(f"<property name={quoteattr(k)} value={quoteattr(v)}/>" for k, v in values.items())
+    return f"<properties>{inner}</properties>"
+
+
+def synthetic_junit(
+    shard: int, run: int, *, error: tuple[str, str, str] | None = None, note: str | None = None
+) -> str:
+    """A valid JUnit file for a run pytest could not report: one error testcase (name, message, text),
+    or none at all with a `note` property (a shard with no tests)."""
+    suite = {"shard": str(shard), "run": str(run)}
+    if note:
+        suite["note"] = note
+    stamp = datetime.now(timezone.utc).isoformat()
+    head = '<?xml version="1.0" encoding="utf-8"?><testsuites name="pytest tests">'
+    if error is None:
+        return (
+            f'{head}<testsuite name="pytest" errors="0" failures="0" skipped="0" tests="0" time="0.000" '
+            f'timestamp="{stamp}">{_props(suite)}</testsuite></testsuites>\n'
+        )
+    name, message, text = error
+    case_props = {"shard": str(shard), "run": str(run), "attempt": "1", "worker": MAIN_WORKER}
+    body = text.replace("]]>", "]]]]><![CDATA[>")
+    return (
+        f'{head}<testsuite name="pytest" errors="1" failures="0" skipped="0" tests="1" time="0.000" '
+        f'timestamp="{stamp}">{_props(suite)}<testcase classname="db-test-action" name={quoteattr(name)} '
+        f'time="0.000">{_props(case_props)}<error type="pytest.crash" message={quoteattr(message)}>'
+        f"<![CDATA[{body}]]></error></testcase></testsuite></testsuites>\n"
+    )
+
+
+def clean_tail(text: str, lines: int = _TAIL_LINES) -> str:
+    ansi = re.compile(r"\x1b\[[0-9;]*m")
+    kept = [ansi.sub("", line).rstrip() for line in text.strip().splitlines()]
+    kept = [line for line in kept if line.strip()]
+    return "\n".join(kept[-lines:])
+
+
+def crash_reason(output: str) -> str:
+    """The most telling line of a crashed pytest's output, for the one-line error."""
+    lines = [line for line in clean_tail(output, 200).splitlines() if line.strip()]
+    for pattern in ("error:", "Error", "ERROR"):
+        for line in reversed(lines):
+            if pattern in line and not line.startswith("===") and "generated xml" not in line:
+                return line.strip()[:300]
+    return (lines[-1].strip() if lines else "no output")[:300]
+
+
+def write_manifest(
+    results_dir: Path,
+    split: Split,
+    repeat: int,
+    server: str = "ours",
+    server_log: str | None = None,
+    until_failure: bool = False,
+) -> Path:
+    path = results_dir / "manifest.json"
+    data = {
+        "version": MANIFEST_VERSION,
+        "shards": len(split.shards),
+        "repeat": repeat,
+        "until_failure": until_failure,
+        "server": server,
+        "server_log": server_log,
+        "tests": split.shard_of(),
+    }
+    path.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+    return path
