@@ -110,19 +110,6 @@ def _shard_args(i, durations_file):
     ]
 
 
-def _shard_args(i, durations_file):
-    return [
-        "--shards",
-        str(SHARDS),
-        "--shard",
-        str(i),
-        "--durations",
-        str(durations_file),
-        "--",
-        "examples/robust",
-    ]
-
-
 def main():
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

@@ -194,13 +194,14 @@ def _parse(parse: Callable[[object], Any], raw: object, where: str, expected: st
         raise DbTestActionError(f"{where}: {_show(raw)} is not valid; use {expected}") from None
 
 
-def _duration(value: object, where: str) -> float:
+def _duration(value: object, where: str, *, allow_zero: bool = False) -> float:
+    """A budget in seconds; 0 only where it means something (regression-min: any slowdown counts),
+    since a zero budget is always over."""
     try:
         seconds = parse_duration(value)
     except ValueError:
         raise DbTestActionError(f'{where}: {_show(value)} is not a duration; use 120 or "2m"') from None
-    # A zero budget is always over; only regression-min may be 0 (any slowdown past the ratio counts).
-    if seconds == 0 and not where.endswith("regression-min") and "regression-min" not in where:
+    if seconds == 0 and not allow_zero:
         raise DbTestActionError(f"{where}: a budget of 0 is always over; give a duration above 0")
     return seconds
 
@@ -215,7 +216,7 @@ def _budgets(table: object, where: str) -> Budgets:
     kwargs: dict[str, Any] = {}
     for key, value in table.items():
         if key in _BUDGET_KEYS:
-            kwargs[_BUDGET_KEYS[key]] = _duration(value, f"{where} {key}")
+            kwargs[_BUDGET_KEYS[key]] = _duration(value, f"{where} {key}", allow_zero=key == "regression-min")
         elif key in _RATIO_KEYS:
             ratio = _parse(float, value, f"{where} {key}", "a fraction like 0.8")
             if not 0 < ratio < 10:
@@ -252,7 +253,9 @@ def _apply_budget_flags(budgets: Budgets, items: Sequence[str]) -> Budgets:
             cats = {**dict(budgets.categories), name: _duration(value, where)}
             budgets = replace(budgets, categories=tuple(cats.items()))
         elif key in _BUDGET_KEYS:
-            budgets = replace(budgets, **{_BUDGET_KEYS[key]: _duration(value, where)})
+            budgets = replace(
+                budgets, **{_BUDGET_KEYS[key]: _duration(value, where, allow_zero=key == "regression-min")}
+            )
         elif key in _RATIO_KEYS:
             budgets = replace(
                 budgets, **{_RATIO_KEYS[key]: _parse(float, value, where, "a fraction like 0.8")}

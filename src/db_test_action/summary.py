@@ -21,6 +21,7 @@ from db_test_action.budgets import (
 )
 from db_test_action.classify import category_for, classify_failure, default_category, group_causes
 from db_test_action.config import ReportConfig
+from db_test_action.errors import DbTestActionError
 from db_test_action.junit import ParsedFile, group_tests_lazily
 from db_test_action.model import (
     BudgetStatus,
@@ -370,8 +371,6 @@ def check_manifest(
 
 
 def validate_manifest(data: object, where: str) -> Mapping[str, Any]:
-    from db_test_action.errors import DbTestActionError
-
     if (
         not isinstance(data, dict)
         or data.get("version") != 1
