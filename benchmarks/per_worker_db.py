@@ -28,8 +28,8 @@ from pathlib import Path
 import psycopg
 from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table, create_engine, insert
 
-from db_test_action.dbreset import Resetter
-from db_test_action.dbtemplate import (
+from db_test_action.plugin.reset import Resetter
+from db_test_action.plugin.template import (
     Names,
     Setup,
     SetupKind,
@@ -38,7 +38,7 @@ from db_test_action.dbtemplate import (
     ensure_template,
     with_database,
 )
-from db_test_action.postgres import LaunchOptions, LocalServer
+from db_test_action.server.launch import LaunchOptions, LocalServer
 
 
 def build_metadata(tables: int) -> MetaData:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import psycopg
 
-from db_test_action.pgbin import find_bin_dir
-from db_test_action.postgres import LocalServer, _run_as, _unprivileged_user
+from db_test_action.server.binaries import find_bin_dir
+from db_test_action.server.launch import LocalServer, _run_as, _unprivileged_user
 
 QUERY = "SELECT crypt('x', gen_salt('bf')) IS NOT NULL"
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from pytest_split.algorithms import Algorithms
 
-from db_test_action.junit import expand_paths, parse_junit_file
-from db_test_action.sharding import durations_from_occurrences, estimate_durations, scope_of, split_tests
+from db_test_action.junit.files import expand_paths, parse_junit_file
+from db_test_action.run.sharding import durations_from_occurrences, estimate_durations, scope_of, split_tests
 
 ROOT = Path(__file__).resolve().parent.parent
 Item = namedtuple("Item", "nodeid")

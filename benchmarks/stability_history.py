@@ -21,10 +21,11 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from db_test_action.history import add_night, read_history_file, write_history_file
-from db_test_action.nightly import Night, Observed, ObservedTest, SuiteRun, TestCounts, night_of
-from db_test_action.stability import StabilitySettings, build_stability, classify_stability
-from db_test_action.stability_render import render_stability_markdown
+from db_test_action.commands.files import read_history_file, write_history_file
+from db_test_action.stability.history import add_night
+from db_test_action.stability.nightly import Night, Observed, ObservedTest, SuiteRun, TestCounts, night_of
+from db_test_action.stability.rates import StabilitySettings, build_stability, classify_stability
+from db_test_action.stability.render import render_stability_markdown
 
 RUNS = 10
 CLEAN = TestCounts(RUNS, RUNS, 0, 0, 0, 0)

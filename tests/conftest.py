@@ -14,10 +14,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from db_test_action.postgres import LaunchOptions, LocalServer, ServerInfo
+from db_test_action.server.launch import LaunchOptions, LocalServer, ServerInfo
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
+
+# Subprocesses that say `python` (a --db-setup command, a suite's own scripts) get the interpreter running
+# the tests, as in an activated virtualenv, never whatever Python the machine has first on PATH.
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 
 @pytest.fixture(scope="session")

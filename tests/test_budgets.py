@@ -7,18 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from db_test_action.budgets import (
+from db_test_action.commands.files import load_table
+from db_test_action.config import Budgets, parse_duration, resolve_report_config
+from db_test_action.errors import DbTestActionError
+from db_test_action.junit.parse import parse_junit_bytes
+from db_test_action.model import BudgetStatus, Counts, ResultFile, Status, Timing
+from db_test_action.report.budgets import (
     budget_status,
     category_durations,
     check_budgets,
     compute_timing,
     find_regressions,
 )
-from db_test_action.config import Budgets, load_table, parse_duration, resolve_report_config
-from db_test_action.errors import DbTestActionError
-from db_test_action.junit import parse_junit_bytes
-from db_test_action.model import BudgetStatus, Counts, ResultFile, Status, Timing
-from db_test_action.summary import build_report
+from db_test_action.report.build import build_report
 
 
 @pytest.mark.parametrize(

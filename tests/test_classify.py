@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from pytest_runs import run_pytest
 
-from db_test_action.classify import category_for, classify_failure, default_category, group_causes
 from db_test_action.config import ReportConfig, resolve_report_config
-from db_test_action.junit import parse_junit_file
+from db_test_action.junit.files import parse_junit_file
 from db_test_action.model import CategoryRule, CauseRule, Occurrence, Outcome, Status
-from db_test_action.summary import build_report
+from db_test_action.report.build import build_report
+from db_test_action.report.classify import category_for, classify_failure, default_category, group_causes
 
 # Texts as the drivers print them (SQLAlchemy 2.0 wrapper style from the seed project's CI log,
 # SQLAlchemy 2.1, psycopg 3, psycopg2); the real-Postgres test below covers what is installed here.

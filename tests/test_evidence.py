@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from db_test_action.junit import parse_junit_file
+from db_test_action.junit.files import parse_junit_file
 from db_test_action.model import Report, ServerRecord, report_from_dict, report_to_dict
-from db_test_action.render import render_markdown
-from db_test_action.render_markdown import GITHUB_COMMENT_MAX, inline
+from db_test_action.report.markdown import GITHUB_COMMENT_MAX, inline
+from db_test_action.report.render import render_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 SLACK_S = 0.05  # serverlog.attribute_events' default

@@ -7,15 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from db_test_action.commands.files import read_history_file, write_history_file
 from db_test_action.errors import DbTestActionError
-from db_test_action.history import (
+from db_test_action.stability.history import (
     add_night,
     dump_history,
     parse_history,
-    read_history_file,
-    write_history_file,
 )
-from db_test_action.nightly import TestCounts, night_from_counts
+from db_test_action.stability.nightly import TestCounts, night_from_counts
 
 CLEAN = TestCounts(3, 3, 0, 0, 0, 0)
 FLAKY = TestCounts(3, 1, 1, 1, 2, 1)

@@ -8,15 +8,10 @@ from pathlib import Path
 import pytest
 from pytest_runs import FLAKY_SUITE, PHASES_SUITE, run_pytest
 
-from db_test_action.classify import classify_failure, default_category
-from db_test_action.junit import (
-    derive_test_id,
-    expand_paths,
-    group_tests,
-    parse_junit_bytes,
-    parse_junit_file,
-)
+from db_test_action.junit.files import expand_paths, parse_junit_file
+from db_test_action.junit.parse import derive_test_id, group_tests, parse_junit_bytes
 from db_test_action.model import Outcome, Phase, Status
+from db_test_action.report.classify import classify_failure, default_category
 
 
 def _tests(*parsed):

@@ -19,7 +19,16 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from db_test_action.dbtemplate import (
+from db_test_action.errors import DbTestActionError
+from db_test_action.plugin.db import (
+    ENV_SESSION,
+    DbSettings,
+    ResetMode,
+    SessionInfo,
+    find_session,
+    resolve_settings,
+)
+from db_test_action.plugin.template import (
     MAX_IDENTIFIER,
     SetupKind,
     admin_conninfo,
@@ -28,16 +37,7 @@ from db_test_action.dbtemplate import (
     session_names,
     with_database,
 )
-from db_test_action.errors import DbTestActionError
-from db_test_action.plugin_db import (
-    ENV_SESSION,
-    DbSettings,
-    ResetMode,
-    SessionInfo,
-    find_session,
-    resolve_settings,
-)
-from db_test_action.postgres import ServerInfo
+from db_test_action.server.launch import ServerInfo
 
 pytest_plugins = ["pytester"]
 
@@ -603,9 +603,9 @@ def test_reset_blocked_by_an_open_transaction_names_the_blocker(
     inner.makepyfile(
         test_blocked="""
         import psycopg
-        import db_test_action.dbreset
+        import db_test_action.plugin.reset
 
-        db_test_action.dbreset.LOCK_TIMEOUT_MS = 300  # the real 10 s would only slow this test down
+        db_test_action.plugin.reset.LOCK_TIMEOUT_MS = 300  # the real 10 s would only slow this test down
         LEFT_OPEN = []
 
         def test_leaves_a_transaction_open(db_url, db_reset):

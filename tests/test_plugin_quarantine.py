@@ -12,9 +12,9 @@ import defusedxml.ElementTree as DET
 import pytest
 from pytest_runs import run_pytest
 
-from db_test_action.junit import parse_junit_file
+from db_test_action.junit.files import parse_junit_file
 from db_test_action.model import Outcome
-from db_test_action.plugin_quarantine import QuarantineList, parse_quarantine
+from db_test_action.plugin.quarantine import QuarantineList, parse_quarantine
 
 SUITE = {
     "conftest.py": """

@@ -13,8 +13,8 @@ import psycopg
 import pytest
 
 from db_test_action.errors import DbTestActionError
-from db_test_action.pgbin import find_bin_dir, package_for_extension, server_major
-from db_test_action.postgres import LaunchOptions, LocalServer, parse_url, use_external
+from db_test_action.server.binaries import find_bin_dir, package_for_extension, server_major
+from db_test_action.server.launch import LaunchOptions, LocalServer, parse_url, use_external
 
 PGCRYPTO_CHECK = "SELECT gen_random_uuid() IS NOT NULL, crypt('x', gen_salt('bf')) LIKE '$2a$%'"
 
@@ -261,8 +261,8 @@ def test_bin_names_the_server_directory_or_fails_with_the_install_hint(cli, cli_
 
 
 def test_state_files_are_private_and_a_stale_pid_is_never_signalled(tmp_path: Path) -> None:
-    from db_test_action.pgstate import stop_detached, write_state
-    from db_test_action.postgres import ServerInfo
+    from db_test_action.server.launch import ServerInfo
+    from db_test_action.server.state import stop_detached, write_state
 
     shared = tmp_path / "shared"
     shared.mkdir(mode=0o777)

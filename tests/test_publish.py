@@ -13,9 +13,9 @@ from fake_github import READ_ONLY, FakeGitHub
 from pytest_httpserver import HTTPServer
 
 from db_test_action.errors import EXIT_ENV, EXIT_OK
-from db_test_action.github_client import RetryPolicy
 from db_test_action.model import Annotation, Level
-from db_test_action.publish import (
+from db_test_action.publish.client import RetryPolicy
+from db_test_action.publish.publisher import (
     CommentMode,
     Publication,
     PublishSettings,

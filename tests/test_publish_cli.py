@@ -10,7 +10,7 @@ import pytest
 from fake_github import READ_ONLY, FakeGitHub
 from pytest_httpserver import HTTPServer
 
-from db_test_action.publish import marker
+from db_test_action.publish.publisher import marker
 
 MARKDOWN = "## 1 failed\n\n`test_x` failed: duplicate key value violates unique constraint\n"
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from github import GithubException
 
-from db_test_action import gha
 from db_test_action.errors import DbTestActionError
-from db_test_action.github_client import RetryPolicy, retry_delay_s
 from db_test_action.model import Annotation, Level
-from db_test_action.publish import (
+from db_test_action.publish import gha
+from db_test_action.publish.client import RetryPolicy, retry_delay_s
+from db_test_action.publish.publisher import (
     COMMENT_MAX_CHARS,
     Publication,
     RunHead,

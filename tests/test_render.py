@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from db_test_action.config import resolve_report_config
-from db_test_action.junit import parse_junit_bytes, parse_junit_file
+from db_test_action.junit.files import parse_junit_file
+from db_test_action.junit.parse import parse_junit_bytes
 from db_test_action.model import Level, Timing, report_from_dict, report_to_dict
-from db_test_action.render import annotations_for, render_console, render_markdown, report_fingerprint
-from db_test_action.render_markdown import ZWJ, cell, fenced
-from db_test_action.summary import build_report
+from db_test_action.report.build import build_report
+from db_test_action.report.markdown import ZWJ, cell, fenced
+from db_test_action.report.render import annotations_for, render_console, render_markdown, report_fingerprint
 
 DATA = Path(__file__).parent / "data" / "junit"
 
@@ -193,7 +194,7 @@ def test_empty_report_renders():
 
 
 def test_a_cut_inside_a_fence_or_details_closes_them_before_the_note() -> None:
-    from db_test_action.gha import fit_summary, markdown_closers
+    from db_test_action.publish.gha import fit_summary, markdown_closers
 
     text = "<details>\n<summary>x</summary>\n\n````text\nline\n```\nstill inside\n"
     assert markdown_closers(text) == "\n````\n</details>"

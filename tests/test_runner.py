@@ -12,7 +12,7 @@ import defusedxml.ElementTree as DET
 import psycopg
 import pytest
 
-from db_test_action.runfiles import synthetic_junit
+from db_test_action.run.files import synthetic_junit
 
 SUITE = {
     "test_db.py": """

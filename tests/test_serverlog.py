@@ -9,13 +9,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from db_test_action.postgres import LaunchOptions, LocalServer
-from db_test_action.serverlog import (
+from db_test_action.report.evidence import (
     ServerEvent,
     TestWindow,
     attribute_events,
     parse_server_log,
 )
+from db_test_action.server.launch import LaunchOptions, LocalServer
 
 FUNC = "CREATE OR REPLACE FUNCTION enc(t text) RETURNS bytea LANGUAGE sql AS $$ SELECT pgp_sym_encrypt(t, 'k') $$"
 
@@ -89,7 +89,7 @@ def provoked(tmp_path_factory) -> tuple[Path, str, float, float]:
 
 def test_jsonlog_records_carry_statement_and_detail(provoked) -> None:
     log, message, _, _ = provoked
-    events, problems = parse_server_log(log)
+    events, problems = parse_server_log(log.read_text(errors="replace"), str(log))
     assert problems == ()
     drop = next(e for e in events if e.sqlstate == "2BP01")
     assert drop.statement == "DROP TABLE workspaces"
@@ -102,7 +102,7 @@ def test_jsonlog_records_carry_statement_and_detail(provoked) -> None:
 
 def test_concurrent_replace_shows_the_racing_statement_and_the_lock_holder(provoked) -> None:
     log, _, _, _ = provoked
-    events, _ = parse_server_log(log)
+    events, _ = parse_server_log(log.read_text(errors="replace"), str(log))
     race = next(e for e in events if e.message == "tuple concurrently updated")
     assert race.sqlstate == "XX000" and "'k2'" in (race.statement or "")
     wait = next(e for e in events if e.is_lock_wait and "still waiting" in e.message)
@@ -111,7 +111,7 @@ def test_concurrent_replace_shows_the_racing_statement_and_the_lock_holder(provo
 
 def test_deadlock_shows_both_processes(provoked) -> None:
     log, _, _, _ = provoked
-    events, _ = parse_server_log(log)
+    events, _ = parse_server_log(log.read_text(errors="replace"), str(log))
     deadlock = next(e for e in events if e.sqlstate == "40P01")
     detail = deadlock.detail or ""
     pids = {line.split()[1].rstrip(":") for line in detail.splitlines() if line.startswith("Process ")}
@@ -121,7 +121,7 @@ def test_deadlock_shows_both_processes(provoked) -> None:
 
 def test_serial_run_attributes_by_database_and_time(provoked) -> None:
     log, _, start, end = provoked
-    events, _ = parse_server_log(log)
+    events, _ = parse_server_log(log.read_text(errors="replace"), str(log))
     window = TestWindow("tests/test_ws.py::test_teardown", start - 0.01, end, database="test", worker=None)
     got = attribute_events(events, [window]).for_test(window.test_id)
     states = [e.sqlstate for e in got]
@@ -131,7 +131,7 @@ def test_serial_run_attributes_by_database_and_time(provoked) -> None:
 
 def test_two_workers_on_one_database_are_never_cross_attributed(provoked) -> None:
     log, message, start, end = provoked
-    events, _ = parse_server_log(log)
+    events, _ = parse_server_log(log.read_text(errors="replace"), str(log))
     gw0 = TestWindow(
         "t.py::test_gw0", start, end, database="test", worker="gw0", messages=("AssertionError",)
     )
@@ -159,7 +159,7 @@ def test_csvlog_is_read_too(tmp_path: Path) -> None:
         pytest.raises(psycopg.errors.UndefinedTable),
     ):
         conn.execute("SELECT * FROM missing_table")
-    events, problems = parse_server_log(log)
+    events, problems = parse_server_log(log.read_text(errors="replace"), str(log))
     assert problems == ()
     err = next(e for e in events if e.sqlstate == "42P01")
     assert err.message == 'relation "missing_table" does not exist'
@@ -170,7 +170,7 @@ def test_damaged_log_lines_become_named_problems(tmp_path: Path) -> None:
     log = tmp_path / "server.jsonl"
     good = '{"timestamp":"2026-11-25 17:56:45.748 UTC","error_severity":"ERROR","message":"x"}'
     log.write_text(good + "\n" + good[:40] + "\n")
-    events, problems = parse_server_log(log)
+    events, problems = parse_server_log(log.read_text(errors="replace"), str(log))
     assert len(events) == 1 and len(problems) == 1
     assert problems[0].line == 2 and "bad jsonlog record" in problems[0].message
 
@@ -191,6 +191,6 @@ def test_records_that_are_not_objects_or_have_blank_fields_do_not_crash(tmp_path
     log = tmp_path / "server.jsonl"
     good = '{"timestamp":"2026-11-25 17:56:45.748 UTC","error_severity":"ERROR","message":"x","detail":"  "}'
     log.write_text(good + "\n[1, 2]\n")
-    events, problems = parse_server_log(log)
+    events, problems = parse_server_log(log.read_text(errors="replace"), str(log))
     assert [e.detail for e in events] == [None] and events[0].lines() == ("ERROR:  x",)
     assert len(problems) == 1 and "not an object" in problems[0].message

@@ -9,7 +9,7 @@ import pytest
 
 from db_test_action.errors import DbTestActionError
 from db_test_action.model import Occurrence, Outcome
-from db_test_action.sharding import (
+from db_test_action.run.sharding import (
     durations_from_occurrences,
     format_durations,
     parse_durations,

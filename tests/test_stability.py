@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from pytest_runs import run_pytest
 
-from db_test_action.junit import parse_junit_file
-from db_test_action.nightly import (
+from db_test_action.junit.files import parse_junit_file
+from db_test_action.stability.nightly import (
     Observed,
     ObservedTest,
     SuiteRun,
@@ -21,7 +21,7 @@ from db_test_action.nightly import (
     suite_runs,
     trend_points,
 )
-from db_test_action.stability import (
+from db_test_action.stability.rates import (
     NightVerdict,
     Stability,
     StabilitySettings,

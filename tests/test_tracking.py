@@ -6,8 +6,8 @@ import pytest
 from fake_github_tracking import FakeGitHubTracking
 from pytest_httpserver import HTTPServer
 
-from db_test_action.github_client import PublishError, Retrier, RetryPolicy, connect
-from db_test_action.tracking import (
+from db_test_action.publish.client import PublishError, Retrier, RetryPolicy, connect
+from db_test_action.publish.tracking import (
     TrackedIssue,
     TrackingAction,
     TrackingSettings,

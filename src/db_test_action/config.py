@@ -10,19 +10,12 @@ unknown top-level keys are left alone, unknown keys inside our sub-tables are er
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from db_test_action.errors import DbTestActionError
 from db_test_action.model import CategoryRule, CauseRule
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 TABLE = "tool.db-test-action"
 GATES = ("errors", "failures", "budgets", "flaky")
@@ -124,37 +117,6 @@ class ReportConfig:
     budgets: Budgets = Budgets()
     categories: tuple[CategoryRule, ...] = ()
     classes: tuple[CauseRule, ...] = ()
-
-
-# --- I/O edge: find and read the TOML ----------------------------------------------------------------
-
-
-def find_pyproject(start: Path) -> Path | None:
-    for folder in (start, *start.parents):
-        candidate = folder / "pyproject.toml"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def load_table(config: Path | None, cwd: Path) -> tuple[dict[str, Any], str]:
-    """The `[tool.db-test-action]` table (from --config or the nearest pyproject.toml) and a label for errors.
-
-    A --config file may be a pyproject.toml or a bare TOML with the same keys at top level.
-    """
-    path = config or find_pyproject(cwd)
-    if path is None:
-        return {}, "defaults"
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise DbTestActionError(f"{path}: cannot read ({exc.strerror}); check --config") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise DbTestActionError(f"{path}: not valid TOML ({exc}); fix the file") from None
-    if "tool" in data or config is None:
-        table = data.get("tool", {}).get("db-test-action", {})
-        return (table if isinstance(table, dict) else {}), f"{path.name} [{TABLE}]"
-    return data, str(path.name)
 
 
 # --- pure resolution ----------------------------------------------------------------------------------

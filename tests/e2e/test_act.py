@@ -3,7 +3,8 @@
 What is real: act's workflow engine, our composite action and reusable workflow, pip installing the
 package from the action's checkout, PostgreSQL, pytest, the reporter and the job summary. What is
 stood in (tests/e2e/standins, mapped with --local-repository because act cannot clone): setup-python
-(puts a venv first on PATH, so nothing touches this machine's Python) and the artifact actions (copy
+(puts a venv made from the test run's interpreter first on PATH, so nothing touches this machine's
+Python and the job sees exactly the packages the tests run with) and the artifact actions (copy
 to a directory, as the artifact service would).
 """
 
@@ -14,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,7 +41,7 @@ def _act(workdir: Path, tmp: Path, *args: str) -> tuple[subprocess.CompletedProc
     cmd = ["act", "push", "--concurrent-jobs", "1", "-P", "ubuntu-latest=-self-hosted", *args]
     for pin, folder in PINS.items():
         cmd += ["--local-repository", f"{pin}={STANDINS / folder}"]
-    for name, value in (("DTA_E2E_OUT", out), ("DTA_E2E_ARTIFACTS", artifacts)):
+    for name, value in (("DTA_E2E_OUT", out), ("DTA_E2E_ARTIFACTS", artifacts), ("DTA_E2E_PYTHON", sys.executable)):
         cmd += ["--env", f"{name}={value}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "DB_TEST_ACTION_"))}
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=540, env=env)

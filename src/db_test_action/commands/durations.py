@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from db_test_action.errors import EXIT_USAGE, DbTestActionError
-from db_test_action.junit import expand_paths, parse_junit_file
-from db_test_action.sharding import durations_from_occurrences, format_durations, parse_durations
+from db_test_action.junit.files import expand_paths, parse_junit_file
+from db_test_action.run.sharding import durations_from_occurrences, format_durations, parse_durations
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

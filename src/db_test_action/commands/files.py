@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from collections.abc import Sequence
+
+from db_test_action.config import TABLE
 from db_test_action.errors import DbTestActionError
+from db_test_action.stability.history import dump_history, parse_history
+from db_test_action.stability.nightly import Night
 
 
 def write_output(path: Path, text: str, flag: str) -> None:
@@ -34,3 +46,55 @@ def display_path(path: Path, cwd: Path) -> str:
         return str(path.resolve().relative_to(cwd.resolve()))
     except ValueError:
         return str(path)
+
+
+def find_pyproject(start: Path) -> Path | None:
+    for folder in (start, *start.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_table(config: Path | None, cwd: Path) -> tuple[dict[str, Any], str]:
+    """The `[tool.db-test-action]` table (from --config or the nearest pyproject.toml) and a label for errors.
+
+    A --config file may be a pyproject.toml or a bare TOML with the same keys at top level.
+    """
+    path = config or find_pyproject(cwd)
+    if path is None:
+        return {}, "defaults"
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DbTestActionError(f"{path}: cannot read ({exc.strerror}); check --config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise DbTestActionError(f"{path}: not valid TOML ({exc}); fix the file") from None
+    if "tool" in data or config is None:
+        table = data.get("tool", {}).get("db-test-action", {})
+        return (table if isinstance(table, dict) else {}), f"{path.name} [{TABLE}]"
+    return data, str(path.name)
+
+
+def read_history_file(path: Path) -> tuple[Night, ...] | None:
+    """None when the file does not exist yet (the first night); errors name the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise DbTestActionError(f"{path}: cannot read the history ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise DbTestActionError(f"{path}: the history is not UTF-8 text; pass another --history") from None
+    return parse_history(text, str(path))
+
+
+def write_history_file(path: Path, nights: Sequence[Night]) -> None:
+    """Write via a temporary file and rename, so a crash never leaves half a history behind."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(dump_history(nights), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise DbTestActionError(f"{path}: cannot write the history ({exc.strerror})") from None

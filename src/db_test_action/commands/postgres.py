@@ -9,11 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from db_test_action import gha
 from db_test_action.errors import EXIT_ENV, EXIT_USAGE, DbTestActionError
-from db_test_action.pgbin import find_bin_dir
-from db_test_action.pgstate import default_state_file, is_running, read_state, stop_detached, write_state
-from db_test_action.postgres import (
+from db_test_action.publish import gha
+from db_test_action.server.binaries import find_bin_dir
+from db_test_action.server.launch import (
     LaunchOptions,
     LocalServer,
     ServerInfo,
@@ -21,6 +20,7 @@ from db_test_action.postgres import (
     signals_as_exit,
     use_external,
 )
+from db_test_action.server.state import default_state_file, is_running, read_state, stop_detached, write_state
 
 HELP = """\
 start    start a server in the background, write a state file, print the variables

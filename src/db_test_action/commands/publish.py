@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from db_test_action.errors import EXIT_USAGE, DbTestActionError
-from db_test_action.github_client import DEFAULT_API_URL, RetryPolicy
-from db_test_action.publish import (
+from db_test_action.publish.client import DEFAULT_API_URL, RetryPolicy
+from db_test_action.publish.publisher import (
     ANNOTATIONS_PER_LEVEL,
     COMMENT_MAX_CHARS,
     COMMENT_RESERVE_CHARS,
@@ -148,7 +148,7 @@ def read_event(path: str) -> dict[str, Any]:
 def publication_from_report_json(path: str, key: str, markdown: str | None = None) -> Publication:
     """The CLI glue from the reporter's JSON to a Publication (the publish core never sees a Report)."""
     from db_test_action.model import report_from_dict
-    from db_test_action.render import annotations_for, render_markdown, report_fingerprint
+    from db_test_action.report.render import annotations_for, render_markdown, report_fingerprint
 
     try:
         data = json.loads(_read_text(path, "--report-json"))

@@ -21,15 +21,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from db_test_action import gha
-from db_test_action.commands.files import display_path, read_json, write_output
-from db_test_action.config import load_table, resolve_report_config
+from db_test_action.commands.files import display_path, load_table, read_json, write_output
+from db_test_action.config import resolve_report_config
 from db_test_action.errors import EXIT_GATE, EXIT_OK, EXIT_USAGE, DbTestActionError
-from db_test_action.junit import expand_paths, parse_junit_file
-from db_test_action.model import Report, report_from_dict, report_to_dict
-from db_test_action.render import render_console, render_markdown
-from db_test_action.serverlog import parse_server_log
-from db_test_action.summary import build_report, validate_manifest
+from db_test_action.junit.files import expand_paths, parse_junit_file
+from db_test_action.model import ParseProblem, Report, report_from_dict, report_to_dict
+from db_test_action.publish import gha
+from db_test_action.report.build import build_report, validate_manifest
+from db_test_action.report.evidence import parse_server_log
+from db_test_action.report.render import render_console, render_markdown
 
 HELP = """\
 Read JUnit XML from every shard, run and attempt of one CI run (files, directories or globs), group
@@ -128,8 +128,13 @@ def run(args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path |
         parsed = [parse_junit_file(path, display_path(path, cwd)) for path in files]
         server_logs, server_problems = [], []
         for log in log_paths:
-            events, problems = parse_server_log(log)
             name = display_path(log, cwd)
+            try:
+                text = log.read_text(encoding="utf-8", errors="replace")
+            except OSError as exc:
+                server_problems.append(ParseProblem(name, f"cannot read server log ({exc.strerror})"))
+                continue
+            events, problems = parse_server_log(text, name)
             server_logs.append((name, events))
             server_problems += [dataclasses.replace(p, file=name) for p in problems]
         note = "" if log_paths else _server_note(dirs, args.manifest, manifest, parsed)

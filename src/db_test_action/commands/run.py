@@ -15,11 +15,11 @@ from pathlib import Path
 
 from db_test_action.commands.postgres import add_launch_options, launch_options
 from db_test_action.errors import EXIT_GATE, EXIT_USAGE, DbTestActionError
-from db_test_action.pgstate import default_state_file, read_state
-from db_test_action.postgres import LocalServer, ServerInfo, use_external
-from db_test_action.runner import Databases, RunPlan, run_shard, stop_on_signals, worse_exit
-from db_test_action.serverlog import copy_server_log
-from db_test_action.sharding import parse_durations
+from db_test_action.run.runner import Databases, RunPlan, run_shard, stop_on_signals, worse_exit
+from db_test_action.run.sharding import parse_durations
+from db_test_action.server.launch import LocalServer, ServerInfo, use_external
+from db_test_action.server.log import copy_server_log
+from db_test_action.server.state import default_state_file, read_state
 
 DEFAULT_DURATIONS = ".test_durations"  # pytest-split's default file name
 

@@ -19,28 +19,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from db_test_action import gha
-from db_test_action.commands.files import display_path, write_output
-from db_test_action.config import load_table, resolve_report_config
-from db_test_action.errors import EXIT_ENV, EXIT_GATE, EXIT_OK, EXIT_USAGE, DbTestActionError
-from db_test_action.github_client import DEFAULT_API_URL, PublishError, Retrier, RetryPolicy, connect
-from db_test_action.history import (
-    DEFAULT_KEEP,
-    add_night,
-    dump_history,
-    parse_history,
+from db_test_action.commands.files import (
+    display_path,
+    load_table,
     read_history_file,
     write_history_file,
+    write_output,
 )
-from db_test_action.junit import expand_paths, parse_junit_file
-from db_test_action.nightly import Night, night_of, observe
-from db_test_action.stability import StabilityReport, StabilitySettings, build_stability, parse_gates
-from db_test_action.stability_render import (
-    render_quarantine,
-    render_stability_console,
-    render_stability_markdown,
-)
-from db_test_action.tracking import (
+from db_test_action.config import resolve_report_config
+from db_test_action.errors import EXIT_ENV, EXIT_GATE, EXIT_OK, EXIT_USAGE, DbTestActionError
+from db_test_action.junit.files import expand_paths, parse_junit_file
+from db_test_action.publish import gha
+from db_test_action.publish.client import DEFAULT_API_URL, PublishError, Retrier, RetryPolicy, connect
+from db_test_action.publish.tracking import (
     DEFAULT_BRANCH,
     DEFAULT_HISTORY_PATH,
     DEFAULT_LABEL,
@@ -50,6 +41,19 @@ from db_test_action.tracking import (
     load_branch_file,
     save_branch_file,
     update_tracking_issue,
+)
+from db_test_action.stability.history import (
+    DEFAULT_KEEP,
+    add_night,
+    dump_history,
+    parse_history,
+)
+from db_test_action.stability.nightly import Night, night_of, observe
+from db_test_action.stability.rates import StabilityReport, StabilitySettings, build_stability, parse_gates
+from db_test_action.stability.render import (
+    render_quarantine,
+    render_stability_console,
+    render_stability_markdown,
 )
 
 # Keys of [tool.db-test-action.stability]: the flags that describe the suite, not the machine or the token.

@@ -10,7 +10,7 @@ import json
 import re
 
 from db_test_action.model import Annotation, Level, Phase, Report, Status, report_to_dict
-from db_test_action.render_markdown import (
+from db_test_action.report.markdown import (
     GITHUB_COMMENT_MAX,
     duration,
     quarantine_line,

@@ -31,11 +31,11 @@ from typing import IO
 import psycopg
 from psycopg import sql
 
+from db_test_action.contract import ENV_COLLECT, ENV_PROGRESS, ENV_RUN, ENV_SELECT, ENV_SHARD
 from db_test_action.errors import EXIT_ENV, EXIT_GATE, EXIT_USAGE, DbTestActionError
-from db_test_action.plugin_junit import ENV_COLLECT, ENV_PROGRESS, ENV_RUN, ENV_SELECT, ENV_SHARD
-from db_test_action.postgres import ServerInfo, redact
-from db_test_action.runfiles import clean_tail, crash_reason, synthetic_junit, write_manifest
-from db_test_action.sharding import split_tests
+from db_test_action.run.files import clean_tail, crash_reason, synthetic_junit, write_manifest
+from db_test_action.run.sharding import split_tests
+from db_test_action.server.launch import ServerInfo, redact
 
 PYTEST_EXIT = {
     0: "ok",

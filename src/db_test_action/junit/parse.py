@@ -21,10 +21,8 @@ re-exported here).
 
 from __future__ import annotations
 
-import glob
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from xml.parsers import expat
@@ -32,13 +30,13 @@ from xml.parsers import expat
 import defusedxml.ElementTree as DET
 from defusedxml import DefusedXmlException
 
-from db_test_action.attempts import (  # re-exported: one import for callers
+from db_test_action.junit.attempts import (  # re-exported: one import for callers
     TestResultRow,
     error_location,
     group_tests,
     group_tests_lazily,
 )
-from db_test_action.junit_reader import (  # derive_test_id and OccurrenceRow re-exported
+from db_test_action.junit.reader import (  # derive_test_id and OccurrenceRow re-exported
     JUnitReader,
     NotJUnit,
     OccurrenceRow,
@@ -74,46 +72,13 @@ class ParsedFile:
         return tuple(Occurrence(*row) for row in self.rows)
 
 
-# --- finding files -----------------------------------------------------------------------------------
-
-
-def expand_paths(paths: Iterable[str]) -> tuple[tuple[Path, ...], tuple[ParseProblem, ...]]:
-    """Files, directories (every *.xml below) and globs → sorted files; a path matching nothing is a problem."""
-    found: dict[Path, None] = {}
-    problems = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            matches = sorted(path.rglob("*.xml"))
-        elif path.is_file():
-            matches = [path]
-        else:
-            matches = sorted(Path(m) for m in glob.glob(raw, recursive=True) if Path(m).is_file())
-        if not matches:
-            problems.append(
-                ParseProblem(raw, "no JUnit XML files here; check the path or the test step's output")
-            )
-        found.update(dict.fromkeys(matches))
-    return tuple(found), tuple(problems)
-
-
-# --- one file ----------------------------------------------------------------------------------------
-
-
-def parse_junit_file(path: Path, name: str | None = None) -> ParsedFile:
-    """Read and parse one file; unreadable files become a ParseProblem, like broken XML."""
-    name = name or str(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return _broken(name, f"cannot read ({exc.strerror}); check the artifact download")
-    return parse_junit_bytes(data, name)
+# --- one file ------------------------------------------------------------------------------------
 
 
 def parse_junit_bytes(data: bytes, name: str) -> ParsedFile:
     """Parse JUnit XML held in memory. Never raises for bad input: the problem is returned as a value."""
     if not data.strip():
-        return _broken(name, "empty file (0 testcases); the test process probably died before writing it")
+        return broken_file(name, "empty file (0 testcases); the test process probably died before writing it")
     shard, run = _shard_run_from_name(name)
     reader = JUnitReader(name, shard, run)
     # defusedxml's parser keeps its DTD/entity/external-reference guards on the expat parser; like the
@@ -153,7 +118,7 @@ def parse_junit_bytes(data: bytes, name: str) -> ParsedFile:
 _NO_TARGET = object()  # XMLParser then installs no element callbacks of its own
 
 
-def _broken(name: str, message: str, line: int | None = None) -> ParsedFile:
+def broken_file(name: str, message: str, line: int | None = None) -> ParsedFile:
     shard, run = _shard_run_from_name(name)
     return ParsedFile(ResultFile(name, shard, run, 0.0, 0), (), ParseProblem(name, message, line))
 
@@ -187,9 +152,7 @@ __all__ = [
     "TestResultRow",
     "derive_test_id",
     "error_location",
-    "expand_paths",
     "group_tests",
     "group_tests_lazily",
     "parse_junit_bytes",
-    "parse_junit_file",
 ]

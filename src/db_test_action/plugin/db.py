@@ -29,8 +29,9 @@ from pathlib import Path
 
 import pytest
 
-from db_test_action.dbreset import Resetter
-from db_test_action.dbtemplate import (
+from db_test_action.errors import DbTestActionError
+from db_test_action.plugin.reset import Resetter
+from db_test_action.plugin.template import (
     Names,
     ResetMode,
     Setup,
@@ -43,8 +44,7 @@ from db_test_action.dbtemplate import (
     session_names,
     with_database,
 )
-from db_test_action.errors import DbTestActionError
-from db_test_action.postgres import redact
+from db_test_action.server.launch import redact
 
 __all__ = [
     "pytest_addoption_db_per_worker",

@@ -31,19 +31,22 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-ENV_SHARD = "DB_TEST_ACTION_PLUGIN_SHARD"
-ENV_RUN = "DB_TEST_ACTION_PLUGIN_RUN"
-ENV_SELECT = "DB_TEST_ACTION_PLUGIN_SELECT"
-ENV_COLLECT = "DB_TEST_ACTION_PLUGIN_COLLECT"
-ENV_PROGRESS = "DB_TEST_ACTION_PLUGIN_PROGRESS"
-PROPERTY_NAMES = ("shard", "run", "attempt", "worker")
-MAIN_WORKER = "main"  # the `worker` value without xdist
+from db_test_action.contract import (
+    ENV_COLLECT,
+    ENV_PROGRESS,
+    ENV_RUN,
+    ENV_SELECT,
+    ENV_SHARD,
+    MAIN_WORKER,
+    RUNNER_ENV,
+    application_name,
+)
 
 __all__ = ["pytest_configure_junit_tags"]
 
 
 def _is_active() -> bool:
-    return any(os.environ.get(name) for name in (ENV_SHARD, ENV_RUN, ENV_SELECT, ENV_COLLECT, ENV_PROGRESS))
+    return any(os.environ.get(name) for name in RUNNER_ENV)
 
 
 @pytest.hookimpl(specname="pytest_configure")
@@ -151,11 +154,6 @@ class JunitTagger:
             final = self._worst.pop(report.nodeid, "passed")
             with open(self.progress_path, "a", encoding="utf-8") as fh:
                 fh.write(f"{final}\n")
-
-
-def application_name(worker: str, node_id: str) -> str:
-    """`<worker> <node id>` within PostgreSQL's 63-byte limit, never cutting a UTF-8 character."""
-    return f"{worker} {node_id}".encode()[:63].decode("utf-8", errors="ignore")
 
 
 def _database_name(url: str) -> str:

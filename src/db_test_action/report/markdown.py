@@ -13,7 +13,6 @@ import html
 import re
 from dataclasses import dataclass
 
-from db_test_action.gha import markdown_closers
 from db_test_action.model import (
     BudgetStatus,
     CauseGroup,
@@ -40,6 +39,25 @@ _PHASE_LABEL = {"setup": "setup error", "teardown": "teardown error", "call": "f
 
 
 # --- escaping -------------------------------------------------------------------------------------------
+
+
+def markdown_closers(text: str) -> str:
+    """What closes the code fence and `<details>` left open where `text` was cut ("" when nothing is),
+    so the note that follows a cut renders as text instead of disappearing into a block."""
+    fence: str | None = None
+    open_details = 0
+    for line in text.splitlines():
+        stripped = line.strip()
+        if fence is None:
+            opener = re.match(r"(`{3,}|~{3,})", stripped)
+            if opener:
+                fence = opener.group(1)
+                continue
+            open_details += stripped.count("<details") - stripped.count("</details>")
+        elif len(stripped) >= len(fence) and set(stripped) == {fence[0]}:
+            fence = None
+    closers = ([fence] if fence else []) + ["</details>"] * max(open_details, 0)
+    return "\n" + "\n".join(closers) if closers else ""
 
 
 def inline(text: str, limit: int = 300) -> str:

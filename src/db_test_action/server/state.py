@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from db_test_action.errors import EXIT_ENV, EXIT_USAGE, DbTestActionError
-from db_test_action.postgres import ServerInfo, pid_alive, stop_process
+from db_test_action.server.launch import ServerInfo, pid_alive, stop_process
 
 
 def default_state_file(name: str = "default", env: Mapping[str, str] | None = None) -> Path:

@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TextIO
 
-from db_test_action import gha
-from db_test_action import github_client as client
 from db_test_action.errors import EXIT_ENV, EXIT_OK, EXIT_USAGE, DbTestActionError
-from db_test_action.gha import markdown_closers
-from db_test_action.github_client import (
+from db_test_action.model import Annotation, Level
+from db_test_action.publish import client, gha
+from db_test_action.publish.client import (
     ACTIONS_BOT_LOGIN,
     DEFAULT_API_URL,
     Comment,
@@ -27,7 +26,7 @@ from db_test_action.github_client import (
     Retrier,
     RetryPolicy,
 )
-from db_test_action.model import Annotation, Level
+from db_test_action.report.markdown import markdown_closers
 
 COMMENT_MAX_CHARS = 65536  # GitHub rejects longer issue comments with 422
 COMMENT_RESERVE_CHARS = (

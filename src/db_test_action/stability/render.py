@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from db_test_action.render_markdown import GITHUB_COMMENT_MAX, code, inline
-from db_test_action.stability import GroupStability, NightVerdict, Rate, Stability, StabilityReport
+from db_test_action.report.markdown import GITHUB_COMMENT_MAX, code, inline
+from db_test_action.stability.rates import GroupStability, NightVerdict, Rate, Stability, StabilityReport
 
 _ICON = {
     NightVerdict.GREEN: "✅",

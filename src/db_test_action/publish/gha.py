@@ -7,10 +7,11 @@ delimiters in env files) is done once, correctly, and nowhere else writes them.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
+
+from db_test_action.report.markdown import markdown_closers
 
 
 def _append_pairs(path: str, values: Mapping[str, str]) -> None:
@@ -71,25 +72,6 @@ def summary_path(env: Mapping[str, str] | None = None) -> Path | None:
 
 
 SUMMARY_LIMIT_BYTES = 1024 * 1024  # GitHub rejects a step summary above 1 MiB (and shows none of it)
-
-
-def markdown_closers(text: str) -> str:
-    """What closes the code fence and `<details>` left open where `text` was cut ("" when nothing is),
-    so the note that follows a cut renders as text instead of disappearing into a block."""
-    fence: str | None = None
-    open_details = 0
-    for line in text.splitlines():
-        stripped = line.strip()
-        if fence is None:
-            opener = re.match(r"(`{3,}|~{3,})", stripped)
-            if opener:
-                fence = opener.group(1)
-                continue
-            open_details += stripped.count("<details") - stripped.count("</details>")
-        elif len(stripped) >= len(fence) and set(stripped) == {fence[0]}:
-            fence = None
-    closers = ([fence] if fence else []) + ["</details>"] * max(open_details, 0)
-    return "\n" + "\n".join(closers) if closers else ""
 
 
 def fit_summary(markdown: str, budget_bytes: int) -> str:

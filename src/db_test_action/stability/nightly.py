@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import PurePosixPath
 
-from db_test_action.classify import category_for, classify_failure
-from db_test_action.junit import ParsedFile, group_tests
+from db_test_action.junit.parse import ParsedFile, group_tests
 from db_test_action.model import (
     CategoryRule,
     Cause,
@@ -31,6 +30,7 @@ from db_test_action.model import (
     Status,
     TestResult,
 )
+from db_test_action.report.classify import category_for, classify_failure
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from enum import Enum
 
 from github import Github, GithubException, InputGitTreeElement
 
-from db_test_action.github_client import ACTIONS_BOT_LOGIN, Retrier, RetryPolicy, connect, viewer_login
+from db_test_action.publish.client import ACTIONS_BOT_LOGIN, Retrier, RetryPolicy, connect, viewer_login
 
 DEFAULT_LABEL = "db-test-action:stability"
 DEFAULT_BRANCH = "db-test-action-history"

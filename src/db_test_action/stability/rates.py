@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from db_test_action.model import Cause, ParseProblem
-from db_test_action.nightly import (
+from db_test_action.stability.nightly import (
     Night,
     Observed,
     ObservedTest,

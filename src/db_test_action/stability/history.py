@@ -18,13 +18,11 @@ kept night mentions, so the file never grows without bound.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from db_test_action.errors import DbTestActionError
-from db_test_action.nightly import Night, TestCounts
+from db_test_action.stability.nightly import Night, TestCounts
 
 FORMAT = "db-test-action-history"
 VERSION = 1
@@ -145,27 +143,3 @@ def _counts(values: Any) -> TestCounts:
 
 
 # --- the local file edge ---------------------------------------------------------------------------------
-
-
-def read_history_file(path: Path) -> tuple[Night, ...] | None:
-    """None when the file does not exist yet (the first night); errors name the file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise DbTestActionError(f"{path}: cannot read the history ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise DbTestActionError(f"{path}: the history is not UTF-8 text; pass another --history") from None
-    return parse_history(text, str(path))
-
-
-def write_history_file(path: Path, nights: Sequence[Night]) -> None:
-    """Write via a temporary file and rename, so a crash never leaves half a history behind."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(dump_history(nights), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise DbTestActionError(f"{path}: cannot write the history ({exc.strerror})") from None

@@ -11,18 +11,9 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
-from db_test_action.budgets import (
-    category_durations,
-    check_budgets,
-    compute_timing,
-    find_regressions,
-    slowest_tests,
-    with_category_budgets,
-)
-from db_test_action.classify import category_for, classify_failure, default_category, group_causes
 from db_test_action.config import ReportConfig
 from db_test_action.errors import DbTestActionError
-from db_test_action.junit import ParsedFile, group_tests_lazily
+from db_test_action.junit.parse import ParsedFile, group_tests_lazily
 from db_test_action.model import (
     BudgetStatus,
     CategoryRule,
@@ -38,7 +29,16 @@ from db_test_action.model import (
     TestResult,
     Verdict,
 )
-from db_test_action.serverlog import ServerEvent, TestWindow, attribute_events, to_record
+from db_test_action.report.budgets import (
+    category_durations,
+    check_budgets,
+    compute_timing,
+    find_regressions,
+    slowest_tests,
+    with_category_budgets,
+)
+from db_test_action.report.classify import category_for, classify_failure, default_category, group_causes
+from db_test_action.report.evidence import ServerEvent, TestWindow, attribute_events, to_record
 
 _PROBLEM = frozenset(s for s in Status if s.is_problem)
 _COLUMN = {
@@ -141,7 +141,7 @@ def attach_server_evidence(
     """Tie server records to the failing tests; count server errors no test's window holds.
 
     Every attempt with a recorded window takes part (a passing test's window explains away the errors it
-    may have expected); only failing tests show their records. Matching rules: serverlog.attribute_events.
+    may have expected); only failing tests show their records. Matching rules: evidence.attribute_events.
     """
     windows = test_windows(occurrences)
     source_of: dict[int, str] = {}

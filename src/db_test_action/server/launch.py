@@ -26,8 +26,8 @@ import psycopg
 from psycopg import sql
 
 from db_test_action.errors import EXIT_ENV, EXIT_USAGE, DbTestActionError
-from db_test_action.pgbin import find_bin_dir, package_for_extension, server_major
-from db_test_action.serverlog import copy_server_log, server_log_settings
+from db_test_action.server.binaries import find_bin_dir, package_for_extension, server_major
+from db_test_action.server.log import copy_server_log, server_log_settings
 
 SUPERUSER = "postgres"
 # Throwaway-friendly: durability off (the data dir is deleted anyway), enough connections for xdist

@@ -2,10 +2,10 @@
 
 A driver exception carries one line; the server log carries the statement, DETAIL/HINT/CONTEXT, both
 processes of a deadlock and who held a lock. The launcher writes that log as jsonlog (csvlog before
-PostgreSQL 15); this module reads it and attributes each record to the test that was running — by
-application name when the suite sets one, else by database and time window, disambiguated by the
+PostgreSQL 15); this module parses its text and attributes each record to the test that was running —
+by application name when the suite sets one, else by database and time window, disambiguated by the
 test's own error message so that two xdist workers sharing a database are never cross-attributed.
-Parsing reads a file (an edge); attribution is pure.
+Pure: the command edge reads the file and passes its text.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 from db_test_action.model import ParseProblem, ServerRecord
 
@@ -27,57 +26,6 @@ CSV_COLUMNS = (
     "cursor_position location application_name backend_type leader_pid query_id"
 ).split()
 ERROR_SEVERITIES = frozenset({"ERROR", "FATAL", "PANIC"})
-
-
-def server_log_settings(log_dir: Path, log_format: str) -> dict[str, str]:
-    """What the server must log so a failing test can be explained from the server's side.
-
-    Errors come with their statement; lock waits and deadlocks with DETAIL naming the other process
-    (deadlock_timeout short so a deadlocked teardown is reported in 0.1 s, not 1 s); timestamps in UTC
-    so they compare with the plugin's; files rotate by size and copy_server_log keeps the newest 64 MB,
-    so a runaway suite cannot fill the disk.
-    """
-    return {
-        "logging_collector": "on",
-        "log_destination": log_format,
-        "log_directory": str(log_dir),
-        "log_filename": "postgresql-%Y%m%d-%H%M%S.log",
-        "log_rotation_age": "0",
-        "log_rotation_size": "16MB",
-        "log_file_mode": "0644",
-        "log_timezone": "UTC",
-        "log_min_messages": "warning",
-        "log_min_error_statement": "error",
-        "log_lock_waits": "on",
-        "deadlock_timeout": "100ms",
-        "log_error_verbosity": "default",
-    }
-
-
-LOG_CAP_BYTES = 64 << 20
-
-
-def copy_server_log(log_dir: Path, dest: Path, cap_bytes: int = LOG_CAP_BYTES) -> int:
-    """Append the collector's machine-readable files (oldest first) to `dest`; bytes written."""
-    files = sorted(p for p in log_dir.glob("*") if p.suffix in (".json", ".csv"))
-    budget = cap_bytes
-    chunks: list[bytes] = []
-    for path in reversed(files):  # newest first, so the cap drops the oldest
-        if budget <= 0:
-            break
-        data = path.read_bytes()
-        if len(data) > budget:
-            data = data[-budget:]
-            data = data[data.find(b"\n") + 1 :]  # whole records only
-        chunks.append(data)
-        budget -= len(data)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    written = 0
-    with open(dest, "ab") as out:
-        for data in reversed(chunks):
-            out.write(data)
-            written += len(data)
-    return written
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,14 +101,10 @@ def _event(rec: dict[str, str | int | None]) -> ServerEvent:
     )
 
 
-def parse_server_log(path: Path) -> tuple[tuple[ServerEvent, ...], tuple[ParseProblem, ...]]:
-    """Read a jsonlog (one object a line) or csvlog file; bad records become ParseProblems."""
+def parse_server_log(raw: str, name: str) -> tuple[tuple[ServerEvent, ...], tuple[ParseProblem, ...]]:
+    """A jsonlog (one object a line) or csvlog text, from the file `name`; bad records become ParseProblems."""
     events: list[ServerEvent] = []
     problems: list[ParseProblem] = []
-    try:
-        raw = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        return (), (ParseProblem(str(path), f"cannot read server log ({exc.strerror})"),)
     if raw.lstrip().startswith("{"):
         for number, line in enumerate(raw.splitlines(), 1):
             if not line.strip():
@@ -171,7 +115,7 @@ def parse_server_log(path: Path) -> tuple[tuple[ServerEvent, ...], tuple[ParsePr
                     raise ValueError(f"a JSON {type(record).__name__}, not an object")
                 events.append(_event(record))
             except (ValueError, KeyError) as exc:
-                problems.append(ParseProblem(str(path), f"bad jsonlog record ({exc})", number))
+                problems.append(ParseProblem(name, f"bad jsonlog record ({exc})", number))
     else:
         for number, row in enumerate(csv.reader(raw.splitlines(keepends=True)), 1):
             if not row:
@@ -179,9 +123,9 @@ def parse_server_log(path: Path) -> tuple[tuple[ServerEvent, ...], tuple[ParsePr
             try:
                 events.append(_event(dict(zip(CSV_COLUMNS, row, strict=False))))
             except (ValueError, KeyError) as exc:
-                problems.append(ParseProblem(str(path), f"bad csvlog record ({exc})", number))
+                problems.append(ParseProblem(name, f"bad csvlog record ({exc})", number))
     if len(problems) > 5:  # one line per file is enough to say it is damaged
-        problems = [*problems[:5], ParseProblem(str(path), f"and {len(problems) - 5} more bad records")]
+        problems = [*problems[:5], ParseProblem(name, f"and {len(problems) - 5} more bad records")]
     return tuple(events), tuple(problems)
 
 

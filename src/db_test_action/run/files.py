@@ -11,8 +11,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
-from db_test_action.plugin_junit import MAIN_WORKER
-from db_test_action.sharding import Split
+from db_test_action.contract import MAIN_WORKER
+from db_test_action.run.sharding import Split
 
 MANIFEST_VERSION = 1
 _TAIL_LINES = 40

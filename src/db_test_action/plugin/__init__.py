@@ -7,6 +7,6 @@ the hook functions found on the entry-point module:
 - plugin_quarantine: known-flaky tests reported but not failing (`--quarantine FILE`).
 """
 
-from db_test_action.plugin_db import *  # noqa: F403
-from db_test_action.plugin_junit import *  # noqa: F403
-from db_test_action.plugin_quarantine import *  # noqa: F403
+from db_test_action.plugin.db import *  # noqa: F403
+from db_test_action.plugin.quarantine import *  # noqa: F403
+from db_test_action.plugin.results import *  # noqa: F403

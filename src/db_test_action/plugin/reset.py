@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import psycopg
 from psycopg import sql
 
-from db_test_action.dbtemplate import (
+from db_test_action.errors import DbTestActionError
+from db_test_action.plugin.template import (
     SEED_SCHEMA,
     USER_TABLES_SQL,
     admin_conninfo,
@@ -22,8 +23,7 @@ from db_test_action.dbtemplate import (
     connect,
     with_database,
 )
-from db_test_action.errors import DbTestActionError
-from db_test_action.postgres import redact
+from db_test_action.server.launch import redact
 
 LOCK_TIMEOUT_MS = 10_000  # a test still holding a transaction must not hang the suite
 DELETE_MAX_BYTES = 1 << 20  # above this, a dirty table is truncated (DELETE leaves dead rows behind)
