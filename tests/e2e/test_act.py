@@ -41,7 +41,11 @@ def _act(workdir: Path, tmp: Path, *args: str) -> tuple[subprocess.CompletedProc
     cmd = ["act", "push", "--concurrent-jobs", "1", "-P", "ubuntu-latest=-self-hosted", *args]
     for pin, folder in PINS.items():
         cmd += ["--local-repository", f"{pin}={STANDINS / folder}"]
-    for name, value in (("DTA_E2E_OUT", out), ("DTA_E2E_ARTIFACTS", artifacts), ("DTA_E2E_PYTHON", sys.executable)):
+    for name, value in (
+        ("DTA_E2E_OUT", out),
+        ("DTA_E2E_ARTIFACTS", artifacts),
+        ("DTA_E2E_PYTHON", sys.executable),
+    ):
         cmd += ["--env", f"{name}={value}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "DB_TEST_ACTION_"))}
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=540, env=env)
