@@ -86,16 +86,17 @@ def index(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 def _maintainer_repo(tmp: Path) -> tuple[Path, Path]:
     """A clone of this project whose origin is a local bare remote that already has an older `v1`.
 
-    origin says https://github.com/<owner>/db-test-action.git, as a real clone's would (act derives
-    github.repository from it), and git's insteadOf sends fetches and pushes to the bare remote."""
-    remote = tmp / "remote.git"
+    origin's URL is https://github.com/<owner>/db-test-action.git, as a real clone's would be (act derives
+    github.repository from it); its push URL is the bare remote."""
+    remote = tmp / "repos" / REPOSITORY  # where the checkout stand-in clones the repository from
+    remote.mkdir(parents=True)
     git(tmp, "init", "-q", "--bare", str(remote))
     work = copy_project(tmp / "work")
     (work / ".ci" / "run").write_text(QUICK_CI)
     git(work, "init", "-q", "-b", "main")
     url = f"https://github.com/{REPOSITORY}.git"
     git(work, "remote", "add", "origin", url)
-    git(work, "config", f"url.{remote}.insteadOf", url)
+    git(work, "remote", "set-url", "--push", "origin", str(remote))
     git(work, "add", "-A")
     git(work, "commit", "-qm", "the last release")
     git(work, "tag", "v1")
@@ -139,7 +140,7 @@ def test_release_rehearsal(tmp_path: Path, index: tuple[str, Path], httpserver: 
         ".github/workflows/release.yml",
         "-e",
         str(event),
-        "--bind",  # the jobs run in the clone, so `git push origin` reaches the bare remote
+        "--no-skip-checkout",  # each job clones the tag from the remote, so it can push vX back
         "--var",
         f"PYPI_REPOSITORY_URL={url}/",
         "-s",
