@@ -405,4 +405,4 @@ def test_action_yml_fits_the_marketplace() -> None:
     assert len(ICONS) > 250 and "database" in ICONS and "coffee" not in ICONS
     # the listing is the README: its first screen says what it is and how to use it
     head = (ROOT / "README.md").read_text(encoding="utf-8")[:3000]
-    assert head.startswith("# ") and "uses:" in head
+    assert head.startswith("# ") and f"uses: {OWNER}/db-test-action@v1" in head

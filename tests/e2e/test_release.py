@@ -5,7 +5,8 @@ REST API (pytest-httpserver), with the maintainer's three commands from docs/rel
 What is real: the three commands, act's engine, every `run:` of release.yml (scripts/release check,
 the build with hatchling, twine check, the clean-venv smoke test of the wheel, the GitHub release request,
 the major tag pushed with git), twine uploading to a real index, pip installing from it. Stood in:
-setup-python and the artifact actions (as in test_act.py), and pypa/gh-action-pypi-publish (a container
+setup-python and the artifact actions (as in test_act.py), actions/checkout (each job clones the tag from
+the bare remote, as the real one fetches it from GitHub), and pypa/gh-action-pypi-publish (a container
 action that trades the OIDC token for an upload token) by a twine upload to the same `repository-url`.
 Two things differ from GitHub and are said where they happen: the repository's `.ci/run` is replaced by a
 quick one (the real one runs the whole suite, this rehearsal included), and the clean venv of the smoke
