@@ -15,7 +15,7 @@ else:  # pragma: no cover
 
 from collections.abc import Sequence
 
-from db_test_action.config import TABLE
+from db_test_action.config.settings import TABLE
 from db_test_action.errors import DbTestActionError
 from db_test_action.stability.history import dump_history, parse_history
 from db_test_action.stability.nightly import Night

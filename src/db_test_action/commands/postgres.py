@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from db_test_action.config import resolve
+from db_test_action.config.settings import resolve
 from db_test_action.errors import EXIT_ENV, EXIT_USAGE, DbTestActionError
 from db_test_action.publish import gha
 from db_test_action.server.binaries import find_bin_dir

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from db_test_action.config import resolve
+from db_test_action.config.settings import resolve
 from db_test_action.errors import EXIT_USAGE, DbTestActionError
 from db_test_action.publish.client import RetryPolicy
 from db_test_action.publish.publisher import (

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from db_test_action.commands.files import display_path, load_table, read_json, write_output
-from db_test_action.config import resolve_report_config
+from db_test_action.config.report import resolve_report_config
 from db_test_action.errors import EXIT_GATE, EXIT_OK, EXIT_USAGE, DbTestActionError
 from db_test_action.junit.files import expand_paths, parse_junit_file
 from db_test_action.model import ParseProblem, Report, report_from_dict, report_to_dict

@@ -26,12 +26,13 @@ from db_test_action.commands.files import (
     write_history_file,
     write_output,
 )
-from db_test_action.config import resolve, resolve_report_config
+from db_test_action.config.report import resolve_report_config
 from db_test_action.config.settings import (
     DEFAULT_BRANCH,
     DEFAULT_HISTORY_PATH,
     DEFAULT_KEEP_NIGHTS,
     DEFAULT_LABEL,
+    resolve,
     table_keys,
 )
 from db_test_action.errors import EXIT_ENV, EXIT_GATE, EXIT_OK, EXIT_USAGE, DbTestActionError
