@@ -13,7 +13,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from db_test_action.config import TABLE
 from db_test_action.errors import DbTestActionError
@@ -21,10 +21,26 @@ from db_test_action.stability.history import dump_history, parse_history
 from db_test_action.stability.nightly import Night
 
 
-def write_output(path: Path, text: str, flag: str) -> None:
+def write_output(path: Path, text: str | bytes, flag: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise DbTestActionError(
+            f"{path}: cannot write {flag} ({exc.strerror}); check the directory"
+        ) from None
+
+
+def write_chunks(path: Path, chunks: Iterable[bytes], flag: str) -> None:
+    """Write a document produced piece by piece (the JSON report, the merged JUnit): constant memory."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
     except OSError as exc:
         raise DbTestActionError(
             f"{path}: cannot write {flag} ({exc.strerror}); check the directory"

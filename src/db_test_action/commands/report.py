@@ -21,11 +21,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from db_test_action.commands.files import display_path, load_table, read_json, write_output
+from db_test_action.commands.files import display_path, load_table, read_json, write_chunks, write_output
 from db_test_action.config import resolve_report_config
 from db_test_action.errors import EXIT_GATE, EXIT_OK, EXIT_USAGE, DbTestActionError
 from db_test_action.junit.files import expand_paths, parse_junit_file
-from db_test_action.model import ParseProblem, Report, report_from_dict, report_to_dict
+from db_test_action.model import ParseProblem, Report, report_from_dict, report_json_chunks
 from db_test_action.publish import gha
 from db_test_action.report.build import build_report, validate_manifest
 from db_test_action.report.evidence import parse_server_log
@@ -227,8 +227,4 @@ def _write_outputs(report: Report, args: argparse.Namespace) -> None:
     if args.markdown:
         write_output(args.markdown, render_markdown(report), "--markdown")
     if args.json:
-        write_output(
-            args.json,
-            json.dumps(report_to_dict(report), ensure_ascii=False, separators=(",", ":")) + "\n",
-            "--json",
-        )
+        write_chunks(args.json, report_json_chunks(report), "--json")

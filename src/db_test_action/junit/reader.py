@@ -1,15 +1,18 @@
-"""Reading one JUnit file's XML events into rows: the expat callbacks behind `junit.parse_junit_bytes`.
+"""Reading one JUnit file's XML events into rows: the loop behind `junit.parse_junit_bytes`.
 
-Split from junit.py (files, problems, defusedxml set-up) to keep modules small. The reader sees every
-element of 100,000-testcase reports, so it keeps only what a report needs and does little per element;
-test ids (pytest node ids from classname/file) are derived here too.
+Split from parse.py (files, problems, the DTD refusal) to keep modules small. Elements are built in C by
+ElementTree's pull parser; the reader sees the start and end of every element of 100,000-testcase reports,
+so it keeps only what a report needs and does little per element; test ids (pytest node ids from
+classname/file) are derived here too.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import xml.etree.ElementTree as ET
 from collections import namedtuple
+from collections.abc import Iterable
 from dataclasses import MISSING, fields
 from functools import lru_cache
 
@@ -32,183 +35,227 @@ A report reads 100,000 testcases; the stages read fields by name, so they take e
 _new_row = tuple.__new__  # OccurrenceRow(…) without the Python-level __new__ of namedtuple
 
 
+class PassRow(namedtuple("PassRow", ["test_id", "file", "line", "duration_s", "source", "shard", "run"])):
+    """A clean pass without runner properties (~95 % of a big report): 7 fields, the other 12 of
+    `Occurrence` are class constants. 112 bytes instead of 200 per testcase: ~9 MB of 100,000."""
+
+    __slots__ = ()
+    outcome = Outcome.PASSED
+    phase = None
+    message = text = ""
+    attempt = worker = started_at = finished_at = database = attempt_failure = None
+    markers: tuple[str, ...] = ()
+    is_quarantined = False
+
+    def occurrence(self) -> Occurrence:
+        return Occurrence(
+            self.test_id, self.file, self.line, self.outcome, None, self.duration_s, "", "", self.source,
+            self.shard, self.run,
+        )  # fmt: skip
+
+
 class NotJUnit(Exception):
-    """Raised from the start callback to stop parsing a file whose root is not a test suite."""
+    """Raised from `consume` to stop parsing a file whose root is not a test suite."""
 
 
-class _Result:
-    """A <failure>/<error>/<skipped> (or a rerun/flaky dialect element) of the open testcase."""
+# Properties the rows use: a suite's others are dropped when read, so nesting 20,000 suites deep with a
+# property each costs 20,000 small dict copies, not 20,000² entries.
+_KNOWN_PROPS = frozenset(
+    ("shard", "run", "attempt", "worker", "markers", "started_at", "finished_at", "database",
+     "attempt_failure", "quarantined")
+)  # fmt: skip
 
-    __slots__ = ("message", "tag", "text", "type")
 
-    def __init__(self, tag: str, attrs: dict[str, str]) -> None:
-        self.tag = tag
-        self.message = attrs.get("message") or ""
-        self.type = attrs.get("type")
-        self.text: list[str] = []
+class _Suite:
+    """An open <testsuite>/<testsuites>: its attributes, its known properties and what it inherited."""
+
+    __slots__ = ("base", "had_props", "name", "props", "tag", "time")
+
+    def __init__(self, tag: str, time: str | None, name: str | None, base: dict[str, str]) -> None:
+        self.tag, self.time, self.name, self.base = tag, time, name, base
+        self.props: dict[str, str] = {}
+        self.had_props = False
 
 
 class JUnitReader:
-    """expat callbacks for one file: testcases become rows at their end tag; nothing else is kept.
+    """ElementTree pull events for one file: testcases become rows at their end tag; nothing else is kept.
 
-    Like a walk over the element tree, it descends only into <testsuites>, <testsuite> and <properties>
-    (a <testcase> anywhere else is not a test), reads a testcase's direct children only, and keeps an
-    element's text up to its first child (ElementTree's `.text`); <system-out> bodies are never stored.
-    Suite properties apply to the testcases after them. On a syntax error, every complete testcase is
-    already a row.
+    Like a walk over the element tree, it descends only into <testsuites> and <testsuite> (a <testcase>
+    anywhere else is not a test); a testcase or a suite's <properties> is read from its (C-built) subtree
+    at its end tag, then deleted from its suite, so memory holds one testcase, not the file. Suite
+    properties apply to the testcases after them. On a syntax error, every complete testcase is already a
+    row. Work per element is O(1): nesting depth costs nothing extra.
     """
 
     def __init__(self, name: str, shard: int | None, run: int | None) -> None:
         self.name = name
         self.shard, self.run = shard, run  # from the file name; the suite's properties may overrule them
         self.file_shard_run = file_shard_run(None, shard, run)  # for a testcase without properties
-        self.tags: list[str] = []  # open elements (local names), outermost first
-        self.skip_depth = 0  # > 0 inside an element whose content does not matter
-        self.suites: list[tuple[dict[str, str], str | None, str | None]] = []  # (properties, time, name)
-        self.inherited: dict[str, str] = {}  # the open suites' properties, outer first
+        self.root: str | None = None  # local name of the root element
+        self.open = 0  # elements open now (a truncated file leaves some)
+        self.skip = 0  # > 0 inside an element that is read at its end (or not at all)
+        self.suites: list[_Suite] = []
+        self.suite_elems: list[ET.Element] = []
+        self.inherited: dict[str, str] = {}  # the open suites' known properties, inner ones win
         self.file_props: dict[str, str] = {}
-        self.props_target: dict[str, str] | None = None  # the <properties> being read
-        self.prop: tuple[str, str, list[str]] | None = None  # the <property> being read: name, value, text
-        self.case: dict[str, str] | None = None  # attributes of the open testcase
-        self.case_props: dict[str, str] = {}
-        self.results: list[_Result] = []
-        self.text: list[str] | None = None  # where character data goes now
+        self.file_props_set = False
         self.rows: list[OccurrenceRow] = []
         self.defaulted: list[tuple[int, int | None]] = []  # rows that took the file's shard: (index, own run)
-        self.problem: ParseProblem | None = None
+        self.problem: ParseProblem | None = None  # what stopped the file
+        self.number_problem: ParseProblem | None = None  # the first absurd number (the rows are kept)
         self.wall_s: float | None = None
         self.is_pytest = False
         self.index = 0
-        self.local_names: dict[str, str] = {}
 
     def suite_int(self, key: str, default: int | None) -> int | None:
-        value = self.file_props.get(key, "")
-        return int(value) if value.isdigit() else default
+        value = self.file_props.get(key)
+        if value is None:
+            return default
+        number = self._int(key, value)
+        return default if number is None else number
 
-    # --- expat callbacks; attributes arrive as a flat [name, value, …] list ---
-
-    def start(self, tag: str, attr_list: list[str]) -> None:
-        tag = self.local_names.get(tag) or self._local(tag)
-        tags = self.tags
-        parent = tags[-1] if tags else None
-        tags.append(tag)
-        self.text = None  # a child ends its parent's `.text`
-        if self.skip_depth:
-            self.skip_depth += 1
-        elif self.props_target is not None:
-            if tag == "property" and parent == "properties":
-                attrs = _attrs(attr_list)
-                self.prop = (attrs.get("name") or "", attrs.get("value") or "", [])
-                self.text = self.prop[2]
+    def consume(self, events: Iterable[tuple[str, ET.Element]]) -> None:
+        """Read (event, element) pairs from an `XMLPullParser`; one loop, no callback per element."""
+        for event, elem in events:
+            if event == "start":
+                self.open += 1
+                if self.skip:
+                    self.skip += 1
+                    continue
+                tag = elem.tag
+                if tag[:1] == "{":
+                    tag = tag.rpartition("}")[2]
+                if tag == "testsuite" or tag == "testsuites":
+                    self._open_suite(tag, elem)
+                elif not self.suites:  # the root
+                    self.root = tag
+                    self.problem = ParseProblem(
+                        self.name, f"not JUnit XML (root element <{tag}>, expected <testsuites> or <testsuite>)"
+                    )
+                    raise NotJUnit
+                else:  # a testcase, the suite's properties, or anything else: read at its end
+                    self.skip = 1
             else:
-                self.skip_depth = 1
-        elif self.case is not None:
-            if parent != "testcase":  # inside a result: not read
-                self.skip_depth = 1
-            elif tag in _SEVERITY or tag in _RETRY_TAGS:
-                result = _Result(tag, _attrs(attr_list))
-                self.results.append(result)
-                self.text = result.text
-            elif tag == "properties":
-                self.props_target = self.case_props
-            else:  # <system-out>, <system-err>, anything else
-                self.skip_depth = 1
-        elif parent is None and tag not in ("testsuite", "testsuites"):
-            self.problem = ParseProblem(
-                self.name, f"not JUnit XML (root element <{tag}>, expected <testsuites> or <testsuite>)"
-            )
-            raise NotJUnit
-        elif tag == "testcase":
-            self.case = _attrs(attr_list)
-        elif tag == "testsuite" or tag == "testsuites":
-            attrs = _attrs(attr_list)
-            self.suites.append(({}, attrs.get("time"), attrs.get("name")))
-            if tag == "testsuite" and attrs.get("name") == "pytest":
-                self.is_pytest = True
-        elif tag == "properties":  # of the enclosing suite
-            self.props_target = {}
+                self.open -= 1
+                if self.skip:
+                    self.skip -= 1
+                    if self.skip:
+                        continue
+                    tag = elem.tag
+                    if tag[:1] == "{":
+                        tag = tag.rpartition("}")[2]
+                    if tag == "testcase":
+                        self._add_testcase(elem)
+                    elif tag == "properties":
+                        self._suite_properties(elem)
+                    del self.suite_elems[-1][:]  # read: free it
+                else:
+                    self._close_suite(elem)
+
+    # --- suites ---
+
+    def _open_suite(self, tag: str, elem: ET.Element) -> None:
+        if self.root is None:
+            self.root = tag
+        get = elem.attrib.get
+        name = get("name")
+        self.suites.append(_Suite(tag, get("time"), name, self.inherited))
+        self.suite_elems.append(elem)
+        if tag == "testsuite" and name == "pytest":
+            self.is_pytest = True
+
+    def _suite_properties(self, elem: ET.Element) -> None:
+        props = _properties(elem)
+        suite = self.suites[-1]
+        suite.had_props |= bool(props)
+        suite.props.update((k, v) for k, v in props.items() if k in _KNOWN_PROPS)
+        self.inherited = {**suite.base, **suite.props} if suite.props else suite.base
+
+    def _close_suite(self, elem: ET.Element) -> None:
+        suite = self.suites.pop()
+        self.suite_elems.pop()
+        if suite.tag == "testsuite":
+            if not self.file_props_set and suite.had_props:
+                self.file_props, self.file_props_set = suite.props, True
+            if suite.time is not None and (not self.suites or self.suites[-1].tag != "testsuite"):
+                # A top-level suite: that process's wall time.
+                self.wall_s = (self.wall_s or 0.0) + self._duration(suite.time, f"suite {suite.name or '?'}")
         else:
-            self.skip_depth = 1
+            self.is_pytest |= suite.name == "pytest tests"
+        self.inherited = suite.base
+        if self.suite_elems:
+            del self.suite_elems[-1][:]
 
-    def end(self, _tag: str) -> None:
-        tags = self.tags
-        tag = tags.pop()
-        self.text = None
-        if self.skip_depth:
-            self.skip_depth -= 1
-        elif self.prop is not None:  # the end of the <property>
-            name, value, text = self.prop
-            self.props_target[name] = value or "".join(text)  # type: ignore[index]
-            self.prop = None
-        elif self.props_target is not None:  # the end of the <properties>
-            if self.case is None:
-                self.suites[-1][0].update(self.props_target)
-                self._merge_inherited()
-            self.props_target = None
-        elif self.case is not None:
-            if tag == "testcase":
-                self._add_testcase(self.case)
-                self.case = None
-                self.case_props = {}
-                self.results = []
-        elif tag == "testsuite":
-            props, time, _name = self.suites.pop()
-            if not self.file_props and props:
-                self.file_props = props
-            if time is not None and (not tags or tags[-1] != "testsuite"):
-                self.wall_s = (self.wall_s or 0.0) + _float(
-                    time
-                )  # a top-level suite: that process's wall time
-            self._merge_inherited()
-        elif tag == "testsuites":
-            _props, _time, name = self.suites.pop()
-            self.is_pytest |= name == "pytest tests"
-            self._merge_inherited()
+    # --- numbers: absurd ones are read as nothing and named once per file ---
 
-    def data(self, text: str) -> None:
-        if self.text is not None:
-            self.text.append(text)
+    def _duration(self, value: str | None, where: str) -> float:
+        seconds = _float(value)
+        if seconds < 0.0:
+            self._absurd(where, "time", value, "not a finite, non-negative number of seconds (read as 0)")
+            return 0.0
+        return seconds
 
-    # --- helpers ---
+    def _int(self, key: str, value: str) -> int | None:
+        value = value.strip()
+        if value.isascii() and value.isdigit():
+            if len(value) <= _MAX_DIGITS:
+                return int(value)
+            self._absurd(f"property {key}", key, value, f"more than {_MAX_DIGITS} digits (ignored)")
+        elif value and value.isdigit():  # '²' or other Unicode digits int() may refuse
+            self._absurd(f"property {key}", key, value, "not an ASCII number (ignored)")
+        return None
 
-    def _local(self, tag: str) -> str:
-        """`uri}name` (expat's namespaced form) → `name`."""
-        self.local_names[tag] = local = tag.rpartition("}")[2]
-        return local
+    def _absurd(self, where: str, key: str, value: str | None, what: str) -> None:
+        if self.number_problem is None:
+            shown = (value or "")[:20] + ("…" if value and len(value) > 20 else "")
+            self.number_problem = ParseProblem(
+                self.name, f"{where}: {key}={shown!r} is {what}; fix the tool that wrote the file"
+            )
 
-    def _merge_inherited(self) -> None:
-        merged: dict[str, str] = {}
-        for props, _time, _name in self.suites:
-            merged.update(props)
-        self.inherited = merged
+    # --- testcases ---
 
-    def _add_testcase(self, attrs: dict[str, str]) -> None:
+    def _add_testcase(self, elem: ET.Element) -> None:
         self.index += 1
-        get = attrs.get
+        get = elem.attrib.get
+        line_attr = get("line")
+        if line_attr and not (line_attr.isascii() and len(line_attr) <= _MAX_DIGITS):
+            self._absurd(f"testcase {get('name') or '?'}", "line", line_attr, "not a line number (ignored)")
+            line_attr = None
         test_id, file, line = derive_test_id(
-            get("classname") or "", get("name") or "", get("file"), get("line"), self.index
+            get("classname") or "", get("name") or "", get("file"), line_attr, self.index
         )
         rows, name = self.rows, self.name
-        props = {**self.inherited, **self.case_props} if self.case_props else self.inherited
-        if not props and not self.results:  # the common case, a clean pass without runner properties
+        results: list[tuple[str, str, str | None, str]] = []
+        case_props: dict[str, str] = {}
+        if len(elem):
+            for child in elem:
+                tag = child.tag
+                if tag[:1] == "{":
+                    tag = tag.rpartition("}")[2]
+                if tag in _SEVERITY or tag in _RETRY_TAGS:
+                    cget = child.attrib.get
+                    results.append((tag, cget("message") or "", cget("type"), (child.text or "").strip()))
+                elif tag == "properties":
+                    case_props.update(_properties(child))
+        duration = _float(get("time"))
+        if duration < 0.0:
+            duration = self._duration(get("time"), f"testcase {test_id}")
+        props = {**self.inherited, **case_props} if case_props else self.inherited
+        if not props and not results:  # the common case, a clean pass without runner properties
             self.defaulted.append((len(rows), None))
-            rows.append(
-                _new_row(OccurrenceRow, (
-                    test_id, file, line, Outcome.PASSED, None, _float(get("time")), "", "", name,
-                    *self.file_shard_run, None, None, (), None, None, None, None, False,
-                ))
-            )  # fmt: skip
+            rows.append(_new_row(PassRow, (test_id, file, line, duration, name, *self.file_shard_run)))
             return
         if props:
+            pget = props.get
             own_shard, own_run, attempt = (
-                _int(props.get("shard")),
-                _int(props.get("run")),
-                _int(props.get("attempt")),
+                self._opt_int("shard", pget("shard")),
+                self._opt_int("run", pget("run")),
+                self._opt_int("attempt", pget("attempt")),
             )
-            worker, markers = props.get("worker"), tuple(m for m in props.get("markers", "").split(",") if m)
-            started, finished = _time(props.get("started_at")), _time(props.get("finished_at"))
-            database, attempt_failure = props.get("database") or None, props.get("attempt_failure") or None
-            is_quarantined = props.get("quarantined") == "true"
+            worker, markers = pget("worker"), tuple(m for m in pget("markers", "").split(",") if m)
+            started, finished = _time(pget("started_at")), _time(pget("finished_at"))
+            database, attempt_failure = pget("database") or None, pget("attempt_failure") or None
+            is_quarantined = pget("quarantined") == "true"
         else:
             own_shard = own_run = attempt = worker = started = finished = database = attempt_failure = None
             markers, is_quarantined = (), False
@@ -216,18 +263,18 @@ class JUnitReader:
             shard, run = own_shard, own_run
         else:
             shard, run = file_shard_run(own_run, self.shard, self.run)
-        for r in self.results:
-            if r.tag in _RETRY_TAGS:
+        for tag, message, _type, text in results:
+            if tag in _RETRY_TAGS:
                 if own_shard is None:
                     self.defaulted.append((len(rows), own_run))
                 rows.append(
                     OccurrenceRow(
-                        test_id, file, line, Outcome.FAILED, Phase.CALL, 0.0, r.message,
-                        "".join(r.text).strip(), name, shard, run, attempt, worker, markers,
-                        started, finished, database, attempt_failure, is_quarantined,
+                        test_id, file, line, Outcome.FAILED, Phase.CALL, 0.0, message, text, name, shard,
+                        run, attempt, worker, markers, started, finished, database, attempt_failure,
+                        is_quarantined,
                     )
                 )  # fmt: skip
-        results = [r for r in self.results if r.tag in _SEVERITY]
+        results = [r for r in results if r[0] in _SEVERITY]
         if results or not attempt_failure:
             outcome, phase, message, text = _result(results)
         else:  # a rerun attempt, written empty by pytest-rerunfailures: the plugin kept what failed
@@ -238,27 +285,42 @@ class JUnitReader:
             self.defaulted.append((len(rows), own_run))
         rows.append(
             OccurrenceRow(
-                test_id, file, line, outcome, phase, _float(get("time")), message, text, name,
+                test_id, file, line, outcome, phase, duration, message, text, name,
                 shard, run, attempt, worker, markers, started, finished, database, attempt_failure,
                 is_quarantined,
             )
         )  # fmt: skip
 
-
-def _attrs(attr_list: list[str]) -> dict[str, str]:
-    pairs = iter(attr_list)
-    return dict(zip(pairs, pairs))  # noqa: B905 (expat always gives name, value pairs)
+    def _opt_int(self, key: str, value: str | None) -> int | None:
+        return self._int(key, value) if value else None
 
 
-def _result(results: list[_Result]) -> tuple[Outcome, Phase | None, str, str]:
+_MAX_DIGITS = 18  # shard, run, attempt, line: anything longer is no count (int() refuses > 4,300 anyway)
+
+
+def _properties(elem: ET.Element) -> dict[str, str]:
+    """<properties><property name= value=/>…: a property's value, or its text when the value is empty."""
+    props: dict[str, str] = {}
+    for prop in elem:
+        tag = prop.tag
+        if tag[:1] == "{":
+            tag = tag.rpartition("}")[2]
+        if tag == "property":
+            get = prop.attrib.get
+            props[get("name") or ""] = get("value") or prop.text or ""
+    return props
+
+
+def _result(results: list[tuple[str, str, str | None, str]]) -> tuple[Outcome, Phase | None, str, str]:
+    """(tag, message, type, text) of a testcase's results → outcome, phase and the worst ones' texts."""
     if not results:
         return Outcome.PASSED, None, "", ""
-    worst = max(_SEVERITY[r.tag] for r in results)
-    chosen = [r for r in results if _SEVERITY[r.tag] == worst]
-    message = "\n".join(r.message for r in chosen).strip()
-    text = "\n".join("".join(r.text).strip() for r in chosen).strip()
+    worst = max(_SEVERITY[r[0]] for r in results)
+    chosen = [r for r in results if _SEVERITY[r[0]] == worst]
+    message = "\n".join(r[1] for r in chosen).strip()
+    text = "\n".join(r[3] for r in chosen).strip()
     if worst == _SEVERITY["skipped"]:
-        is_xfail = any(r.type == "pytest.xfail" for r in chosen)
+        is_xfail = any(r[2] == "pytest.xfail" for r in chosen)
         return (Outcome.XFAILED if is_xfail else Outcome.SKIPPED), None, message, text
     phase = Phase.CALL
     for prefix, prefix_phase in _PHASE_PREFIXES:
@@ -309,21 +371,17 @@ def _time(value: str | None) -> float | None:
     return seconds if seconds is not None and math.isfinite(seconds) else None
 
 
-def _int(value: str | None) -> int | None:
-    return int(value) if value and value.strip().isdigit() else None
-
-
 def _float(value: str | None) -> float:
-    """A duration: negative, missing or unreadable → 0 (`1,234.5` is read as 1234.5)."""
+    """A duration (`1,234.5` is read as 1234.5; missing is 0); -1.0 when negative, NaN, infinite (`1e400`)
+    or unreadable: no duration a report can add up, and the reader names it."""
     try:
         seconds = float(value or 0)
     except ValueError:
         try:
             seconds = float(value.replace(",", ""))  # type: ignore[union-attr]
         except ValueError:
-            return 0.0
-    # NaN fails the comparison; infinity (`time="1e400"`) is no duration a report can add up.
-    return seconds if 0.0 < seconds < math.inf else 0.0
+            return -1.0
+    return seconds if 0.0 <= seconds < math.inf else -1.0  # NaN fails the comparison
 
 
 def file_shard_run(own_run: int | None, shard: int | None, run: int | None) -> tuple[int | None, int | None]:
@@ -344,7 +402,7 @@ def derive_test_id(
     pytest's classname is the dotted module path plus classes (`tests.test_x.TestC`); xunit1 adds a
     `file=` attribute. An absolute or `../` file (seen in the wild) is ignored in favour of the classname.
     """
-    line_no = int(line) if line and line.isdigit() else None
+    line_no = int(line) if line and line.isascii() and line.isdigit() and len(line) <= 18 else None
     prefix, path = _id_prefix(classname, file)
     if prefix is not None:
         return f"{prefix}::{name}", path, line_no

@@ -13,7 +13,8 @@ from typing import Any
 
 from db_test_action.config import ReportConfig
 from db_test_action.errors import DbTestActionError
-from db_test_action.junit.parse import ParsedFile, group_tests_lazily
+from db_test_action.junit.attempts import group_tests_and_categories
+from db_test_action.junit.parse import ParsedFile
 from db_test_action.model import (
     BudgetStatus,
     CategoryRule,
@@ -76,8 +77,7 @@ def build_report(
     pytest_sources = frozenset(f.path for f in files if f.is_pytest)
     categorize = _categorizer(config.categories)
     # Clean single executions come back as TestResultRows (same fields): only counted, never shown.
-    tests = group_tests_lazily(occurrences, categorize, classify, pytest_sources)
-    category_of = {t.test_id: t.category for t in tests}
+    tests, category_of = group_tests_and_categories(occurrences, categorize, classify, pytest_sources)
     if config.expect_files:
         problems += check_expected_files(config.expect_files, files)
     if manifest is not None:
