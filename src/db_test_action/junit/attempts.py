@@ -11,6 +11,7 @@ import re
 from collections import namedtuple
 from collections.abc import Callable, Sequence
 
+from db_test_action.junit.reader import PassRow
 from db_test_action.model import Cause, Occurrence, Outcome, Phase, Problem, Status, TestResult
 
 _LOCATION_RE = re.compile(r"^(?!/)(?![^\n]*site-packages)([^\s:]+\.py):(\d+): ", re.MULTILINE)
@@ -79,28 +80,34 @@ def group_tests_and_categories(
     map grouping needed anyway, its values replaced in place: 100,000 ids cost one dict, not two."""
     first: dict[str, Occurrence] = {}
     repeats: dict[str, list[Occurrence]] = {}
+    setdefault = first.setdefault
     for occ in occurrences:
-        seen = first.setdefault(occ.test_id, occ)
+        seen = setdefault(occ.test_id, occ)
         if seen is not occ:
             if occ.test_id in repeats:
                 repeats[occ.test_id].append(occ)
             else:
                 repeats[occ.test_id] = [seen, occ]
     tests: list[TestResult | TestResultRow] = []
+    append, passed = tests.append, Status.PASSED
+    # The category map: `first`'s values replaced in place (same keys, no resize) as each test is made.
+    categories: dict[str, str] = first  # type: ignore[assignment]
     for test_id, occ in first.items():
+        if type(occ) is PassRow and test_id not in repeats:  # the commonest case: one clean pass
+            category = categories[test_id] = categorize(occ)
+            append(_new_row(TestResultRow, (test_id, category, occ.file, occ.line, passed, occ.duration_s)))
+            continue
         # Quarantined tests take the long way: their xfailed failures become problems to show.
         status = _clean_status(occ.outcome) if test_id not in repeats and not occ.is_quarantined else None
-        if status is not None:  # the common case (one clean execution): no attempt bookkeeping
-            row = (test_id, categorize(occ), occ.file, occ.line, status, occ.duration_s)
-            tests.append(_new_row(TestResultRow, row))
-            continue
-        per_source: dict[str, list[Occurrence]] = {}
-        for o in repeats.get(test_id, (occ,)):
-            per_source.setdefault(o.source, []).append(o)
-        tests.append(_one_test(test_id, per_source, categorize, classify, pytest_sources))
-    categories: dict[str, str] = first  # type: ignore[assignment]  # same keys, values replaced below
-    for test in tests:
-        categories[test.test_id] = test.category
+        if status is not None:  # one clean execution: no attempt bookkeeping
+            test = _new_row(TestResultRow, (test_id, categorize(occ), occ.file, occ.line, status, occ.duration_s))
+        else:
+            per_source: dict[str, list[Occurrence]] = {}
+            for o in repeats.get(test_id, (occ,)):
+                per_source.setdefault(o.source, []).append(o)
+            test = _one_test(test_id, per_source, categorize, classify, pytest_sources)
+        categories[test_id] = test.category
+        append(test)
     return tests, categories
 
 

@@ -110,6 +110,9 @@ def parse_junit_bytes(data: bytes, name: str) -> ParsedFile:
     final_shard = reader.suite_int("shard", shard)
     final_run = reader.suite_int("run", run)
     if (final_shard, final_run) != (shard, run):  # the suite's properties overrule the file name
+        for i, row in enumerate(rows):
+            if type(row) is PassRow:
+                rows[i] = row._replace(shard=final_shard, run=final_run if final_shard is not None else None)
         for i, own_run in reader.defaulted:
             new_shard, new_run = file_shard_run(own_run, final_shard, final_run)
             rows[i] = rows[i]._replace(shard=new_shard, run=new_run)

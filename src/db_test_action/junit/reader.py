@@ -100,12 +100,14 @@ class JUnitReader:
         self.file_props: dict[str, str] = {}
         self.file_props_set = False
         self.rows: list[OccurrenceRow] = []
-        self.defaulted: list[tuple[int, int | None]] = []  # rows that took the file's shard: (index, own run)
+        # OccurrenceRows that took the file's shard: (index, own run). PassRows always do.
+        self.defaulted: list[tuple[int, int | None]] = []
         self.problem: ParseProblem | None = None  # what stopped the file
         self.number_problem: ParseProblem | None = None  # the first absurd number (the rows are kept)
         self.wall_s: float | None = None
         self.is_pytest = False
         self.index = 0
+        self.ids, self.lines = _IDS, _LINES
 
     def suite_int(self, key: str, default: int | None) -> int | None:
         value = self.file_props.get(key)
@@ -115,42 +117,76 @@ class JUnitReader:
         return default if number is None else number
 
     def consume(self, events: Iterable[tuple[str, ET.Element]]) -> None:
-        """Read (event, element) pairs from an `XMLPullParser`; one loop, no callback per element."""
-        for event, elem in events:
-            if event == "start":
-                self.open += 1
-                if self.skip:
-                    self.skip += 1
-                    continue
-                tag = elem.tag
-                if tag[:1] == "{":
-                    tag = tag.rpartition("}")[2]
-                if tag == "testsuite" or tag == "testsuites":
-                    self._open_suite(tag, elem)
-                elif not self.suites:  # the root
-                    self.root = tag
-                    self.problem = ParseProblem(
-                        self.name, f"not JUnit XML (root element <{tag}>, expected <testsuites> or <testsuite>)"
-                    )
-                    raise NotJUnit
-                else:  # a testcase, the suite's properties, or anything else: read at its end
-                    self.skip = 1
-            else:
-                self.open -= 1
-                if self.skip:
-                    self.skip -= 1
-                    if self.skip:
+        """Read (event, element) pairs from an `XMLPullParser`; one loop, no callback per element.
+
+        A clean testcase (no children, no inherited runner properties: most of a big report) is read
+        inline; everything else goes through `_add_testcase`.
+        """
+        skip, depth, index = self.skip, self.open, self.index
+        append, name, (shard, run) = self.rows.append, self.name, self.file_shard_run
+        suite_elems, ids, lines = self.suite_elems, self.ids, self.lines
+        try:
+            for event, elem in events:
+                if event == "start":
+                    depth += 1
+                    if skip:
+                        skip += 1
                         continue
                     tag = elem.tag
                     if tag[:1] == "{":
                         tag = tag.rpartition("}")[2]
-                    if tag == "testcase":
-                        self._add_testcase(elem)
-                    elif tag == "properties":
-                        self._suite_properties(elem)
-                    del self.suite_elems[-1][:]  # read: free it
-                else:
+                    if tag == "testsuite" or tag == "testsuites":
+                        self._open_suite(tag, elem)
+                    elif not self.suites:  # the root
+                        self.root = tag
+                        self.problem = ParseProblem(
+                            name, f"not JUnit XML (root element <{tag}>, expected <testsuites> or <testsuite>)"
+                        )
+                        raise NotJUnit
+                    else:  # a testcase, the suite's properties, or anything else: read at its end
+                        skip = 1
+                    continue
+                depth -= 1
+                if not skip:
                     self._close_suite(elem)
+                    continue
+                skip -= 1
+                if skip:
+                    continue
+                tag = elem.tag
+                if tag[:1] == "{":
+                    tag = tag.rpartition("}")[2]
+                if tag == "testcase":
+                    index += 1
+                    get = elem.attrib.get
+                    classname, file, line = get("classname") or "", get("file"), get("line")
+                    prefix, path = ids.get((classname, file)) or self._prefix(classname, file)
+                    line_no = lines.get(line, -1)
+                    seconds = get("time")
+                    try:
+                        duration = float(seconds) if seconds else 0.0
+                    except ValueError:
+                        duration = -1.0
+                    if (
+                        prefix is None or line_no == -1 or not 0.0 <= duration < math.inf
+                        or len(elem) or self.inherited
+                    ):  # fmt: skip
+                        self.index = index
+                        self._add_testcase(elem)
+                    else:  # the common case, a clean pass without runner properties
+                        test_id = f"{prefix}::{get('name') or ''}"
+                        append(_new_row(PassRow, (test_id, path, line_no, duration, name, shard, run)))
+                elif tag == "properties":
+                    self._suite_properties(elem)
+                del suite_elems[-1][:]  # read: free it
+        finally:
+            self.skip, self.open, self.index = skip, depth, index
+
+    def _prefix(self, classname: str, file: str | None) -> tuple[str | None, str | None]:
+        if len(_IDS) > _CACHED:
+            _IDS.clear()
+        _IDS[classname, file] = found = _id_prefix(classname, file)
+        return found
 
     # --- suites ---
 
@@ -215,7 +251,6 @@ class JUnitReader:
     # --- testcases ---
 
     def _add_testcase(self, elem: ET.Element) -> None:
-        self.index += 1
         get = elem.attrib.get
         line_attr = get("line")
         if line_attr and not (line_attr.isascii() and len(line_attr) <= _MAX_DIGITS):
@@ -224,6 +259,11 @@ class JUnitReader:
         test_id, file, line = derive_test_id(
             get("classname") or "", get("name") or "", get("file"), line_attr, self.index
         )
+        if line_attr is not None:
+            if len(_LINES) > _CACHED:
+                _LINES.clear()
+                _LINES[None] = None
+            _LINES[line_attr] = line
         rows, name = self.rows, self.name
         results: list[tuple[str, str, str | None, str]] = []
         case_props: dict[str, str] = {}
@@ -242,7 +282,6 @@ class JUnitReader:
             duration = self._duration(get("time"), f"testcase {test_id}")
         props = {**self.inherited, **case_props} if case_props else self.inherited
         if not props and not results:  # the common case, a clean pass without runner properties
-            self.defaulted.append((len(rows), None))
             rows.append(_new_row(PassRow, (test_id, file, line, duration, name, *self.file_shard_run)))
             return
         if props:
@@ -294,6 +333,11 @@ class JUnitReader:
     def _opt_int(self, key: str, value: str | None) -> int | None:
         return self._int(key, value) if value else None
 
+
+# Pure caches shared by the files of one report: classname/file → (node id prefix, path), `line` → int.
+_IDS: dict[tuple[str, str | None], tuple[str | None, str | None]] = {}
+_LINES: dict[str | None, int | None] = {None: None}
+_CACHED = 20_000
 
 _MAX_DIGITS = 18  # shard, run, attempt, line: anything longer is no count (int() refuses > 4,300 anyway)
 

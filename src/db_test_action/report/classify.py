@@ -156,6 +156,7 @@ NEEDLES: dict[str, tuple[str, ...]] = {
 }
 
 
+_NEEDLE_KEYS = tuple((needle, key) for key, needles in NEEDLES.items() for needle in needles)
 _COMPILED: dict[tuple[CauseRule, ...], tuple[tuple[CauseRule, re.Pattern[str], tuple[str, ...] | None], ...]] = {}
 
 
@@ -197,8 +198,9 @@ def _classify_text(haystack: str, extra_rules: tuple[CauseRule, ...]) -> Cause |
     picks the candidate rules; only their regexes run (every pattern is linear: bounded repeats)."""
     if not haystack:
         return None
+    present = {key for needle, key in _NEEDLE_KEYS if needle in haystack}  # one pass of `in`
     for rule, regex, needles in _compiled(extra_rules):
-        if needles is not None and not any(n in haystack for n in needles):
+        if needles is not None and rule.key not in present:
             continue
         match = regex.search(haystack)
         if match:
