@@ -54,8 +54,14 @@ KINDS = [
     ("DeadlockDetectedError", "deadlock detected"),
 ]
 
-# Each child prints: wall seconds, CPU seconds, peak RSS (KB), and one word about what it did.
+# Each child prints: wall seconds, CPU seconds, peak RSS (KB), and one word about what it did. Peak RSS is
+# the process's own high-water mark (VmHWM): Linux carries ru_maxrss across fork+exec, so a child
+# would report this (data-generating) parent's peak instead of its own.
 CPU = "(lambda r: r.ru_utime + r.ru_stime)(resource.getrusage(resource.RUSAGE_SELF))"
+HWM = (
+    "next((int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM:')),"
+    " resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+)
 
 CHILD_REPORT = f"""
 import contextlib, io, resource, sys, time
@@ -63,7 +69,7 @@ t, c = time.perf_counter(), {CPU}
 from db_test_action.cli import main
 with contextlib.redirect_stdout(io.StringIO()):
     rc = main(["report", sys.argv[1], "--json", sys.argv[2], "--markdown", sys.argv[3], "--fail-on", "none"])
-print(time.perf_counter() - t, {CPU} - c, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, rc)
+print(time.perf_counter() - t, {CPU} - c, {HWM}, rc)
 """
 
 CHILD_JUNITPARSER = f"""
@@ -79,7 +85,7 @@ for path in sorted(Path(sys.argv[1]).glob("*.xml")):
             for case in suite:
                 cases += 1
                 failed += bool(case.result)
-print(time.perf_counter() - t, {CPU} - c, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, cases)
+print(time.perf_counter() - t, {CPU} - c, {HWM}, cases)
 """
 
 

@@ -36,6 +36,7 @@ from db_test_action.junit.attempts import (  # re-exported: one import for calle
 )
 from db_test_action.junit.reader import (  # derive_test_id and OccurrenceRow re-exported
     JUnitReader,
+    MergedReport,
     NotJUnit,
     OccurrenceRow,
     PassRow,
@@ -96,6 +97,8 @@ def parse_junit_bytes(data: bytes, name: str) -> ParsedFile:
         reader.consume(parser.read_events())
     except NotJUnit:
         pass
+    except MergedReport:
+        return ParsedFile(ResultFile(name, None, None, 0.0, 0), (), None)
     except ET.ParseError as exc:
         try:
             reader.consume(_pending(parser))  # the events before the error: every complete testcase

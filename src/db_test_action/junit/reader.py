@@ -54,6 +54,13 @@ class PassRow(namedtuple("PassRow", ["test_id", "file", "line", "duration_s", "s
         )  # fmt: skip
 
 
+MERGED_NAME = "db-test-action merged"  # the root of `report --junit-out` files (report/junit_out.py)
+
+
+class MergedReport(Exception):
+    """Raised from `consume` to skip a merged file we wrote: counting it would count every test twice."""
+
+
 class NotJUnit(Exception):
     """Raised from `consume` to stop parsing a file whose root is not a test suite."""
 
@@ -191,10 +198,12 @@ class JUnitReader:
     # --- suites ---
 
     def _open_suite(self, tag: str, elem: ET.Element) -> None:
-        if self.root is None:
-            self.root = tag
         get = elem.attrib.get
         name = get("name")
+        if self.root is None:
+            self.root = tag
+            if name == MERGED_NAME:  # `report --junit-out` wrote it: its tests are in the other files
+                raise MergedReport
         self.suites.append(_Suite(tag, get("time"), name, self.inherited))
         self.suite_elems.append(elem)
         if tag == "testsuite" and name == "pytest":

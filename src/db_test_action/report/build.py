@@ -64,11 +64,14 @@ def build_report(
     server_logs: Sequence[tuple[str, Sequence[ServerEvent]]] = (),
     server_note: str = "",
     server_problems: Sequence[ParseProblem] = (),
+    tests_out: list[TestResult] | None = None,
 ) -> Report:
     """Group, classify, count and check; `manifest`/`config.expect_files` turn missing shards into problems.
 
     `server_logs` (file name → its records) become each failing test's server evidence; without them a
     `server_note` says why there is none (empty: not a run of ours, so the report says nothing about it).
+    `tests_out`, when given, receives every grouped test (clean ones as `TestResultRow`s), e.g. for the
+    merged JUnit file; otherwise they are dropped once counted.
     """
     occurrences = [row for p in parsed for row in p.rows]  # OccurrenceRows: Occurrence's fields, cheaper
     files = [p.info for p in parsed]
@@ -78,6 +81,8 @@ def build_report(
     categorize = _categorizer(config.categories)
     # Clean single executions come back as TestResultRows (same fields): only counted, never shown.
     tests, category_of = group_tests_and_categories(occurrences, categorize, classify, pytest_sources)
+    if tests_out is not None:
+        tests_out.extend(tests)  # type: ignore[arg-type]  # rows have the fields a reader uses
     if config.expect_files:
         problems += check_expected_files(config.expect_files, files)
     if manifest is not None:
