@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -17,8 +17,9 @@ from collections.abc import Iterable, Sequence
 
 from db_test_action.config import TABLE
 from db_test_action.errors import DbTestActionError
-from db_test_action.stability.history import dump_history, parse_history
-from db_test_action.stability.nightly import Night
+
+if TYPE_CHECKING:
+    from db_test_action.stability.nightly import Night
 
 
 def write_output(path: Path, text: str | bytes, flag: str) -> None:
@@ -102,6 +103,10 @@ def read_history_file(path: Path) -> tuple[Night, ...] | None:
         raise DbTestActionError(f"{path}: cannot read the history ({exc.strerror})") from None
     except UnicodeDecodeError:
         raise DbTestActionError(f"{path}: the history is not UTF-8 text; pass another --history") from None
+    from db_test_action.stability.history import (
+        parse_history,  # only `stability` reads one: not imported by `report`
+    )
+
     return parse_history(text, str(path))
 
 
@@ -110,6 +115,8 @@ def write_history_file(path: Path, nights: Sequence[Night]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        from db_test_action.stability.history import dump_history
+
         tmp.write_text(dump_history(nights), encoding="utf-8")
         os.replace(tmp, path)
     except OSError as exc:
