@@ -147,7 +147,8 @@ class JUnitReader:
                     elif not self.suites:  # the root
                         self.root = tag
                         self.problem = ParseProblem(
-                            name, f"not JUnit XML (root element <{tag}>, expected <testsuites> or <testsuite>)"
+                            name,
+                            f"not JUnit XML (root element <{tag}>, expected <testsuites> or <testsuite>); pass the files pytest --junitxml writes",
                         )
                         raise NotJUnit
                     else:  # a testcase, the suite's properties, or anything else: read at its end
