@@ -23,29 +23,56 @@ def _kinds(rng: random.Random, n: int) -> list[tuple[str, list[str], str]]:
     table = f"ws_{n % 97}"
     pid = 1000 + rng.randrange(60000)
     kinds = [
-        (f"AssertionError: assert {400 + n % 200} == 201", [
-            f" +  where {400 + n % 200} = <Response [{400 + n % 200}]>.status_code"], "AssertionError"),
-        (WRAPPER.format(cls="IntegrityError", exc="UniqueViolationError")
-         + f'duplicate key value violates unique constraint "{table}_pkey"', [
-            f"DETAIL:  Key (id)=({key}) already exists.",
-            f"[SQL: INSERT INTO {table} (id, name) VALUES ($1::UUID, $2::VARCHAR)]",
-            f"[parameters: ('{key}', 'name-{n}')]"], "IntegrityError"),
-        (WRAPPER.format(cls="InternalError", exc="DependentObjectsStillExistError")
-         + f"cannot drop table {table} because other objects depend on it", [
-            f"DETAIL:  constraint notes_{n}_ws_fkey on table notes_{n} depends on table {table}",
-            "HINT:  Use DROP ... CASCADE to drop the dependent objects too.",
-            f"[SQL: DROP TABLE {table}]"], "InternalError"),
-        (WRAPPER.format(cls="InternalError", exc="InternalServerError") + "tuple concurrently updated", [
-            f"[SQL: CREATE OR REPLACE FUNCTION encrypt_{n}(data text) RETURNS bytea AS $$ SELECT 1 $$]"],
-         "InternalError"),
-        (WRAPPER.format(cls="DBAPIError", exc="DeadlockDetectedError") + "deadlock detected", [
-            f"DETAIL:  Process {pid} waits for AccessExclusiveLock on relation {16000 + n} of database 5; "
-            f"blocked by process {pid + 7}.",
-            f"[SQL: TRUNCATE {table} CASCADE]"], "DBAPIError"),
-        (WRAPPER.format(cls="ProgrammingError", exc="UndefinedTableError")
-         + f'relation "{table}_{n}" does not exist', [f"[SQL: SELECT * FROM {table}_{n}]"], "ProgrammingError"),
-        (f"ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', {5432 + n % 500})", [],
-         "ConnectionRefusedError"),
+        (
+            f"AssertionError: assert {400 + n % 200} == 201",
+            [f" +  where {400 + n % 200} = <Response [{400 + n % 200}]>.status_code"],
+            "AssertionError",
+        ),
+        (
+            WRAPPER.format(cls="IntegrityError", exc="UniqueViolationError")
+            + f'duplicate key value violates unique constraint "{table}_pkey"',
+            [
+                f"DETAIL:  Key (id)=({key}) already exists.",
+                f"[SQL: INSERT INTO {table} (id, name) VALUES ($1::UUID, $2::VARCHAR)]",
+                f"[parameters: ('{key}', 'name-{n}')]",
+            ],
+            "IntegrityError",
+        ),
+        (
+            WRAPPER.format(cls="InternalError", exc="DependentObjectsStillExistError")
+            + f"cannot drop table {table} because other objects depend on it",
+            [
+                f"DETAIL:  constraint notes_{n}_ws_fkey on table notes_{n} depends on table {table}",
+                "HINT:  Use DROP ... CASCADE to drop the dependent objects too.",
+                f"[SQL: DROP TABLE {table}]",
+            ],
+            "InternalError",
+        ),
+        (
+            WRAPPER.format(cls="InternalError", exc="InternalServerError") + "tuple concurrently updated",
+            [f"[SQL: CREATE OR REPLACE FUNCTION encrypt_{n}(data text) RETURNS bytea AS $$ SELECT 1 $$]"],
+            "InternalError",
+        ),
+        (
+            WRAPPER.format(cls="DBAPIError", exc="DeadlockDetectedError") + "deadlock detected",
+            [
+                f"DETAIL:  Process {pid} waits for AccessExclusiveLock on relation {16000 + n} of database 5; "
+                f"blocked by process {pid + 7}.",
+                f"[SQL: TRUNCATE {table} CASCADE]",
+            ],
+            "DBAPIError",
+        ),
+        (
+            WRAPPER.format(cls="ProgrammingError", exc="UndefinedTableError")
+            + f'relation "{table}_{n}" does not exist',
+            [f"[SQL: SELECT * FROM {table}_{n}]"],
+            "ProgrammingError",
+        ),
+        (
+            f"ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', {5432 + n % 500})",
+            [],
+            "ConnectionRefusedError",
+        ),
         (f"KeyError: 'field_{n}'", [], "KeyError"),
         (f"Failed: Timeout >{10 + n % 50}.0s", [], "Failed"),
         (f"ValueError: invalid literal for int() with base 10: 'x{n}'", [], "ValueError"),

@@ -233,9 +233,13 @@ def main() -> int:
                 ours = result["ours"]
                 golden = (args.tests, args.files) != (100_000, 50) or result["digest"] == GOLDEN
                 met = met and ours.mb < 80 and golden and result.get("same_as_before", True)
-                print(f"  golden JSON (before this work): {'identical' if golden else 'DIFFERS'}"
-                      + ("" if (args.tests, args.files) == (100_000, 50) else " (not checked: other size)"))
-                print(f"  targets (≤ 1.5× junitparser, < 80 MB, identical JSON): {'met' if met else 'NOT met'}")
+                print(
+                    f"  golden JSON (before this work): {'identical' if golden else 'DIFFERS'}"
+                    + ("" if (args.tests, args.files) == (100_000, 50) else " (not checked: other size)")
+                )
+                print(
+                    f"  targets (≤ 1.5× junitparser, < 80 MB, identical JSON): {'met' if met else 'NOT met'}"
+                )
             else:
                 print(f"  target (≤ 1.5× junitparser): {'met' if met else 'NOT met'}")
             ok = ok and met

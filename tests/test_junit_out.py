@@ -82,7 +82,9 @@ def test_merged_file_reads_back_with_junitparser_in_the_flaky_dialect(merged):
     assert len(cases) == 7  # one testcase per test, not per run
     flaky = cases["tests.test_merge::test_flaky"]
     assert flaky.is_passed and not flaky.result
-    assert [f.message for f in flaky.flaky_failures()] == ["AssertionError: deadlock detected\nassert '1' != '1'"]
+    assert [f.message for f in flaky.flaky_failures()] == [
+        "AssertionError: deadlock detected\nassert '1' != '1'"
+    ]
     always = cases["tests.test_merge::test_always"]
     assert isinstance(always.result[0], Failure)
     assert "ws_pkey" in always.result[0].message and "<&>" in always.result[0].message

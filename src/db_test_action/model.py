@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
-from collections.abc import Iterator
 from typing import Any
 
 import orjson

@@ -17,7 +17,9 @@ import sys
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from db_test_action.commands.files import (
     display_path,
@@ -30,18 +32,7 @@ from db_test_action.config import resolve_report_config
 from db_test_action.errors import EXIT_ENV, EXIT_GATE, EXIT_OK, EXIT_USAGE, DbTestActionError
 from db_test_action.junit.files import expand_paths, parse_junit_file
 from db_test_action.publish import gha
-from db_test_action.publish.client import DEFAULT_API_URL, PublishError, Retrier, RetryPolicy, connect
-from db_test_action.publish.tracking import (
-    DEFAULT_BRANCH,
-    DEFAULT_HISTORY_PATH,
-    DEFAULT_LABEL,
-    BranchFile,
-    TrackingAction,
-    TrackingSettings,
-    load_branch_file,
-    save_branch_file,
-    update_tracking_issue,
-)
+from db_test_action.publish.names import DEFAULT_API_URL, DEFAULT_BRANCH, DEFAULT_HISTORY_PATH, DEFAULT_LABEL
 from db_test_action.stability.history import (
     DEFAULT_KEEP,
     add_night,
@@ -55,6 +46,18 @@ from db_test_action.stability.render import (
     render_stability_console,
     render_stability_markdown,
 )
+
+if TYPE_CHECKING:
+    from db_test_action.publish.client import Retrier
+    from db_test_action.publish.tracking import BranchFile, TrackingSettings
+
+
+def _github_modules() -> tuple[Any, Any]:
+    """publish.client and publish.tracking, imported when GitHub is used: PyGithub costs ~1 s to import."""
+    from db_test_action.publish import client, tracking
+
+    return client, tracking
+
 
 # Keys of [tool.db-test-action.stability]: the flags that describe the suite, not the machine or the token.
 TABLE_KEYS = frozenset(
@@ -268,13 +271,16 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
             else f"history {history_file}: none yet"
         )
     if branch and github is not None:
+        client, tracking = _github_modules()
         try:
-            branch_file = load_branch_file(github.gh, github.retrier, github.repository, branch, branch_path)
+            branch_file = tracking.load_branch_file(
+                github.gh, github.retrier, github.repository, branch, branch_path
+            )
             can_write_branch = True
             if branch_file is not None:
                 previous = parse_history(branch_file.text, f"{branch}:{branch_path}")
             _io(f"history on branch {branch}: {len(previous)} earlier nights")
-        except PublishError as exc:
+        except client.PublishError as exc:
             _io(f"cannot read the history from branch {branch}: {exc}; it will not be overwritten tonight")
             github.failed = True
 
@@ -323,21 +329,22 @@ class _GitHub:
             )
         if not token:
             raise DbTestActionError("stability: no token for GitHub; pass --token or set GITHUB_TOKEN")
-        policy = RetryPolicy()
-        settings = TrackingSettings(
+        client, tracking = _github_modules()
+        policy = client.RetryPolicy()
+        settings = tracking.TrackingSettings(
             repository=repository,
             token=token,
             api_url=st.text("api_url", DEFAULT_API_URL, "GITHUB_API_URL") or DEFAULT_API_URL,
             label=st.text("label", DEFAULT_LABEL) or DEFAULT_LABEL,
             key=st.text("issue_key", "stability") or "stability",
             close_after=st.number("close_after", 3, minimum=0),
-            retry=RetryPolicy(
+            retry=client.RetryPolicy(
                 retries=st.number("retries", policy.retries, minimum=0),
                 max_wait_s=st.number("max_wait", policy.max_wait_s, minimum=0, kind=float),
             ),
         )
-        gh = connect(settings.token, settings.api_url)
-        return cls(settings, Retrier(settings.retry, log=_io), is_dry_run, gh)
+        gh = client.connect(settings.token, settings.api_url)
+        return cls(settings, client.Retrier(settings.retry, log=_io), is_dry_run, gh)
 
     @property
     def repository(self) -> str:
@@ -349,13 +356,14 @@ class _GitHub:
         if self.is_dry_run:
             _io(f"dry run: would write {len(text.encode())} bytes to {path} on branch {branch}")
             return
+        client, tracking = _github_modules()
         try:
-            sha = save_branch_file(
+            sha = tracking.save_branch_file(
                 self.gh, self.retrier, self.repository, branch, path, text, previous,
                 f"db-test-action: stability history, night {label}", log=_io,
             )  # fmt: skip
             _io(f"history written to {self.repository}@{branch}:{path} ({sha[:12]})")
-        except PublishError as exc:
+        except client.PublishError as exc:
             self.failed = True
             _io(f"history not written to branch {branch}: {exc}; the local file and the job summary have it")
 
@@ -367,12 +375,13 @@ class _GitHub:
                 f"dry run: would create/update/close the tracking issue labelled {self.settings.label}: {title}"
             )
             return
+        client, tracking = _github_modules()
         try:
-            result = update_tracking_issue(
+            result = tracking.update_tracking_issue(
                 self.settings, self.retrier, title=title, markdown=markdown, night=report.night,
                 clean_nights=report.clean_nights, is_clean_tonight=is_clean_tonight, gh=self.gh,
             )  # fmt: skip
-        except PublishError as exc:
+        except client.PublishError as exc:
             self.failed = True
             hint = (
                 "grant `issues: write` to the job"
@@ -383,7 +392,7 @@ class _GitHub:
             return
         for number in result.duplicates_closed:
             _io(f"closed duplicate tracking issue #{number}")
-        if result.action is TrackingAction.NONE:
+        if result.action is tracking.TrackingAction.NONE:
             _io("all clean and no open tracking issue; nothing to do")
         else:
             verb = {"create": "created", "update": "updated", "close": "closed"}[result.action.value]
@@ -392,7 +401,7 @@ class _GitHub:
 
 def stability_to_dict(report: StabilityReport) -> dict[str, Any]:
     """The JSON output: every dataclass field, enums as values, and each rate's value spelled out."""
-    data = dataclasses.asdict(report)
+    data = orjson.loads(orjson.dumps(report))  # dataclasses, enums and tuples serialised in C
     for test, raw in zip(data["tests"], report.tests, strict=True):
         test["rate"]["value"] = raw.rate.value
     return {"schema": SCHEMA, "version": SCHEMA_VERSION, **data}

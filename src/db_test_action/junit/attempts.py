@@ -20,7 +20,9 @@ _LOCATION_RE = re.compile(r"^(?!/)(?![^\n]*site-packages)([^\s:]+\.py):(\d+): ",
 # --- grouping ------------------------------------------------------------------------------------------
 
 
-class TestResultRow(namedtuple("TestResultRow", ["test_id", "category", "file", "line", "status", "duration_s"])):
+class TestResultRow(
+    namedtuple("TestResultRow", ["test_id", "category", "file", "line", "status", "duration_s"])
+):
     """A test that ran once, cleanly (passed, skipped, xfailed): the 6 fields of a `TestResult` that vary,
     the rest class constants. A report of 100,000 tests counts these without building 100,000 dataclasses
     (104 bytes each instead of a 144-byte full row)."""
@@ -100,7 +102,9 @@ def group_tests_and_categories(
         # Quarantined tests take the long way: their xfailed failures become problems to show.
         status = _clean_status(occ.outcome) if test_id not in repeats and not occ.is_quarantined else None
         if status is not None:  # one clean execution: no attempt bookkeeping
-            test = _new_row(TestResultRow, (test_id, categorize(occ), occ.file, occ.line, status, occ.duration_s))
+            test = _new_row(
+                TestResultRow, (test_id, categorize(occ), occ.file, occ.line, status, occ.duration_s)
+            )
         else:
             per_source: dict[str, list[Occurrence]] = {}
             for o in repeats.get(test_id, (occ,)):

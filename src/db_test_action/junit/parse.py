@@ -22,6 +22,7 @@ Grouping occurrences into tests lives in attempts.py (re-exported here).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -100,10 +101,8 @@ def parse_junit_bytes(data: bytes, name: str) -> ParsedFile:
     except MergedReport:
         return ParsedFile(ResultFile(name, None, None, 0.0, 0), (), None)
     except ET.ParseError as exc:
-        try:
+        with contextlib.suppress(NotJUnit):
             reader.consume(_pending(parser))  # the events before the error: every complete testcase
-        except NotJUnit:
-            pass
         if reader.problem is None:
             line, _col = exc.position
             reader.problem = _syntax_problem(name, exc, line, data, reader, shard)
@@ -130,10 +129,8 @@ _CHUNK = 1 << 16
 def _pending(parser: ET.XMLPullParser) -> list[tuple[str, ET.Element]]:
     """The events parsed before an error (read_events would re-raise the error after them)."""
     events = []
-    try:
+    with contextlib.suppress(ET.ParseError):
         events.extend(parser.read_events())
-    except ET.ParseError:
-        pass
     return events
 
 

@@ -20,9 +20,10 @@ import requests
 from github import Auth, Github, GithubException
 from github.IssueComment import IssueComment
 
+from db_test_action.publish.names import DEFAULT_API_URL as DEFAULT_API_URL  # re-exported
+
 T = TypeVar("T")
 
-DEFAULT_API_URL = "https://api.github.com"
 ACTIONS_BOT_LOGIN = "github-actions[bot]"  # who GITHUB_TOKEN comments as; it cannot call GET /user
 RATE_LIMIT_PREFIXES = ("api rate limit exceeded", "you have exceeded a secondary rate limit")
 

@@ -23,10 +23,10 @@ from enum import Enum
 from github import Github, GithubException, InputGitTreeElement
 
 from db_test_action.publish.client import ACTIONS_BOT_LOGIN, Retrier, RetryPolicy, connect, viewer_login
+from db_test_action.publish.names import DEFAULT_BRANCH as DEFAULT_BRANCH  # re-exported
+from db_test_action.publish.names import DEFAULT_HISTORY_PATH as DEFAULT_HISTORY_PATH
+from db_test_action.publish.names import DEFAULT_LABEL as DEFAULT_LABEL
 
-DEFAULT_LABEL = "db-test-action:stability"
-DEFAULT_BRANCH = "db-test-action-history"
-DEFAULT_HISTORY_PATH = "stability-history.jsonl"
 ISSUE_MAX_CHARS = 65536  # GitHub rejects longer issue bodies with 422
 
 

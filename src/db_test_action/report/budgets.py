@@ -10,7 +10,6 @@ Pure: callers pass the parsed files, occurrences and tests. A "run" is one full 
 from __future__ import annotations
 
 import heapq
-
 from collections.abc import Iterable, Mapping, Sequence
 
 from db_test_action.config import Budgets

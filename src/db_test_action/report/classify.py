@@ -146,7 +146,12 @@ NEEDLES: dict[str, tuple[str, ...]] = {
     "fk-violation": ("ForeignKeyViolation", "23503", "violates foreign key constraint"),
     "deadlock": ("DeadlockDetected", "40P01", "deadlock detected"),
     "serialization": ("SerializationFailure", "SerializationError", "40001", "could not serialize access"),
-    "too-many-connections": ("TooManyConnections", "53300", "too many clients already", "remaining connection"),
+    "too-many-connections": (
+        "TooManyConnections",
+        "53300",
+        "too many clients already",
+        "remaining connection",
+    ),
     "database-in-use": ("ObjectInUse", "55006", "is being accessed by other users"),
     "lock-timeout": ("LockNotAvailable", "55P03", "due to lock timeout", "could not obtain lock"),
     "undefined-object": ("Undefined", "42P01", "42883", "42704", " does not exist"),
@@ -157,7 +162,9 @@ NEEDLES: dict[str, tuple[str, ...]] = {
 
 
 _NEEDLE_KEYS = tuple((needle, key) for key, needles in NEEDLES.items() for needle in needles)
-_COMPILED: dict[tuple[CauseRule, ...], tuple[tuple[CauseRule, re.Pattern[str], tuple[str, ...] | None], ...]] = {}
+_COMPILED: dict[
+    tuple[CauseRule, ...], tuple[tuple[CauseRule, re.Pattern[str], tuple[str, ...] | None], ...]
+] = {}
 
 
 def _compiled(

@@ -104,9 +104,7 @@ def _results(test: TestResult) -> list[str]:
         return [_result("flakyError" if _is_error(p) else "flakyFailure", p) for p in problems]
     if status in (Status.FAILED, Status.SETUP_ERROR, Status.TEARDOWN_ERROR):
         want = {Status.SETUP_ERROR: "setup", Status.TEARDOWN_ERROR: "teardown"}.get(status, "call")
-        final = max(
-            (i for i, p in enumerate(problems) if p.phase.value == want), default=len(problems) - 1
-        )
+        final = max((i for i, p in enumerate(problems) if p.phase.value == want), default=len(problems) - 1)
         out = []
         if final >= 0:
             main = problems.pop(final)
