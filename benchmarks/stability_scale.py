@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-from report_scale import CHILD_JUNITPARSER, CPU, HWM, measure
+from report_scale import CHILD_JUNITPARSER, CPU, HWM, measure, source_of
 
 CHILD_STABILITY = f"""
 import contextlib, io, resource, sys, time
@@ -86,6 +86,7 @@ def main() -> int:
     parser.add_argument("--tests", type=int, default=5000)
     parser.add_argument("--flaky", type=float, default=0.05)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--before", metavar="REF", help="also run the stability command of this git ref")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -101,9 +102,17 @@ def main() -> int:
         history = root / "history.jsonl"
         ours = measure(CHILD_STABILITY, "results", str(history), str(root / "s.md"), str(root / "s.json"),
                        repeat=n, cwd=root)  # fmt: skip
+        before = None
+        if args.before:
+            src = source_of(args.before, root)
+            before = measure(CHILD_STABILITY, "results", str(root / "h2.jsonl"), str(root / "b.md"),
+                             str(root / "b.json"), repeat=n, cwd=root, src=src)  # fmt: skip
+            same = (root / "b.md").read_text() == (root / "s.md").read_text()
     print(bare.row("junitparser fromfile + every case", f"({bare.word} cases)"))
     print(ours_parse.row("db-test-action parse only (context)", f"({ours_parse.word} rows)"))
     print(ours.row("db-test-action stability", f"(exit {ours.word})"))
+    if before is not None:
+        print(before.row("… the same, before (--before)", f"Markdown {'identical' if same else 'DIFFERS'}"))
     ratio = ours.cpu / bare.cpu
     print(f"ratio (cpu) vs junitparser: {ratio:.2f}×   (wall: {ours.wall / bare.wall:.2f}×)")
     met = ratio <= 2
