@@ -9,17 +9,16 @@ classname/file) are derived here too.
 from __future__ import annotations
 
 import math
-import re
 import xml.etree.ElementTree as ET
 from collections import namedtuple
 from collections.abc import Iterable
 from dataclasses import MISSING, fields
-from functools import lru_cache
 
+from db_test_action.junit.ids import derive_test_id, file_shard_run, id_prefix
+from db_test_action.junit.results import SEVERITY as _SEVERITY
+from db_test_action.junit.results import attempt_failure_of, outcome_of, quarantined_failure_of
 from db_test_action.model import Occurrence, Outcome, ParseProblem, Phase
 
-_PHASE_PREFIXES = (("failed on setup with ", Phase.SETUP), ("failed on teardown with ", Phase.TEARDOWN))
-_SEVERITY = {"error": 3, "failure": 2, "skipped": 1}
 _RETRY_TAGS = {"flakyFailure", "flakyError", "rerunFailure", "rerunError"}  # Surefire / xunit2 dialect
 
 OccurrenceRow = namedtuple(  # type: ignore[misc]  # fields come from the model
@@ -193,7 +192,7 @@ class JUnitReader:
     def _prefix(self, classname: str, file: str | None) -> tuple[str | None, str | None]:
         if len(_IDS) > _CACHED:
             _IDS.clear()
-        _IDS[classname, file] = found = _id_prefix(classname, file)
+        _IDS[classname, file] = found = id_prefix(classname, file)
         return found
 
     # --- suites ---
@@ -325,11 +324,11 @@ class JUnitReader:
                 )  # fmt: skip
         results = [r for r in results if r[0] in _SEVERITY]
         if results or not attempt_failure:
-            outcome, phase, message, text = _result(results)
+            outcome, phase, message, text = outcome_of(results)
         else:  # a rerun attempt, written empty by pytest-rerunfailures: the plugin kept what failed
-            outcome, phase, message, text = _attempt_failure(attempt_failure)
+            outcome, phase, message, text = attempt_failure_of(attempt_failure)
         if is_quarantined and outcome is Outcome.XFAILED:
-            phase, message = _quarantined_failure(message)
+            phase, message = quarantined_failure_of(message)
         if own_shard is None:
             self.defaulted.append((len(rows), own_run))
         rows.append(
@@ -365,57 +364,6 @@ def _properties(elem: ET.Element) -> dict[str, str]:
     return props
 
 
-def _result(results: list[tuple[str, str, str | None, str]]) -> tuple[Outcome, Phase | None, str, str]:
-    """(tag, message, type, text) of a testcase's results → outcome, phase and the worst ones' texts."""
-    if not results:
-        return Outcome.PASSED, None, "", ""
-    worst = max(_SEVERITY[r[0]] for r in results)
-    chosen = [r for r in results if _SEVERITY[r[0]] == worst]
-    message = "\n".join(r[1] for r in chosen).strip()
-    text = "\n".join(r[3] for r in chosen).strip()
-    if worst == _SEVERITY["skipped"]:
-        is_xfail = any(r[2] == "pytest.xfail" for r in chosen)
-        return (Outcome.XFAILED if is_xfail else Outcome.SKIPPED), None, message, text
-    phase = Phase.CALL
-    for prefix, prefix_phase in _PHASE_PREFIXES:
-        if message.startswith(prefix):
-            phase, message = prefix_phase, message[len(prefix) :]
-            if len(message) >= 2 and message[0] == message[-1] == '"':
-                message = message[1:-1]
-            break
-    return (Outcome.ERROR if worst == _SEVERITY["error"] else Outcome.FAILED), phase, message, text
-
-
-_ATTEMPT_PHASES = {"setup": Phase.SETUP, "call": Phase.CALL, "teardown": Phase.TEARDOWN}
-
-
-def _attempt_failure(value: str) -> tuple[Outcome, Phase, str, str]:
-    """`setup: <exception line>` (the plugin's attempt_failure) → a failed attempt in that phase.
-
-    A fixture failure is an error and a body failure a failure, as pytest itself would have written them.
-    """
-    head, sep, rest = value.partition(": ")
-    phase = _ATTEMPT_PHASES.get(head) if sep else None
-    if phase is None:
-        return Outcome.FAILED, Phase.CALL, value.strip(), ""
-    return (Outcome.FAILED if phase is Phase.CALL else Outcome.ERROR), phase, rest.strip(), ""
-
-
-_QUARANTINED_RE = re.compile(r"quarantined \((setup|call|teardown)\): ")
-
-
-def _quarantined_failure(message: str) -> tuple[Phase | None, str]:
-    """`quarantined (setup): RuntimeError: …` (plugin_quarantine's xfail reason) → the phase and the error.
-
-    A quarantined test's own `xfail` marker (any other reason) stays an xfail without a phase. A body
-    failure plus a teardown error is two reasons on two lines: the first names the phase, both are kept.
-    """
-    match = _QUARANTINED_RE.match(message)
-    if match is None:
-        return None, message
-    return _ATTEMPT_PHASES[match.group(1)], message[match.end() :]
-
-
 def _time(value: str | None) -> float | None:
     """An epoch-seconds property (`started_at`); anything unreadable is no window rather than a wrong one."""
     try:
@@ -436,52 +384,3 @@ def _float(value: str | None) -> float:
         except ValueError:
             return -1.0
     return seconds if 0.0 <= seconds < math.inf else -1.0  # NaN fails the comparison
-
-
-def file_shard_run(own_run: int | None, shard: int | None, run: int | None) -> tuple[int | None, int | None]:
-    """A testcase without its own shard property gets the file's shard, and its run unless it has one."""
-    if shard is None:
-        return None, own_run
-    return shard, own_run if own_run is not None else run
-
-
-# --- test ids ------------------------------------------------------------------------------------------
-
-
-def derive_test_id(
-    classname: str, name: str, file: str | None, line: str | None, index: int = 0
-) -> tuple[str, str | None, int | None]:
-    """pytest's node id where derivable: `tests/test_x.py::TestC::test_y[1]`; otherwise `classname::name`.
-
-    pytest's classname is the dotted module path plus classes (`tests.test_x.TestC`); xunit1 adds a
-    `file=` attribute. An absolute or `../` file (seen in the wild) is ignored in favour of the classname.
-    """
-    line_no = int(line) if line and line.isascii() and line.isdigit() and len(line) <= 18 else None
-    prefix, path = _id_prefix(classname, file)
-    if prefix is not None:
-        return f"{prefix}::{name}", path, line_no
-    if not classname and not name:
-        return f"<unnamed testcase #{index}>", None, line_no
-    return (f"{classname}::{name}" if classname else name), None, line_no
-
-
-@lru_cache(maxsize=4096)
-def _id_prefix(classname: str, file: str | None) -> tuple[str | None, str | None]:
-    """`tests/test_x.py::TestC` from classname (+ file); None when not a pytest-looking classname."""
-    parts = [p for p in classname.split(".") if p]
-    if file and file.endswith(".py") and not file.startswith(("/", "..")):
-        module = file[:-3].replace("/", ".").split(".")
-        rest = (
-            parts[len(module) :] if parts[: len(module)] == module else [p for p in parts if p[:1].isupper()]
-        )
-        return "::".join([file, *rest]), file
-    cut = next((i for i, p in enumerate(parts) if p[:1].isupper()), len(parts))
-    module, classes = parts[:cut], parts[cut:]
-    if module and _looks_like_test_module(module[-1]):
-        path = "/".join(module) + ".py"
-        return "::".join([path, *classes]), path
-    return None, None
-
-
-def _looks_like_test_module(part: str) -> bool:
-    return part.startswith("test_") or part.endswith("_test") or part in ("test", "tests", "conftest")
