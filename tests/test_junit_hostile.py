@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from db_test_action.config import resolve_report_config
-from db_test_action.junit.parse import ParsedFile, parse_junit_bytes
+from db_test_action.junit.parse import ParsedFile, parse_junit_bytes, parse_junit_chunks
 from db_test_action.model import report_json
 from db_test_action.report.build import build_report
 
@@ -96,6 +96,21 @@ def test_a_dtd_before_the_root_is_refused_in_any_encoding(data):
     assert parsed.problem is not None
     assert parsed.problem.message.startswith("refused: the file declares a DTD or entities (<!")
     _check(parsed)
+
+
+@pytest.mark.parametrize("cut", range(1, len(BOMB) + 40, 3))
+def test_a_dtd_split_across_read_chunks_is_still_refused(cut):
+    data = b'<?xml version="1.0"?>\n<!-- c -->' + BOMB + b"<testsuite>" + CASE + b"</testsuite>"
+    parsed = parse_junit_chunks([data[:cut], data[cut : cut + 5], data[cut + 5 :]], "dtd.xml")
+    assert parsed.rows == () and parsed.problem is not None
+    assert parsed.problem.message.startswith("refused: the file declares a DTD")
+
+
+def test_a_megabyte_of_prolog_is_a_named_problem_not_a_scan_of_the_whole_file():
+    chunks = [b"<!-- " + b"x" * (1 << 16)] * 40 + [b" -->" + BOMB + b"<testsuite/>"]
+    parsed = parse_junit_chunks(chunks, "pad.xml")
+    assert parsed.problem is not None
+    assert parsed.problem.message.startswith("more than 1 MB before the root element; ")
 
 
 def test_a_doctype_inside_the_document_or_an_undeclared_entity_is_a_syntax_problem():

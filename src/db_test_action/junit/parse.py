@@ -23,8 +23,10 @@ Grouping occurrences into tests lives in attempts.py (re-exported here).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from xml.parsers import expat
@@ -82,18 +84,44 @@ class ParsedFile:
 
 def parse_junit_bytes(data: bytes, name: str) -> ParsedFile:
     """Parse JUnit XML held in memory. Never raises for bad input: the problem is returned as a value."""
-    if not data or data.isspace():
-        return broken_file(name, "empty file (0 testcases); the test process probably died before writing it")
+    return parse_junit_chunks((data[at : at + CHUNK] for at in range(0, len(data), CHUNK)), name)
+
+
+CHUNK = 1 << 16  # bytes fed at a time: the parser's event queue (and its elements) stay small
+MAX_PROLOG = 1 << 20  # JUnit writers put a line or two before the root element
+
+
+def parse_junit_chunks(chunks: Iterable[bytes], name: str) -> ParsedFile:
+    """Parse JUnit XML arriving in pieces (a file read chunk by chunk: memory holds a chunk and one
+    testcase, never the file). Never raises for bad input: the problem is returned as a value."""
     shard, run = _shard_run_from_name(name)
-    refused = prolog_problem(data)
-    if refused:
-        return broken_file(name, refused)
+    pieces = iter(chunks)
+    head = bytearray()
+    verdict: str | None = None
+    for chunk in pieces:  # enough of the file to see its prolog: the root element, or a DTD
+        head += chunk
+        verdict = prolog_problem(bytes(head), final=False)
+        if verdict is not None or len(head) > MAX_PROLOG:
+            break
+    else:
+        verdict = prolog_problem(bytes(head), final=True)
+    if not head or head.isspace():
+        return broken_file(name, "empty file (0 testcases); the test process probably died before writing it")
+    if verdict is None:
+        return broken_file(
+            name, "more than 1 MB before the root element; JUnit has a line or two there, regenerate it"
+        )
+    if verdict:
+        return broken_file(name, verdict)
     reader = JUnitReader(name, shard, run)
     parser = ET.XMLPullParser(events=("start", "end"))
+    lines = _Lines()
     try:
-        for at in range(0, len(data), _CHUNK):  # fed in chunks: the event queue stays small
-            parser.feed(data[at : at + _CHUNK])
-            reader.consume(parser.read_events())
+        for chunk in itertools.chain((bytes(head),), pieces):
+            lines.add(chunk)
+            for at in range(0, len(chunk), CHUNK):
+                parser.feed(chunk[at : at + CHUNK])
+                reader.consume(parser.read_events())
         parser.close()
         reader.consume(parser.read_events())
     except NotJUnit:
@@ -104,10 +132,12 @@ def parse_junit_bytes(data: bytes, name: str) -> ParsedFile:
         with contextlib.suppress(NotJUnit):
             reader.consume(_pending(parser))  # the events before the error: every complete testcase
         if reader.problem is None:
+            for chunk in pieces:  # where the file ends decides whether it was cut short
+                lines.add(chunk)
             line, _col = exc.position
-            reader.problem = _syntax_problem(name, exc, line, data, reader, shard)
+            reader.problem = _syntax_problem(name, exc, line, lines.last, bytes(head), reader, shard)
     except (ValueError, LookupError) as exc:  # a multi-byte or unknown encoding: pyexpat refuses it
-        reader.problem = ParseProblem(name, _encoding_problem(data, str(exc)))
+        reader.problem = ParseProblem(name, _encoding_problem(bytes(head), str(exc)))
     rows = reader.rows
     final_shard = reader.suite_int("shard", shard)
     final_run = reader.suite_int("run", run)
@@ -123,7 +153,21 @@ def parse_junit_bytes(data: bytes, name: str) -> ParsedFile:
     return ParsedFile(info, tuple(rows), reader.problem or reader.number_problem)
 
 
-_CHUNK = 1 << 16
+class _Lines:
+    """Counts the lines of what went by: a syntax error on the last line is a truncated file."""
+
+    def __init__(self) -> None:
+        self.newlines = 0
+        self.ends_with_newline = False
+
+    def add(self, chunk: bytes) -> None:
+        if chunk:
+            self.newlines += chunk.count(b"\n")
+            self.ends_with_newline = chunk.endswith(b"\n")
+
+    @property
+    def last(self) -> int:
+        return self.newlines + (0 if self.ends_with_newline else 1)
 
 
 def _pending(parser: ET.XMLPullParser) -> list[tuple[str, ET.Element]]:
@@ -140,30 +184,36 @@ _UTF16 = {b"\xff\xfe": "utf-16-le", b"\xfe\xff": "utf-16-be", b"<\x00": "utf-16-
 _DECLARED = re.compile(rb"""<\?xml[^>]{0,200}?encoding\s*=\s*["']([^"']{0,40})["']""")
 
 
-def prolog_problem(data: bytes) -> str:
+def prolog_problem(data: bytes, final: bool = True) -> str | None:
     """Why the file is refused before parsing ("" when it is not): a DTD or entity declaration.
 
     Only the prolog (before the root element) can hold one; a byte scan of it, skipping comments and
     processing instructions, finds it. UTF-16 files are scanned decoded (expat reads them natively); every
     other encoding pyexpat accepts is ASCII-compatible, so `<!DOCTYPE` is those very bytes. Linear time.
+    With `final` false (more bytes may follow), None means the prolog has not ended yet.
     """
+    more = None if not final else ""
     codec = _UTF16.get(data[:2])
     if codec and not data.startswith(b"\xff\xfe\x00\x00"):  # UTF-32 is refused by the parser itself
         data = data.decode(codec, errors="replace").encode("utf-8", errors="replace")
     at = 0
     while (at := data.find(b"<", at)) >= 0:
+        if not final and len(data) - at < len(b"<!DOCTYPE"):
+            return None  # a declaration may be cut in two
         if data.startswith(b"<?", at):
             at = data.find(b"?>", at + 2)
+            at = at + 2 if at >= 0 else -1
         elif data.startswith(b"<!--", at):
             at = data.find(b"-->", at + 4)
+            at = at + 3 if at >= 0 else -1
         elif data.startswith((b"<!DOCTYPE", b"<!ENTITY"), at):
             kind = "<!DOCTYPE" if data.startswith(b"<!D", at) else "<!ENTITY"
             return f"refused: the file declares a DTD or entities ({kind}); JUnit never needs them, regenerate it"
         else:  # the root element (or bytes the parser will name)
             return ""
         if at < 0:
-            return ""
-    return ""
+            return more
+    return more
 
 
 def _encoding_problem(data: bytes, reason: str) -> str:
@@ -185,11 +235,16 @@ def _shard_run_from_name(name: str) -> tuple[int | None, int | None]:
 
 
 def _syntax_problem(
-    name: str, exc: ET.ParseError, line: int, data: bytes, reader: JUnitReader, shard: int | None
+    name: str,
+    exc: ET.ParseError,
+    line: int,
+    last_line: int,
+    head: bytes,
+    reader: JUnitReader,
+    shard: int | None,
 ):
-    last_line = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
     if exc.code in _ENCODING_CODES:
-        return ParseProblem(name, _encoding_problem(data, str(exc).split(":")[0]), line)
+        return ParseProblem(name, _encoding_problem(head, str(exc).split(":")[0]), line)
     if exc.code in _TRUNCATION_CODES and line >= last_line - 1 and reader.open:
         kept = len(reader.rows)
         rerun = f"re-run shard {shard}" if shard is not None else "re-run the job that wrote it"
