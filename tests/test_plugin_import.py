@@ -33,6 +33,7 @@ def test_the_entry_point_imports_nothing_heavy() -> None:
         "db_test_action.config.values",
         "db_test_action.plugin",
         "db_test_action.plugin.options",
+        "db_test_action.plugin.sources",
         "db_test_action.plugin.quarantine",
         "db_test_action.plugin.results",
     }, ours

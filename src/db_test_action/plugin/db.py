@@ -31,8 +31,8 @@ import pytest
 
 from db_test_action.config.settings import first_source, plugin_candidates, resolve_plugin, setting_for
 from db_test_action.errors import DbTestActionError
-from db_test_action.plugin.options import ini, option
 from db_test_action.plugin.reset import Resetter
+from db_test_action.plugin.sources import ini, option
 from db_test_action.plugin.template import (
     Names,
     ResetMode,

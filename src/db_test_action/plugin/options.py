@@ -17,6 +17,7 @@ import pytest
 from db_test_action.config.settings import resolve_plugin
 from db_test_action.config.values import RESET_MODES
 from db_test_action.errors import DbTestActionError
+from db_test_action.plugin.sources import ini, option
 
 __all__ = [
     "pytest_addoption_db_per_worker",
@@ -65,30 +66,6 @@ def pytest_addoption_db_per_worker(parser: pytest.Parser) -> None:
         ("db_keep", KEEP_HELP, "bool"),
     ):
         parser.addini(key, help_text, type=ini_type, default=None)
-
-
-def option(config: pytest.Config) -> Callable[[str], object]:
-    """Command-line values; before the conftests load only `known_args_namespace` is filled in."""
-
-    def get(dest: str) -> object:
-        value = config.getoption(dest, None)
-        return getattr(config.known_args_namespace, dest, None) if value is None else value
-
-    return get
-
-
-def ini(config: pytest.Config) -> Callable[[str], object]:
-    """Ini values; pytest's own type check failing (e.g. `db_per_worker = maybe`) is our one-line error."""
-    hints = {"db_per_worker": "use true or false", "db_keep": "use true or false"}
-
-    def get(key: str) -> object:
-        try:
-            return config.getini(key)
-        except (TypeError, ValueError, pytest.UsageError) as exc:
-            detail = str(exc).split(": config option ", 1)[-1].strip()
-            raise DbTestActionError(f"{key} (ini): {detail}; {hints.get(key, 'use a string')}") from None
-
-    return get
 
 
 def is_enabled(config: pytest.Config) -> bool:

@@ -26,7 +26,7 @@ import pytest
 
 from db_test_action.config.settings import resolve_plugin
 from db_test_action.errors import DbTestActionError
-from db_test_action.plugin.options import ini, option
+from db_test_action.plugin.sources import ini, option
 
 __all__ = ["pytest_addoption_quarantine", "pytest_configure_quarantine"]
 
