@@ -17,7 +17,6 @@ from psycopg import sql
 from db_test_action.server.launch import LaunchOptions, LocalServer, ServerInfo
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
 
 # Subprocesses that say `python` (a --db-setup command, a suite's own scripts) get the interpreter running
 # the tests, as in an activated virtualenv, never whatever Python the machine has first on PATH.
@@ -66,10 +65,3 @@ def cli_env() -> dict[str, str]:
 @pytest.fixture
 def cli() -> list[str]:
     return [sys.executable, "-m", "db_test_action"]
-
-
-@pytest.fixture
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip("../shared is absent")
-    return SHARED
