@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import error_format
 import psycopg
 import pytest
 from psycopg import sql
@@ -64,4 +65,25 @@ def cli_env() -> dict[str, str]:
 
 @pytest.fixture
 def cli() -> list[str]:
-    return [sys.executable, "-m", "db_test_action"]
+    """`python -m db_test_action`, with the error-format recorder installed (see error_format.py)."""
+    return list(error_format.CLI)
+
+
+error_format.install(in_test_process=True)
+
+
+@pytest.fixture(autouse=True)
+def _error_messages_are_where_what_fix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every DbTestActionError this test's code built, here or in a CLI subprocess, has the one-line shape."""
+    log = tmp_path_factory.getbasetemp() / f"errors-{uuid.uuid4().hex}.jsonl"
+    os.environ[error_format.LOG_ENV] = str(log)
+    error_format.take_recorded(None)
+    yield
+    os.environ.pop(error_format.LOG_ENV, None)
+    bad = [(m, why) for m in error_format.take_recorded(log) if (why := error_format.shape_problem(m))]
+    if bad:
+        pytest.fail(
+            "DbTestActionError messages not `<where>: <what>; <fix>`:\n"
+            + "\n".join(f"  {why}: {m!r}" for m, why in bad),
+            pytrace=False,
+        )

@@ -119,9 +119,13 @@ def _number(args: argparse.Namespace, name: str, env: Mapping[str, str], kind: t
     try:
         number = kind(value)
     except ValueError:
-        raise DbTestActionError(f"--{name.replace('_', '-')}: {value!r} is not a number") from None
+        raise DbTestActionError(
+            f"--{name.replace('_', '-')}: {value!r} is not a number; give a whole number"
+        ) from None
     if number < 0:
-        raise DbTestActionError(f"--{name.replace('_', '-')}: must be 0 or more, got {value}")
+        raise DbTestActionError(
+            f"--{name.replace('_', '-')}: must be 0 or more, got {value}; give 0 or a positive number"
+        )
     return number
 
 
@@ -129,9 +133,13 @@ def _read_text(path: str, flag: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise DbTestActionError(f"{path}: cannot read {flag} file ({exc.strerror})") from None
+        raise DbTestActionError(
+            f"{path}: cannot read {flag} file ({exc.strerror}); check the path and its permissions"
+        ) from None
     except UnicodeDecodeError:
-        raise DbTestActionError(f"{path}: {flag} file is not UTF-8 text") from None
+        raise DbTestActionError(
+            f"{path}: {flag} file is not UTF-8 text; pass the file db-test-action wrote"
+        ) from None
 
 
 def read_event(path: str) -> dict[str, Any]:
@@ -139,9 +147,13 @@ def read_event(path: str) -> dict[str, Any]:
     try:
         data = json.loads(_read_text(path, "event"))
     except json.JSONDecodeError as exc:
-        raise DbTestActionError(f"{path}:{exc.lineno}: event payload is not JSON ({exc.msg})") from None
+        raise DbTestActionError(
+            f"{path}:{exc.lineno}: event payload is not JSON ({exc.msg}); pass GitHub's event file (GITHUB_EVENT_PATH)"
+        ) from None
     if not isinstance(data, dict):
-        raise DbTestActionError(f"{path}: event payload is not a JSON object")
+        raise DbTestActionError(
+            f"{path}: event payload is not a JSON object; pass GitHub's event file (GITHUB_EVENT_PATH)"
+        )
     return data
 
 
@@ -181,14 +193,18 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> PublishSe
         comment_mode = CommentMode(mode)
     except ValueError:
         choices = ", ".join(m.value for m in CommentMode)
-        raise DbTestActionError(f"DB_TEST_ACTION_COMMENT_MODE: {mode!r} is not one of {choices}") from None
+        raise DbTestActionError(
+            f"DB_TEST_ACTION_COMMENT_MODE: {mode!r} is not a comment mode; use one of {choices}"
+        ) from None
     repository = _setting(args, "repository", env, "GITHUB_REPOSITORY")
     target: int | RunHead | None = None
     # With comments off (shard jobs, local runs) nothing is posted: the repository and event don't matter,
     # and a runner that reports an odd GITHUB_REPOSITORY must not fail the summary and annotations.
     if comment_mode is not CommentMode.OFF:
         if repository is not None and repository.count("/") != 1:
-            raise DbTestActionError(f"--repository: {repository!r} is not OWNER/REPO")
+            raise DbTestActionError(
+                f"--repository: {repository!r} is not OWNER/REPO; give it as owner/name, e.g. octo/app"
+            )
         target = _number(args, "pr", env, int, None)
         if target is None:
             event_file = _setting(args, "event_file", env, "GITHUB_EVENT_PATH")

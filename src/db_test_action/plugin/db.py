@@ -218,7 +218,9 @@ def resolve_settings(
     if got := pick("db_url_env"):
         url_env = got[1].strip()
         if not url_env.replace("_", "").isalnum():
-            raise DbTestActionError(f"{got[0]}: {url_env!r} is not an environment variable name")
+            raise DbTestActionError(
+                f"{got[0]}: {url_env!r} is not an environment variable name; use letters, digits and _"
+            )
     reset_mode = ResetMode.TRUNCATE
     if got := pick("db_reset_mode"):
         try:
