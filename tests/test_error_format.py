@@ -20,8 +20,14 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "db_test_action"
 
 # Calls whose message is not a literal: each passes on a message that already has the shape.
 PASSED_ON = {
-    ("commands/durations.py", "str(problems[0])"): "expand_paths' ParseProblem: `<path>: no JUnit XML …; check …`",
-    ("plugin/db.py", "str(exc).replace('--db-setup', where, 1)"): "parse_setup's own message, renamed to the key",
+    (
+        "commands/durations.py",
+        "str(problems[0])",
+    ): "expand_paths' ParseProblem: `<path>: no JUnit XML …; check …`",
+    (
+        "plugin/db.py",
+        "str(exc).replace('--db-setup', where, 1)",
+    ): "parse_setup's own message, renamed to the key",
 }
 
 
@@ -66,7 +72,9 @@ def test_every_message_literal_in_src_has_where_what_and_fix():
         if why := shape_problem(text):
             bad.append(f"{rel}:{line}: {why}: {text!r}")
     assert not bad, "messages without `<where>: <what>; <fix>`:\n" + "\n".join(bad)
-    assert not unknown, "messages built at run time; pass a literal or list it in PASSED_ON:\n" + "\n".join(unknown)
+    assert not unknown, "messages built at run time; pass a literal or list it in PASSED_ON:\n" + "\n".join(
+        unknown
+    )
 
 
 def test_every_passed_on_message_still_exists():
@@ -78,7 +86,10 @@ def test_every_passed_on_message_still_exists():
     ("message", "problem"),
     [
         ("--shards: must be at least 1, got 0; give 1 or more", None),
-        ("pyproject.toml [tool.db-test-action.budgets] suite: \"2min\" is not a duration; use 120 or \"2m\"", None),
+        (
+            'pyproject.toml [tool.db-test-action.budgets] suite: "2min" is not a duration; use 120 or "2m"',
+            None,
+        ),
         ("--shards: must be at least 1", "no `; <fix>` part"),
         ("must be at least 1; give 1", "no `<where>: ` in front"),
         ("--x: bad\nvalue; fix it", "spans several lines"),

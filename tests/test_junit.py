@@ -278,7 +278,9 @@ def test_pytest_corpus_counts_match_enricomi_expectations():
 
 def test_corpus_files_are_the_upstream_bytes():
     """MANIFEST.tsv pins every copied file (licences included) to the upstream blob's sha256."""
-    rows = list(csv.reader((CORPUS / "MANIFEST.tsv").read_text(encoding="utf-8").splitlines(), delimiter="\t"))
+    rows = list(
+        csv.reader((CORPUS / "MANIFEST.tsv").read_text(encoding="utf-8").splitlines(), delimiter="\t")
+    )
     listed = {row[0]: row[2] for row in rows[1:]}
     on_disk = {
         str(p.relative_to(CORPUS))
