@@ -319,7 +319,8 @@ def test_artifact_names_in_the_docs_are_the_ones_the_workflows_upload():
     stated = [
         (page.name, span)
         for page in PAGES
-        for span in SPAN.findall(page.read_text(encoding="utf-8"))
+        for line in _prose(page)
+        for span in SPAN.findall(line)
         if span.startswith("<artifact-prefix>") or any(span.startswith(f"{p}-") for p in prefixes)
     ]  # a `<artifact-prefix>-…` placeholder never matches: the docs spell names with the defaults
     wrong = [
