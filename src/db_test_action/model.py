@@ -373,7 +373,7 @@ class Report:
         return not self.gate_failures
 
 
-# --- JSON round trip (versioned; documented in README.md, "JSON report") -----------------------------
+# --- JSON round trip (versioned; documented in docs/cli.md, "JSON report") ---------------------------
 
 SCHEMA_VERSION = 1
 

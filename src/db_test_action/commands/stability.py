@@ -77,7 +77,7 @@ quarantine list (--quarantine-out) that `pytest --quarantine FILE` reads.
 settings: flag > DB_TEST_ACTION_<FLAG> > [tool.db-test-action.stability] > GITHUB_* > default
 exit codes: 0 ok, 1 a --fail-on gate failed (default: consecutive, with --require-consecutive), 2 bad
 input (broken or missing result files, bad flags; the report is still written), 3 GitHub failed and
---fail-on-publish-error (otherwise a warning). History format: {SCHEMA} (README.md, "History")."""
+--fail-on-publish-error (otherwise a warning). History format: {SCHEMA} (docs/stability.md, "History")."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
