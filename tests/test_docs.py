@@ -274,10 +274,12 @@ def test_every_cli_flag_is_documented_under_its_command(command: str):
 
 def test_every_config_key_is_documented_in_its_table():
     tables = {
-        "[tool.db-test-action]": [s.key for s in config.SETTINGS],
+        "[tool.db-test-action]": [s.key for s in config.SETTINGS if s.table == ""],
         "[tool.db-test-action.budgets]": [_kebab(f.name) for f in dataclasses.fields(config.Budgets)],
         "[[tool.db-test-action.classes]]": [f.name for f in dataclasses.fields(CauseRule)],
-        "[tool.db-test-action.stability]": sorted(TABLE_KEYS),
+        "[tool.db-test-action.stability]": sorted(
+            TABLE_KEYS | {s.key for s in config.SETTINGS if s.table == "stability"}
+        ),
         "[tool.db-test-action.categories]": [],  # keys are the user's category names: the heading is enough
     }
     assert len(tables["[tool.db-test-action]"]) >= 4 and len(tables["[tool.db-test-action.budgets]"]) >= 8
@@ -286,6 +288,31 @@ def test_every_config_key_is_documented_in_its_table():
         assert sections, f"configuration.md has no heading `{table}`"
         missing = sorted(set(keys) - _documented(sections))
         assert not missing, f"{table} keys without a table row: {missing}"
+
+
+def test_every_setting_has_its_row_in_the_settings_table():
+    """config.SETTINGS, row by row: key, the commands that take it, its variable and its default."""
+    (section,) = [s for s in _sections(DOCS / "configuration.md") if s.heading == "Every setting"]
+    rows = [row for row in _rows(section.lines) if SPAN.findall(row[0])]
+    assert len(config.SETTINGS) > 30
+    for setting in config.SETTINGS:
+        commands = ["pytest plugin" if c == "plugin" else f"`{c}`" for c in setting.commands]
+        matching = [
+            r for r in rows if SPAN.findall(r[0]) == [setting.key] and all(c in r[1] for c in commands)
+        ]
+        assert matching, f"configuration.md: no row for `{setting.key}` ({', '.join(setting.commands)})"
+        row = matching[0]
+        assert row[2] == f"`{setting.env}`", f"`{setting.key}`: environment variable"
+        assert (setting.github or "—") in row[4], f"`{setting.key}`: GitHub variable"
+        assert row[5] == _setting_default(setting.default), f"`{setting.key}` ({setting.commands}): default"
+
+
+def _setting_default(value: object) -> str:
+    if isinstance(value, tuple):
+        return f"`{','.join(value)}`" if value else "—"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return _default_cell(value)
 
 
 def test_every_pytest_option_and_ini_key_of_the_plugin_is_documented():

@@ -13,7 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from db_test_action.commands.postgres import add_launch_options, launch_options
+from db_test_action.commands.postgres import add_launch_options, launch_options, resolve_database_url
 from db_test_action.errors import EXIT_GATE, EXIT_USAGE, DbTestActionError
 from db_test_action.run.runner import Databases, RunPlan, run_shard, stop_on_signals, worse_exit
 from db_test_action.run.sharding import parse_durations
@@ -185,6 +185,7 @@ def _detached(name_or_file: str) -> ServerInfo:
 
 
 def run(args: argparse.Namespace) -> int:
+    resolve_database_url(args, "run")
     plan = plan_from_args(args)
     log_name = None if args.no_server_log else _server_log_name(plan)
     opts = dataclasses.replace(
