@@ -148,6 +148,19 @@ def test_prepare_refuses_going_backwards(tmp_path: Path, version: str, says: str
     assert proc.returncode == 2 and says in proc.stderr
 
 
+def test_prepare_keeps_keep_a_changelog_links_and_notes_leave_them_out(tmp_path: Path) -> None:
+    base = f"https://github.com/{ELSEWHERE}/x"
+    links = f"[Unreleased]: {base}/compare/v0.3.0...HEAD\n[0.3.0]: {base}/releases/tag/v0.3.0\n"
+    changelog = "# Changelog\n\n## [Unreleased]\n\n- new\n\n## [0.3.0] - 2026-01-01\n\n- first\n\n" + links
+    root = _project(tmp_path, changelog=changelog)
+    assert _script(RELEASE, "--root", str(root), "notes", "0.3.0").stdout.strip() == "- first"
+    assert _script(RELEASE, "--root", str(root), "prepare", "0.4.0").returncode == 0
+    text = (root / "CHANGELOG.md").read_text()
+    assert f"[Unreleased]: {base}/compare/v0.4.0...HEAD\n[0.4.0]: {base}/compare/v0.3.0...v0.4.0\n" in text
+    assert f"[0.3.0]: {base}/releases/tag/v0.3.0" in text
+    assert _script(RELEASE, "--root", str(root), "notes", "0.4.0").stdout.strip() == "- new"
+
+
 def test_prepare_refuses_an_empty_unreleased_section(tmp_path: Path) -> None:
     root = _project(tmp_path, changelog="# Changelog\n\n## [Unreleased]\n\n## [0.3.0] - 2026-01-01\n\n- x\n")
     proc = _script(RELEASE, "--root", str(root), "prepare", "0.3.1")
