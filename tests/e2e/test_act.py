@@ -136,11 +136,11 @@ def test_user_repo_calls_the_reusable_workflow_by_sha(tmp_path: Path) -> None:
     for i, name in enumerate(shards, 1):
         files = {p.name for p in (artifacts / name).iterdir()}
         assert {"manifest.json", f"shard-{i}-run-1.xml", f"server-shard-{i}.jsonl"} <= files
+    # each of the three jobs that run the action checked out exactly the pinned commit
+    assert log.count(f"checked out org/db-test-action at {sha}") == 3, log[-3000:]
+    assert "exit 97" not in log
     report_lines = [line for line in log.splitlines() if "[db-tests/db-tests/report" in line]
     assert any("outcome=success" in line for line in report_lines)
     # the report job's summary (act prints it as a multi-line block) covers both shards' files
     summary = log[log.index("[db-tests/db-tests/report") :]
     assert re.search(r"Summary - ### ✅ Test results[\s\S]*?2 result files", summary)
-    # each of the three jobs that run the action checked out exactly the pinned commit
-    assert log.count(f"checked out org/db-test-action at {sha}") == 3, log[-3000:]
-    assert "exit 97" not in log
