@@ -25,10 +25,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from db_test_action.config import report as report_config
-from db_test_action.config import settings as config
 from db_test_action.cli import build_parser
 from db_test_action.commands.stability import TABLE_KEYS
+from db_test_action.config import report as report_config
+from db_test_action.config import settings as config
 from db_test_action.model import CauseRule
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -248,6 +248,13 @@ def test_every_action_input_is_in_the_readme_and_docs_tables_with_its_real_defau
         rows = _input_rows(sections)
         for name, spec in inputs.items():
             assert rows[name][1] == _default_cell(spec["default"]), f"{where}: default of `{name}`"
+
+
+def test_every_action_output_has_its_row():
+    outputs = _load(ACTION)["outputs"]
+    sections = _sections_about("action.yml", (DOCS / "action.md",))
+    missing = sorted(set(outputs) - _documented(sections))
+    assert not missing, f"action.md: action outputs without a table row: {missing}"
 
 
 @pytest.mark.parametrize("path", [p for p in REUSABLE if _workflow_call(p) is not None], ids=lambda p: p.name)
