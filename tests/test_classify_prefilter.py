@@ -28,7 +28,9 @@ def test_every_builtin_rule_has_literals():
 
 
 @pytest.mark.parametrize("rule", BUILTIN_RULES, ids=lambda r: r.key)
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+)
 @given(data=st.data())
 def test_every_match_of_a_rule_holds_one_of_its_literals(rule, data):
     text = data.draw(st.from_regex(re.compile(rule.pattern), fullmatch=True))
@@ -37,13 +39,35 @@ def test_every_match_of_a_rule_holds_one_of_its_literals(rule, data):
 
 
 WORDS = [
-    "sqlalchemy.exc.IntegrityError: ", "(psycopg.errors.UniqueViolation) ", "duplicate key value violates unique ",
-    'constraint "ws_pkey"', "SQLSTATE 23505", "[23505]", "pgcode='40001'", "tuple concurrently updated",
-    'unique constraint "pg_type_typname_nsp_index"', "cannot drop table notes because other objects depend on it",
-    'relation "ws" does not exist', "function gen_random_uuid() does not exist", "deadlock detected",
-    "Connection refused", "timed out", "Event loop is closed", "assert 409 == 201", "KeyError: 'x'", "\n",
-    "E   ", "could not serialize access", "database \"t\" is being accessed by other users", "canceling statement due to lock timeout",
-    "too many clients already", "terminating connection", "ObjectInUse", "LockNotAvailable", "57014", "(0800",
+    "sqlalchemy.exc.IntegrityError: ",
+    "(psycopg.errors.UniqueViolation) ",
+    "duplicate key value violates unique ",
+    'constraint "ws_pkey"',
+    "SQLSTATE 23505",
+    "[23505]",
+    "pgcode='40001'",
+    "tuple concurrently updated",
+    'unique constraint "pg_type_typname_nsp_index"',
+    "cannot drop table notes because other objects depend on it",
+    'relation "ws" does not exist',
+    "function gen_random_uuid() does not exist",
+    "deadlock detected",
+    "Connection refused",
+    "timed out",
+    "Event loop is closed",
+    "assert 409 == 201",
+    "KeyError: 'x'",
+    "\n",
+    "E   ",
+    "could not serialize access",
+    'database "t" is being accessed by other users',
+    "canceling statement due to lock timeout",
+    "too many clients already",
+    "terminating connection",
+    "ObjectInUse",
+    "LockNotAvailable",
+    "57014",
+    "(0800",
 ]
 
 

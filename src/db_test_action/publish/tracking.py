@@ -22,10 +22,8 @@ from enum import Enum
 
 from github import Github, GithubException, InputGitTreeElement
 
+from db_test_action.config.settings import DEFAULT_LABEL
 from db_test_action.publish.client import ACTIONS_BOT_LOGIN, Retrier, RetryPolicy, connect, viewer_login
-from db_test_action.publish.names import DEFAULT_BRANCH as DEFAULT_BRANCH  # re-exported
-from db_test_action.publish.names import DEFAULT_HISTORY_PATH as DEFAULT_HISTORY_PATH
-from db_test_action.publish.names import DEFAULT_LABEL as DEFAULT_LABEL
 
 ISSUE_MAX_CHARS = 65536  # GitHub rejects longer issue bodies with 422
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Mapping, Sequence
 
-from db_test_action.config import Budgets
+from db_test_action.config.report import Budgets
 from db_test_action.model import (
     BudgetCheck,
     BudgetStatus,

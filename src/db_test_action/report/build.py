@@ -11,7 +11,7 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
-from db_test_action.config import ReportConfig
+from db_test_action.config.report import ReportConfig
 from db_test_action.errors import DbTestActionError
 from db_test_action.junit.attempts import group_tests_and_categories
 from db_test_action.junit.parse import ParsedFile
