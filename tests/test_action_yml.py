@@ -22,7 +22,8 @@ WORKFLOWS = sorted(
     ]
 )
 SHA_PIN = re.compile(r"^[\w.-]+/[\w.-]+(/[\w./-]+)?@[0-9a-f]{40}$")
-OUR_OWN = ("org/db-test-action@", "org/db-test-action/")
+OWNER = (ROOT / ".github" / "owner").read_text(encoding="utf-8").strip()  # scripts/set-owner changes it
+OUR_OWN = (f"{OWNER}/db-test-action@", f"{OWNER}/db-test-action/")
 
 
 def _load(path: Path) -> dict:
