@@ -18,7 +18,7 @@ from db_test_action.errors import DbTestActionError
 from db_test_action.model import CategoryRule, CauseRule
 
 TABLE = "tool.db-test-action"
-GATES = ("errors", "failures", "budgets", "flaky")
+GATES = ("errors", "failures", "budgets", "flaky", "regressions")
 _DURATION_RE = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m(?!s))?\s*(?:(\d+(?:\.\d+)?)s)?"
                           r"\s*(?:(\d+(?:\.\d+)?)ms)?\s*$")  # fmt: skip
 _CLASS_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")

@@ -13,10 +13,11 @@ import shlex
 import sys
 from pathlib import Path
 
-from db_test_action.commands.postgres import add_launch_options, launch_options
+from db_test_action.commands.postgres import add_launch_options, launch_options, suite_url_options
 from db_test_action.errors import EXIT_GATE, EXIT_USAGE, DbTestActionError
 from db_test_action.run.runner import Databases, RunPlan, run_shard, stop_on_signals, worse_exit
 from db_test_action.run.sharding import parse_durations
+from db_test_action.server.info import parse_url_envs
 from db_test_action.server.launch import LocalServer, ServerInfo, use_external
 from db_test_action.server.log import copy_server_log
 from db_test_action.server.state import default_state_file, read_state
@@ -121,8 +122,45 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="do not capture the server's log (server-shard-I.jsonl, the report's server evidence)",
     )
+    group.add_argument(
+        "--python",
+        default=os.environ.get("DB_TEST_ACTION_PYTHON") or sys.executable,
+        metavar="EXE",
+        help="the project's Python, which runs pytest (default: the one running this tool)",
+    )
+    group.add_argument(
+        "--db-per-worker",
+        action="store_true",
+        default=_env_flag("DB_TEST_ACTION_DB_PER_WORKER"),
+        help="each xdist worker its own database cloned from a template (the plugin's --db-per-worker)",
+    )
+    group.add_argument(
+        "--db-setup",
+        default=os.environ.get("DB_TEST_ACTION_DB_SETUP") or "",
+        metavar="SETUP",
+        help="schema setup run once into the template: a command, pkg.mod:func or .sql files (with --db-per-worker)",
+    )
     add_launch_options(parser)
     parser.set_defaults(handler=run)
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _plugin_env(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    """What the plugin inside pytest reads (it takes settings from DB_TEST_ACTION_<INI KEY>)."""
+    env: dict[str, str] = {}
+    if args.db_setup and not args.db_per_worker:
+        raise DbTestActionError("--db-setup: runs into the per-worker template; add --db-per-worker")
+    if args.db_per_worker:
+        env["DB_TEST_ACTION_DB_PER_WORKER"] = "true"
+        if args.db_setup:
+            env["DB_TEST_ACTION_DB_SETUP"] = args.db_setup
+    names = parse_url_envs(args.db_url_env)
+    if names:
+        env["DB_TEST_ACTION_DB_URL_ENV"] = names[0]  # the plugin gives each worker its database there
+    return tuple(env.items())
 
 
 def _load_durations(path: Path | None) -> dict[str, float]:
@@ -163,6 +201,9 @@ def plan_from_args(args: argparse.Namespace) -> RunPlan:
         group_scopes=not args.no_group_scopes,
         show_output=show,
         progress_tty=is_tty,
+        python=args.python,
+        database=args.database,
+        extra_env=_plugin_env(args),
     )
 
 
@@ -204,6 +245,7 @@ def run(args: argparse.Namespace) -> int:
                 info = use_external(args.database_url, args.extensions)
             else:
                 info = server.start()
+            info = suite_url_options(args, info)
             # A detached server of ours counts as owned: its template1 holds the extensions.
             databases = Databases(info, owns_server=server is not None or info.data_dir is not None)
             code, outcomes = 0, []

@@ -44,7 +44,7 @@ from db_test_action.plugin.template import (
     session_names,
     with_database,
 )
-from db_test_action.server.launch import redact
+from db_test_action.server.info import redact
 
 __all__ = [
     "pytest_addoption_db_per_worker",

@@ -35,7 +35,7 @@ from db_test_action.contract import ENV_COLLECT, ENV_PROGRESS, ENV_RUN, ENV_SELE
 from db_test_action.errors import EXIT_ENV, EXIT_GATE, EXIT_USAGE, DbTestActionError
 from db_test_action.run.files import clean_tail, crash_reason, synthetic_junit, write_manifest
 from db_test_action.run.sharding import split_tests
-from db_test_action.server.launch import ServerInfo, redact
+from db_test_action.server.info import ServerInfo, redact
 
 PYTEST_EXIT = {
     0: "ok",
@@ -67,6 +67,10 @@ class RunPlan:
     # no server evidence.
     server: str = "ours"
     server_log: str | None = None
+    # `--database NAME`: every run's fresh database gets this exact name (dropped and re-created per run),
+    # for a suite that hard-codes it; None: a unique name per run.
+    database: str | None = None
+    extra_env: tuple[tuple[str, str], ...] = ()  # for the plugin: --db-per-worker, --db-setup
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +284,7 @@ def run_shard(
     """Everything after the server is up; returns (exit code, outcomes). Raises only for our own errors."""
     results = plan.results_dir
     results.mkdir(parents=True, exist_ok=True)
-    base_env = {**os.environ, **info.env(), ENV_SHARD: str(plan.shard)}
+    base_env = {**os.environ, **info.env(), **dict(plan.extra_env), ENV_SHARD: str(plan.shard)}
     node_ids, code, output = collect_node_ids(plan, base_env)
     if node_ids is None or not node_ids:
         return _collection_failed(plan, code, output, say)
@@ -350,8 +354,16 @@ def _one_run(
     junit.unlink(missing_ok=True)
     progress_file = tmp / f"progress-{run}"
     progress_file.write_text("")
-    name = database_name(plan.shard, run)
+    name = plan.database or database_name(plan.shard, run)
     started = time.monotonic()
+    if plan.database:
+        if name == databases.template:
+            raise DbTestActionError(
+                f"--database {name}: it is the template the runs are cloned from on this server; "
+                "give the suite's database another name or use a server of our own",
+                EXIT_USAGE,
+            )
+        databases.drop(name)  # the previous run's (or the one `postgres start` prepared): fresh each run
     databases.create(name)
     try:
         db_info = dataclasses.replace(info, database=name)
