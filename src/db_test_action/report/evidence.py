@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from db_test_action.contract import TOOL_APP
 from db_test_action.model import ParseProblem, ServerRecord
 
 # csvlog columns, PostgreSQL 13+ (14 adds leader_pid and query_id at the end).
@@ -289,6 +290,10 @@ def foreign_databases(events: Iterable[ServerEvent], windows: Sequence[TestWindo
             or db in SERVER_DATABASES
             or event.backend_type not in (None, "client backend")
         ):
+            continue
+        # The runner's own connections (creating, preparing, dropping databases); the connection line
+        # carries the name in its message only, the record's field is set after it is logged.
+        if event.application_name == TOOL_APP or event.message.endswith(f"application_name={TOOL_APP}"):
             continue
         if (
             any(db.startswith(o + "_") or o.startswith(db + "_") for o in own)

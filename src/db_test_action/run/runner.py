@@ -31,7 +31,7 @@ from typing import IO
 import psycopg
 from psycopg import sql
 
-from db_test_action.contract import ENV_COLLECT, ENV_PROGRESS, ENV_RUN, ENV_SELECT, ENV_SHARD
+from db_test_action.contract import ENV_COLLECT, ENV_PROGRESS, ENV_RUN, ENV_SELECT, ENV_SHARD, TOOL_APP
 from db_test_action.errors import EXIT_ENV, EXIT_GATE, EXIT_USAGE, DbTestActionError
 from db_test_action.run.files import clean_tail, crash_reason, synthetic_junit, write_manifest
 from db_test_action.run.sharding import split_tests
@@ -141,7 +141,9 @@ class Databases:
             return "postgres", "template1", self.info.version or 13  # we put the extensions in template1
         for admin in ("postgres", "template1", self.info.database):
             with contextlib.suppress(psycopg.OperationalError):
-                with psycopg.connect(self.info.url(admin), autocommit=True, connect_timeout=10) as conn:
+                with psycopg.connect(
+                    self.info.url(admin), autocommit=True, connect_timeout=10, application_name=TOOL_APP
+                ) as conn:
                     row = conn.execute(
                         "SELECT rolsuper, rolcreatedb, current_setting('server_version_num')::int "
                         "FROM pg_roles WHERE rolname = current_user"
@@ -172,7 +174,9 @@ class Databases:
             sql.Identifier(name), sql.Identifier(self.template)
         )
         try:
-            with psycopg.connect(self.info.url(self.admin_db), autocommit=True, connect_timeout=10) as conn:
+            with psycopg.connect(
+                self.info.url(self.admin_db), autocommit=True, connect_timeout=10, application_name=TOOL_APP
+            ) as conn:
                 conn.execute(stmt)
         except psycopg.Error as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -189,7 +193,9 @@ class Databases:
         force = sql.SQL(" WITH (FORCE)") if self.major >= 13 else sql.SQL("")
         stmt = sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)) + force
         try:
-            with psycopg.connect(self.info.url(self.admin_db), autocommit=True, connect_timeout=10) as conn:
+            with psycopg.connect(
+                self.info.url(self.admin_db), autocommit=True, connect_timeout=10, application_name=TOOL_APP
+            ) as conn:
                 if self.major < 13:
                     conn.execute(
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)

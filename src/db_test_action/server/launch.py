@@ -24,6 +24,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from db_test_action.contract import TOOL_APP
 from db_test_action.errors import EXIT_ENV, EXIT_USAGE, DbTestActionError
 from db_test_action.server.binaries import package_for_extension, server_major
 from db_test_action.server.info import SUPERUSER, ServerInfo, parse_url, redact
@@ -340,16 +341,22 @@ def prepare_databases(
 ) -> None:
     """Create the extensions (in template1 when we own the server) and the target database."""
     try:
-        with psycopg.connect(info.url("postgres"), autocommit=True, connect_timeout=10) as conn:
+        with psycopg.connect(
+            info.url("postgres"), autocommit=True, connect_timeout=10, application_name=TOOL_APP
+        ) as conn:
             _check_available(conn, info, extensions, major)
             if in_template:
                 # Every database created later (per run, per xdist worker) inherits the extensions.
-                with psycopg.connect(info.url("template1"), autocommit=True, connect_timeout=10) as tpl:
+                with psycopg.connect(
+                    info.url("template1"), autocommit=True, connect_timeout=10, application_name=TOOL_APP
+                ) as tpl:
                     _create_extensions(tpl, extensions)
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (info.database,)).fetchone()
             if not exists:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(info.database)))
-        with psycopg.connect(info.url(), autocommit=True, connect_timeout=10) as conn:
+        with psycopg.connect(
+            info.url(), autocommit=True, connect_timeout=10, application_name=TOOL_APP
+        ) as conn:
             _create_extensions(conn, extensions)
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -384,7 +391,9 @@ def use_external(url: str, extensions: Sequence[str]) -> ServerInfo:
     """External mode: check an existing server answers, install the extensions, and describe it."""
     info = parse_url(url)
     try:
-        with psycopg.connect(info.url(), autocommit=True, connect_timeout=5) as conn:
+        with psycopg.connect(
+            info.url(), autocommit=True, connect_timeout=5, application_name=TOOL_APP
+        ) as conn:
             is_super = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
     except psycopg.OperationalError as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
