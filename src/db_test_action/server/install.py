@@ -176,4 +176,7 @@ def ensure_server(
     try:
         return find_bin_dir(pg_bin, major, env)
     except DbTestActionError as still:
-        raise DbTestActionError(f"postgres: installed, but {still}", EXIT_ENV) from None
+        detail = str(still).removeprefix("postgres: ").split("; install them", 1)[0]
+        raise DbTestActionError(
+            f"postgres: installed, but {detail}; check the apt output above", EXIT_ENV
+        ) from None
