@@ -15,7 +15,14 @@ from pathlib import Path
 
 from db_test_action.commands.postgres import add_launch_options, launch_options, suite_url_options
 from db_test_action.errors import EXIT_GATE, EXIT_USAGE, DbTestActionError
-from db_test_action.run.runner import Databases, RunPlan, run_shard, stop_on_signals, worse_exit
+from db_test_action.run.databases import Databases
+from db_test_action.run.runner import (
+    RunPlan,
+    plugin_installed,
+    run_shard,
+    stop_on_signals,
+    worse_exit,
+)
 from db_test_action.run.sharding import parse_durations
 from db_test_action.server.info import parse_url_envs
 from db_test_action.server.launch import LocalServer, ServerInfo, use_external
@@ -140,6 +147,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="SETUP",
         help="schema setup run once into the template: a command, pkg.mod:func or .sql files (with --db-per-worker)",
     )
+    group.add_argument(
+        "--plugin-path",
+        default=os.environ.get("DB_TEST_ACTION_PLUGIN_PATH") or None,
+        metavar="DIR",
+        help="load the pytest plugin from DIR (PYTHONPATH) when the project's Python does not have it "
+        "installed; how the action keeps the tool out of the project's environment",
+    )
     add_launch_options(parser)
     parser.set_defaults(handler=run)
 
@@ -204,6 +218,8 @@ def plan_from_args(args: argparse.Namespace) -> RunPlan:
         python=args.python,
         database=args.database,
         extra_env=_plugin_env(args),
+        plugin_path=args.plugin_path,
+        load_plugin=bool(args.plugin_path) and not plugin_installed(args.python, os.environ),
     )
 
 
