@@ -20,7 +20,10 @@ WORKFLOWS = sorted(
         *ROOT.glob("tests/e2e/workflows/*.yml"),
     ]
 )
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+# The user documentation: README.md and the pages under docs/ it links.
+README = "\n".join(
+    path.read_text(encoding="utf-8") for path in [ROOT / "README.md", *sorted(ROOT.glob("docs/*.md"))]
+)
 SHA_PIN = re.compile(r"^[\w.-]+/[\w.-]+(/[\w./-]+)?@[0-9a-f]{40}$")
 OUR_OWN = ("org/db-test-action@", "org/db-test-action/")
 
