@@ -26,6 +26,7 @@ PINS = {
     "actions/setup-python@a26af69be951a213d495a4c3e4e4022e16d87065": "setup-python",
     "actions/upload-artifact@ea165f8d65b6e75b540449e92b4886f43607fa02": "upload-artifact",
     "actions/download-artifact@d3f86a106a0bac45b974a628896c90dbdf5c8093": "download-artifact",
+    "actions/cache@5a3ec84eff668545956fd18022155c47e93e2684": "cache",
 }
 
 pytestmark = [
@@ -34,21 +35,25 @@ pytestmark = [
 ]
 
 
-def _act(workdir: Path, tmp: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
+def _act(
+    workdir: Path, tmp: Path, *args: str, event: str = "push", env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
     out, artifacts = tmp / "out", tmp / "artifacts"
     out.mkdir()
     artifacts.mkdir()
-    cmd = ["act", "push", "--concurrent-jobs", "1", "-P", "ubuntu-latest=-self-hosted", *args]
+    cmd = ["act", event, "--concurrent-jobs", "1", "-P", "ubuntu-latest=-self-hosted", *args]
     for pin, folder in PINS.items():
         cmd += ["--local-repository", f"{pin}={STANDINS / folder}"]
     for name, value in (
         ("DTA_E2E_OUT", out),
         ("DTA_E2E_ARTIFACTS", artifacts),
         ("DTA_E2E_PYTHON", sys.executable),
+        ("DTA_E2E_CACHE", tmp / "cache"),
+        *(env or {}).items(),
     ):
         cmd += ["--env", f"{name}={value}"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "DB_TEST_ACTION_"))}
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=540, env=env)
+    host = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "DB_TEST_ACTION_"))}
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900, env=host)
     (tmp / "act.log").write_text(proc.stdout + proc.stderr)  # kept for a failing test's reader
     return proc, out, artifacts
 
