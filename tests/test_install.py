@@ -126,7 +126,9 @@ def test_start_and_exec_install_after_one_line_unless_told_not_to(cli, shim, dat
 
     (folder / "calls").unlink()
     for args, extra in ((["--no-install"], {}), ([], {"DB_TEST_ACTION_NO_INSTALL": "1"})):
-        refused = _cli(cli, {**env, **extra}, "postgres", "start", "--name", "x", "--postgres-version", "17", *args)
+        refused = _cli(
+            cli, {**env, **extra}, "postgres", "start", "--name", "x", "--postgres-version", "17", *args
+        )
         assert refused.returncode == 3 and _calls(folder) == []
         assert "not installing (--no-install / DB_TEST_ACTION_NO_INSTALL=1)" in refused.stderr
 
@@ -142,6 +144,6 @@ def test_without_apt_the_error_names_database_url_and_services(cli, cli_env, tmp
 
 
 def test_codename_comes_from_os_release() -> None:
-    assert os_codename('ID=ubuntu\nVERSION_CODENAME=noble\nUBUNTU_CODENAME=noble\n') == "noble"
+    assert os_codename("ID=ubuntu\nVERSION_CODENAME=noble\nUBUNTU_CODENAME=noble\n") == "noble"
     assert os_codename('ID=debian\nVERSION_CODENAME="bookworm"\n') == "bookworm"
     assert os_codename("ID=alpine\n") is None

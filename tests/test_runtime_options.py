@@ -60,7 +60,9 @@ def test_hard_coded_url_settings_and_locale_reach_the_suite(cli, cli_env, data_r
 
 def test_password_is_required_on_tcp(cli, cli_env, data_root: Path) -> None:
     check = "import os, psycopg, sys; url = os.environ['DATABASE_URL'].replace(':s3cret@', ':wrong@');\n"
-    check += "try:\n    psycopg.connect(url)\nexcept psycopg.OperationalError as e:\n    print('refused', e)\n"
+    check += (
+        "try:\n    psycopg.connect(url)\nexcept psycopg.OperationalError as e:\n    print('refused', e)\n"
+    )
     proc = subprocess.run(
         [*cli, "postgres", "--data-root", str(data_root), "--password", "s3cret", "--", "python", "-c", check],
         env=cli_env, capture_output=True, text=True, timeout=120,
@@ -182,7 +184,9 @@ def _junit(folder: Path, outcomes: dict[str, str]) -> None:
     cases = []
     for name, outcome in outcomes.items():
         body = '<failure message="AssertionError: no">assert False</failure>' if outcome == "failed" else ""
-        cases.append(f'<testcase classname="tests.test_x" name="{name}" file="tests/test_x.py" time="0.1">{body}</testcase>')
+        cases.append(
+            f'<testcase classname="tests.test_x" name="{name}" file="tests/test_x.py" time="0.1">{body}</testcase>'
+        )
     xml = f'<testsuites><testsuite name="pytest" time="1.0">{"".join(cases)}</testsuite></testsuites>'
     (folder / "shard-1-run-1.xml").write_text(xml)
 

@@ -28,13 +28,13 @@ def test_action_inputs_under_act(tmp_path: Path, httpserver: HTTPServer) -> None
     fake = FakeGitHub(httpserver)
     event = tmp_path / "event.json"
     event.write_text(
-        json.dumps({"number": 7, "pull_request": {"number": 7}, "repository": {"full_name": "org/app"}})
+        json.dumps({"number": 7, "pull_request": {"number": 7}, "repository": {"full_name": "o/r"}})
     )
     proc, out, _ = _act(
         ROOT, tmp_path, "-W", "tests/e2e/workflows/action-inputs.yml", "-e", str(event),
         "-s", f"GITHUB_TOKEN={fake.token}",
         event="pull_request",
-        env={"DB_TEST_ACTION_API_URL": fake.base_url, "DB_TEST_ACTION_REPOSITORY": "org/app"},
+        env={"DB_TEST_ACTION_API_URL": fake.base_url, "DB_TEST_ACTION_REPOSITORY": "o/r"},
     )  # fmt: skip
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]
