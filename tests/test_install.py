@@ -47,6 +47,7 @@ def shim(tmp_path: Path, cli_env: dict[str, str]) -> tuple[Path, dict[str, str]]
         path.chmod(path.stat().st_mode | stat.S_IXUSR)
     env = {**cli_env, "PATH": f"{folder}:{cli_env['PATH']}", "SHIM_DIR": str(folder), "SHIM_DISTRO": "",
            "SHIM_PGDG": "postgresql-17"}  # fmt: skip
+    env.pop("DB_TEST_ACTION_NO_INSTALL")  # conftest refuses real installs; the shim is no real apt
     return folder, env
 
 
@@ -136,7 +137,8 @@ def test_start_and_exec_install_after_one_line_unless_told_not_to(cli, shim, dat
 def test_without_apt_the_error_names_database_url_and_services(cli, cli_env, tmp_path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    proc = _cli(cli, {**cli_env, "PATH": str(empty)}, "postgres", "install", "--postgres-version", "17")
+    env = {k: v for k, v in cli_env.items() if k != "DB_TEST_ACTION_NO_INSTALL"}
+    proc = _cli(cli, {**env, "PATH": str(empty)}, "postgres", "install", "--postgres-version", "17")
     assert proc.returncode == 3
     (line,) = proc.stderr.strip().splitlines()
     assert "cannot install them (apt-get is not available (not Debian/Ubuntu))" in line
