@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from db_test_action.commands.files import load_table
+from db_test_action.config import resolve
 from db_test_action.errors import EXIT_ENV, EXIT_USAGE, DbTestActionError
 from db_test_action.publish import gha
 from db_test_action.server.info import SUPERUSER, parse_url_driver, parse_url_envs
@@ -35,6 +37,12 @@ install  install the server packages with apt when missing (PGDG repository for 
 -- CMD   start a server, run CMD with DATABASE_URL/PG* set, stop it, exit with CMD's status"""
 
 
+GENERATED_PASSWORD = ":generated:"  # `--password` without a value: a generated password
+LAUNCH_KEYS = ("database_url", "user", "password", "port", "database", "locale", "server_settings",
+               "url_driver", "db_url_env", "no_install")  # fmt: skip
+RUN_KEYS = ("python", "plugin_path", "db_per_worker", "db_setup")
+
+
 def split_list(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.replace(" ", ",").split(",") if part.strip())
 
@@ -46,7 +54,10 @@ def add_launch_options(parser: argparse.ArgumentParser) -> None:
         "--pg-bin", metavar="DIR", help="server bin dir (default: PG_BIN, pg_config, newest found)"
     )
     group.add_argument("--postgres-version", type=int, metavar="N", help="major version to use, e.g. 16")
-    group.add_argument("--database", default=_env("DATABASE"), help="database to create (default: test)")
+    group.add_argument(
+        "--database",
+        help="database to create (default: test; with `run`: every run's database gets this name)",
+    )
     group.add_argument(
         "--extensions",
         default="pgcrypto",
@@ -57,44 +68,38 @@ def add_launch_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--password",
         nargs="?",
-        const="",
-        default=_env("PASSWORD"),
+        const=GENERATED_PASSWORD,
         metavar="PW",
         help="require this password on TCP (no value: a generated one); for a conftest that hard-codes it",
     )
     group.add_argument(
         "--user",
-        default=_env("USER") or SUPERUSER,
-        help="the role the suite connects as, created as the cluster's superuser (default: %(default)s)",
+        help=f"the role the suite connects as, created as the cluster's superuser (default: {SUPERUSER})",
     )
-    group.add_argument("--port", type=_port, default=_env("PORT"), metavar="N", help="(default: a free port)")
+    group.add_argument("--port", metavar="N", help="(default: a free port)")
     group.add_argument(
         "--locale",
-        default=_env("LOCALE") or "C.UTF-8",
-        help="the cluster's locale, e.g. en_US.UTF-8 (ORDER BY on text follows it; default: %(default)s)",
+        help="the cluster's locale, e.g. en_US.UTF-8 (ORDER BY on text follows it; default: C.UTF-8)",
     )
     group.add_argument(
         "--server-settings",
-        default=_env("SERVER_SETTINGS") or "",
         metavar="LINES",
         help="server settings, newline-separated name=value lines, each passed as `-c name=value`",
     )
     group.add_argument(
         "--url-driver",
-        default=_env("URL_DRIVER") or "",
         metavar="DRIVER",
         help="scheme of DATABASE_URL: asyncpg, psycopg, psycopg2 or a literal one (postgresql+asyncpg)",
     )
     group.add_argument(
         "--db-url-env",
-        default=_env("DB_URL_ENV") or "",
         metavar="NAMES",
         help="more variables that get the database URL, comma-separated (the plugin uses the first)",
     )
     group.add_argument(
         "--no-install",
         action="store_true",
-        default=bool(_env("NO_INSTALL")),
+        default=None,
         help=f"never apt-get install the server when it is missing (also {NO_INSTALL_ENV}=1)",
     )
     group.add_argument(
@@ -104,21 +109,9 @@ def add_launch_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--database-url",
-        default=os.environ.get("DB_TEST_ACTION_DATABASE_URL") or None,
         metavar="URL",
         help="use this existing server instead of starting one (e.g. a services: postgres container)",
     )
-
-
-def _env(name: str) -> str | None:
-    """The action passes its inputs as DB_TEST_ACTION_<NAME>; a flag given on the command line wins."""
-    return os.environ.get(f"DB_TEST_ACTION_{name}") or None
-
-
-def _port(value: str) -> int:
-    if value.isdigit() and 1 <= int(value) <= 65535:
-        return int(value)
-    raise argparse.ArgumentTypeError(f"--port: {value!r} is not a port number (1-65535)")
 
 
 _SETTING_NAME = re.compile(r"^[a-z_][a-z0-9_.]*$")
@@ -142,6 +135,15 @@ def parse_server_settings(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def resolve_launch_settings(args: argparse.Namespace, command: str) -> None:
+    """Flag > DB_TEST_ACTION_<KEY> > [tool.db-test-action] > default for the server and URL settings,
+    resolved when the command runs (not at parser build); the action passes its inputs as the variables."""
+    table, where = load_table(None, Path.cwd())
+    resolved = resolve(command, vars(args), os.environ, table, where)
+    for key in LAUNCH_KEYS + (RUN_KEYS if command == "run" else ()):
+        setattr(args, key, resolved[key])
+
+
 def launch_options(args: argparse.Namespace) -> LaunchOptions:
     if args.max_connections < 5:
         raise DbTestActionError("--max-connections: must be at least 5", EXIT_USAGE)
@@ -152,7 +154,7 @@ def launch_options(args: argparse.Namespace) -> LaunchOptions:
         extensions=args.extensions,
         max_connections=args.max_connections,
         use_password=args.password is not None,
-        password=args.password or None,
+        password=None if args.password in (None, GENERATED_PASSWORD) else args.password,
         data_root=args.data_root,
         settings=parse_server_settings(args.server_settings),
         locale=args.locale,
@@ -194,6 +196,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    resolve_launch_settings(args, "postgres")
     state = args.state_file or default_state_file(args.name)
     if args.passthrough:
         if args.action:

@@ -13,7 +13,12 @@ import shlex
 import sys
 from pathlib import Path
 
-from db_test_action.commands.postgres import add_launch_options, launch_options, suite_url_options
+from db_test_action.commands.postgres import (
+    add_launch_options,
+    launch_options,
+    resolve_launch_settings,
+    suite_url_options,
+)
 from db_test_action.errors import EXIT_GATE, EXIT_USAGE, DbTestActionError
 from db_test_action.run.databases import Databases
 from db_test_action.run.runner import (
@@ -131,35 +136,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     group.add_argument(
         "--python",
-        default=os.environ.get("DB_TEST_ACTION_PYTHON") or sys.executable,
         metavar="EXE",
         help="the project's Python, which runs pytest (default: the one running this tool)",
     )
     group.add_argument(
         "--db-per-worker",
         action="store_true",
-        default=_env_flag("DB_TEST_ACTION_DB_PER_WORKER"),
+        default=None,
         help="each xdist worker its own database cloned from a template (the plugin's --db-per-worker)",
     )
     group.add_argument(
         "--db-setup",
-        default=os.environ.get("DB_TEST_ACTION_DB_SETUP") or "",
         metavar="SETUP",
         help="schema setup run once into the template: a command, pkg.mod:func or .sql files (with --db-per-worker)",
     )
     group.add_argument(
         "--plugin-path",
-        default=os.environ.get("DB_TEST_ACTION_PLUGIN_PATH") or None,
         metavar="DIR",
         help="load the pytest plugin from DIR (PYTHONPATH) when the project's Python does not have it "
         "installed; how the action keeps the tool out of the project's environment",
     )
     add_launch_options(parser)
     parser.set_defaults(handler=run)
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _plugin_env(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
@@ -215,11 +213,12 @@ def plan_from_args(args: argparse.Namespace) -> RunPlan:
         group_scopes=not args.no_group_scopes,
         show_output=show,
         progress_tty=is_tty,
-        python=args.python,
+        python=args.python or sys.executable,
         database=args.database,
         extra_env=_plugin_env(args),
         plugin_path=args.plugin_path,
-        load_plugin=bool(args.plugin_path) and not plugin_installed(args.python, os.environ),
+        load_plugin=bool(args.plugin_path)
+        and not plugin_installed(args.python or sys.executable, os.environ),
     )
 
 
@@ -238,6 +237,7 @@ def _detached(name_or_file: str) -> ServerInfo:
 
 
 def run(args: argparse.Namespace) -> int:
+    resolve_launch_settings(args, "run")
     plan = plan_from_args(args)
     log_name = None if args.no_server_log else _server_log_name(plan)
     opts = dataclasses.replace(
