@@ -59,7 +59,8 @@ jobs:
           workers: '2'
           comment: 'false'
 """
-STEP_RE = re.compile(r"Success - (?:Main|Post) (.+?) \[([\d.]+)(ms|s|m)?\]")
+STEP_RE = re.compile(r"Success - (?:Main|Post) (.+?) \[([\dhmsµun.]+)\]")
+UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "ns": 1e-9}
 PYTEST_RE = re.compile(r"run 1/1: exit \d+ \([^)]*\), .*? in ([\d.]+)s")
 TOOL_STEPS = (
     "Install db-test-action",
@@ -70,9 +71,9 @@ TOOL_STEPS = (
 )
 
 
-def _seconds(value: str, unit: str | None) -> float:
-    number = float(value)
-    return number / 1000 if unit == "ms" else number * 60 if unit == "m" else number
+def _seconds(duration: str) -> float:
+    """A Go duration as act prints it: 1m0.24s, 4.13ms, 92µs."""
+    return sum(float(n) * UNITS[u] for n, u in re.findall(r"([\d.]+)(h|ms|µs|us|ns|m|s)", duration))
 
 
 def _prepare(tree: Path, ref: str | None) -> Path:
@@ -115,8 +116,8 @@ def measure(log: str) -> dict[str, float]:
     """Step times from act's log. The composite action's own line (`./`) holds its nested steps, so the
     job is the top-level steps only; the action's overhead is `./` minus pytest's own time."""
     steps: dict[str, float] = {}
-    for name, value, unit in STEP_RE.findall(log):
-        steps[name.strip()] = steps.get(name.strip(), 0.0) + _seconds(value, unit)
+    for name, duration in STEP_RE.findall(log):
+        steps[name.strip()] = steps.get(name.strip(), 0.0) + _seconds(duration)
     pytest_s = sum(float(x) for x in PYTEST_RE.findall(log))
     top = [k for k in steps if k in ("./", "Project install") or k.startswith("actions/")]
     job = sum(steps[k] for k in top)

@@ -122,6 +122,20 @@ def install_server(
     apt = found
     packages = packages_for(major)
     say(f"installing {' '.join(packages)} with apt-get ({what} server binaries not found)")
+    grouped = env.get("GITHUB_ACTIONS") == "true"
+    if grouped:  # the apt lines fold into one group in the job log
+        print(f"::group::apt-get install {' '.join(packages)}", flush=True)
+    try:
+        _install(apt, major, packages, say, os_release)
+    finally:
+        if grouped:
+            print("::endgroup::", flush=True)
+    return packages
+
+
+def _install(
+    apt: Apt, major: int | None, packages: tuple[str, ...], say: Say, os_release: str | None
+) -> None:
     apt.must("apt-get", "update", "-qq")
     if major is not None and candidate(apt, packages[0]) is None:
         if os_release is None:
@@ -145,7 +159,6 @@ def install_server(
                 EXIT_ENV,
             )
     apt.must("apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages)
-    return packages
 
 
 def install_refused(env: Mapping[str, str], no_install: bool) -> bool:
