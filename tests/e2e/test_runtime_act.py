@@ -56,7 +56,8 @@ def test_action_inputs_under_act(tmp_path: Path, httpserver: HTTPServer) -> None
 
     # comment-mode failures: a green run on a PR with no earlier comment posts nothing
     assert "not commenting (--comment-mode failures)" in log
-    assert not [entry for entry in fake.log if entry[0] in ("POST", "PATCH")], fake.log
+    writes = [(m, path) for m, path in fake.log if m in ("POST", "PATCH") and "/comments" in path]
+    assert not writes and ("GET", "/repos/o/r/issues/7/comments?per_page=100") in fake.log, fake.log
 
     # base-report + fail-on regressions: the new failure gates, the one failing on base too does not
     regress = json.loads((inputs / "regress.json").read_text())
