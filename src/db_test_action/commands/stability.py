@@ -17,7 +17,9 @@ import sys
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from db_test_action.commands.files import (
     display_path,
@@ -26,27 +28,18 @@ from db_test_action.commands.files import (
     write_history_file,
     write_output,
 )
-from db_test_action.config import resolve, resolve_report_config
+from db_test_action.config.report import resolve_report_config
 from db_test_action.config.settings import (
     DEFAULT_BRANCH,
     DEFAULT_HISTORY_PATH,
     DEFAULT_KEEP_NIGHTS,
     DEFAULT_LABEL,
+    resolve,
     table_keys,
 )
 from db_test_action.errors import EXIT_ENV, EXIT_GATE, EXIT_OK, EXIT_USAGE, DbTestActionError
 from db_test_action.junit.files import expand_paths, parse_junit_file
 from db_test_action.publish import gha
-from db_test_action.publish.artifacts import fetch_history
-from db_test_action.publish.client import PublishError, Retrier, RetryPolicy, connect
-from db_test_action.publish.tracking import (
-    BranchFile,
-    TrackingAction,
-    TrackingSettings,
-    load_branch_file,
-    save_branch_file,
-    update_tracking_issue,
-)
 from db_test_action.stability.history import (
     add_night,
     dump_history,
@@ -59,6 +52,18 @@ from db_test_action.stability.render import (
     render_stability_console,
     render_stability_markdown,
 )
+
+if TYPE_CHECKING:
+    from db_test_action.publish.client import Retrier
+    from db_test_action.publish.tracking import BranchFile, TrackingSettings
+
+
+def _github_modules() -> tuple[Any, Any]:
+    """publish.client and publish.tracking, imported when GitHub is used: PyGithub costs ~1 s to import."""
+    from db_test_action.publish import client, tracking
+
+    return client, tracking
+
 
 TABLE_KEYS = table_keys("stability", "stability")  # [tool.db-test-action.stability]: what describes the suite
 SCHEMA = "db-test-action-stability"
@@ -170,7 +175,9 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
     table, where = load_table(args.config, cwd)
     stability_table = table.get("stability", {})
     if not isinstance(stability_table, dict):
-        raise DbTestActionError(f"{where}: stability must be a table ([tool.db-test-action.stability])")
+        raise DbTestActionError(
+            f"{where}: stability is not a table; write it as [tool.db-test-action.stability]"
+        )
     unknown = sorted(set(stability_table) - TABLE_KEYS)
     if unknown:
         raise DbTestActionError(
@@ -195,7 +202,9 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
     wants_issue = st["tracking_issue"]
 
     if not args.paths:
-        raise DbTestActionError("stability: give the nightly run's JUnit XML files, directories or globs")
+        raise DbTestActionError(
+            "stability: no results given; pass the nightly run's JUnit XML files, directories or globs"
+        )
     files, missing = expand_paths(args.paths)
     parsed = [parse_junit_file(path, display_path(path, cwd)) for path in files]
     observed = observe(parsed, report_config.categories, report_config.classes, st["expect_runs"])
@@ -217,13 +226,16 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
             else f"history {history_file}: none yet"
         )
     if branch and github is not None:
+        client, tracking = _github_modules()
         try:
-            branch_file = load_branch_file(github.gh, github.retrier, github.repository, branch, branch_path)
+            branch_file = tracking.load_branch_file(
+                github.gh, github.retrier, github.repository, branch, branch_path
+            )
             can_write_branch = True
             if branch_file is not None:
                 previous = parse_history(branch_file.text, f"{branch}:{branch_path}")
             _io(f"history on branch {branch}: {len(previous)} earlier nights")
-        except PublishError as exc:
+        except client.PublishError as exc:
             _io(f"cannot read the history from branch {branch}: {exc}; it will not be overwritten tonight")
             github.failed = True
 
@@ -260,11 +272,14 @@ def fetch_history_artifact(github: _GitHub, name: str, history_file: str | None)
         raise DbTestActionError(
             "--history-artifact: give --history FILE too, where the history is read and tonight's written"
         )
+    from db_test_action.publish.artifacts import fetch_history  # PyGithub: only when GitHub is used
+
+    client, _tracking = _github_modules()
     try:
         found = fetch_history(
             github.gh, github.retrier, github.repository, name, github.settings.token, Path(history_file).name
         )
-    except PublishError as exc:
+    except client.PublishError as exc:
         raise DbTestActionError(
             f"--history-artifact {name}: {exc}; without the earlier nights the gates would start over "
             "(grant `actions: read`, or drop --history-artifact to begin a new history)",
@@ -295,17 +310,18 @@ class _GitHub:
             )
         if not token:
             raise DbTestActionError("stability: no token for GitHub; pass --token or set GITHUB_TOKEN")
-        settings = TrackingSettings(
+        client, tracking = _github_modules()
+        settings = tracking.TrackingSettings(
             repository=repository,
             token=token,
             api_url=st["api_url"],
             label=st["label"],
             key=st["issue_key"],
             close_after=st["close_after"],
-            retry=RetryPolicy(retries=st["retries"], max_wait_s=st["max_wait"]),
+            retry=client.RetryPolicy(retries=st["retries"], max_wait_s=st["max_wait"]),
         )
-        gh = connect(settings.token, settings.api_url)
-        return cls(settings, Retrier(settings.retry, log=_io), is_dry_run, gh)
+        gh = client.connect(settings.token, settings.api_url)
+        return cls(settings, client.Retrier(settings.retry, log=_io), is_dry_run, gh)
 
     @property
     def repository(self) -> str:
@@ -317,13 +333,14 @@ class _GitHub:
         if self.is_dry_run:
             _io(f"dry run: would write {len(text.encode())} bytes to {path} on branch {branch}")
             return
+        client, tracking = _github_modules()
         try:
-            sha = save_branch_file(
+            sha = tracking.save_branch_file(
                 self.gh, self.retrier, self.repository, branch, path, text, previous,
                 f"db-test-action: stability history, night {label}", log=_io,
             )  # fmt: skip
             _io(f"history written to {self.repository}@{branch}:{path} ({sha[:12]})")
-        except PublishError as exc:
+        except client.PublishError as exc:
             self.failed = True
             _io(f"history not written to branch {branch}: {exc}; the local file and the job summary have it")
 
@@ -335,12 +352,13 @@ class _GitHub:
                 f"dry run: would create/update/close the tracking issue labelled {self.settings.label}: {title}"
             )
             return
+        client, tracking = _github_modules()
         try:
-            result = update_tracking_issue(
+            result = tracking.update_tracking_issue(
                 self.settings, self.retrier, title=title, markdown=markdown, night=report.night,
                 clean_nights=report.clean_nights, is_clean_tonight=is_clean_tonight, gh=self.gh,
             )  # fmt: skip
-        except PublishError as exc:
+        except client.PublishError as exc:
             self.failed = True
             hint = (
                 "grant `issues: write` to the job"
@@ -351,7 +369,7 @@ class _GitHub:
             return
         for number in result.duplicates_closed:
             _io(f"closed duplicate tracking issue #{number}")
-        if result.action is TrackingAction.NONE:
+        if result.action is tracking.TrackingAction.NONE:
             _io("all clean and no open tracking issue; nothing to do")
         else:
             verb = {"create": "created", "update": "updated", "close": "closed"}[result.action.value]
@@ -360,7 +378,7 @@ class _GitHub:
 
 def stability_to_dict(report: StabilityReport) -> dict[str, Any]:
     """The JSON output: every dataclass field, enums as values, and each rate's value spelled out."""
-    data = dataclasses.asdict(report)
+    data = orjson.loads(orjson.dumps(report))  # dataclasses, enums and tuples serialised in C
     for test, raw in zip(data["tests"], report.tests, strict=True):
         test["rate"]["value"] = raw.rate.value
     return {"schema": SCHEMA, "version": SCHEMA_VERSION, **data}

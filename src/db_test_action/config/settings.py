@@ -151,9 +151,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("db-setup", _PLUGIN, v.text, None, "a command, module:function or .sql paths", table=None),
     Setting("db-extensions", _PLUGIN, v.names, (), "extension names, e.g. pgcrypto,citext", table=None),
     Setting("db-url-env", _PLUGIN, v.env_name, "DATABASE_URL", "an environment variable name", table=None),
-    Setting(
-        "db-reset-mode", _PLUGIN, v.choice("truncate", "clone"), "truncate", "truncate or clone", table=None
-    ),
+    Setting("db-reset-mode", _PLUGIN, v.choice(*v.RESET_MODES), "truncate", "truncate or clone", table=None),
     Setting("db-keep", _PLUGIN, v.parse_bool, False, _BOOL, table=None),
     Setting(
         "quarantine",
@@ -197,16 +195,20 @@ def parse_value(setting: Setting, raw: object, where: str) -> Any:
         ) from None
 
 
-def first_given(setting: Setting, candidates: Iterable[tuple[str, object]]) -> Any:
-    """The first candidate (source label, raw value) that is given, parsed; else the default.
-
-    None is "not given"; so is a blank string (an environment variable or action input left empty).
-    """
+def first_source(candidates: Iterable[tuple[str, object]]) -> tuple[str, object] | None:
+    """The first candidate (source label, raw value) that is given: None and blank strings are not given
+    (an environment variable or action input left empty means "unset")."""
     for where, raw in candidates:
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             continue
-        return parse_value(setting, raw, where)
-    return setting.default
+        return where, raw
+    return None
+
+
+def first_given(setting: Setting, candidates: Iterable[tuple[str, object]]) -> Any:
+    """The first given candidate, parsed (errors name its source); else the setting's default."""
+    found = first_source(candidates)
+    return setting.default if found is None else parse_value(setting, found[1], found[0])
 
 
 def _flag(flags: Mapping[str, object], setting: Setting) -> object:
@@ -249,19 +251,23 @@ def resolve(
     return resolved
 
 
+def plugin_candidates(
+    cli: Callable[[str], object], ini: Callable[[str], object], env: Mapping[str, str], setting: Setting
+) -> tuple[tuple[str, object], ...]:
+    """The plugin's sources for one setting, in precedence order: flag > ini key > DB_TEST_ACTION_<KEY>."""
+    return (
+        (f"--{setting.key}", cli(setting.ini_key)),
+        (f"{setting.ini_key} (ini)", ini(setting.ini_key)),
+        (setting.env, env.get(setting.env)),
+    )
+
+
 def resolve_plugin(
     cli: Callable[[str], object], ini: Callable[[str], object], env: Mapping[str, str], keys: Iterable[str]
 ) -> dict[str, Any]:
-    """The plugin's settings `keys` by dest: flag > ini key > DB_TEST_ACTION_<KEY> > default."""
+    """The plugin's settings `keys` by ini key: flag > ini key > DB_TEST_ACTION_<KEY> > default."""
     resolved = {}
     for key in keys:
         setting = setting_for("plugin", key)
-        resolved[setting.dest] = first_given(
-            setting,
-            (
-                (f"--{setting.key}", cli(setting.ini_key)),
-                (f"{setting.ini_key} (ini)", ini(setting.ini_key)),
-                (setting.env, env.get(setting.env)),
-            ),
-        )
+        resolved[setting.ini_key] = first_given(setting, plugin_candidates(cli, ini, env, setting))
     return resolved

@@ -13,6 +13,7 @@ TRUE = frozenset(("1", "true", "yes", "on"))
 FALSE = frozenset(("", "0", "false", "no", "off"))
 REPORT_GATES = ("errors", "failures", "budgets", "flaky", "regressions")
 STABILITY_GATES = ("consecutive", "broken", "newly-flaky", "flaky")
+RESET_MODES = ("truncate", "clone")  # plugin.template.ResetMode's values
 
 _DURATION_RE = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m(?!s))?\s*(?:(\d+(?:\.\d+)?)s)?"
                           r"\s*(?:(\d+(?:\.\d+)?)ms)?\s*$")  # fmt: skip
