@@ -51,7 +51,7 @@ def test_every_input_is_described_defaulted_as_a_string_and_used() -> None:
         assert isinstance(spec.get("default"), str), f"{name}: default must be a quoted string"
         assert "required" not in spec, f"{name}: inputs are optional"
         assert f"inputs.{name}" in body, f"{name}: declared but never used"
-    assert set(action["outputs"]) == {"database-url", "report-json", "results-dir", "outcome"}
+    assert set(action["outputs"]) == {"database-url", "report-json", "results-dir", "outcome", "junit-merged"}
 
 
 @pytest.mark.parametrize("path", [ACTION, *WORKFLOWS], ids=lambda p: str(p.relative_to(ROOT)))

@@ -270,7 +270,7 @@ def fetch_history_artifact(github: _GitHub, name: str, history_file: str | None)
     """Write the previous night's history (the newest default-branch artifact `name`) to `history_file`."""
     if not history_file:
         raise DbTestActionError(
-            "--history-artifact: give --history FILE too, where the history is read and tonight's written"
+            "--history-artifact: needs a local history file; give --history FILE too (tonight's is written there)"
         )
     from db_test_action.publish.artifacts import fetch_history  # PyGithub: only when GitHub is used
 

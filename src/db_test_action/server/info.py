@@ -120,5 +120,9 @@ def parse_url_envs(value: str) -> tuple[str, ...]:
     names = tuple(n for n in value.replace(",", " ").split() if n)
     for name in names:
         if not (name[0].isalpha() or name[0] == "_") or not name.replace("_", "").isalnum():
-            raise DbTestActionError(f"--db-url-env: {name!r} is not an environment variable name", EXIT_USAGE)
+            raise DbTestActionError(
+                f"--db-url-env: {name!r} is not an environment variable name; use letters, digits and _, "
+                "e.g. TEST_DATABASE_URL",
+                EXIT_USAGE,
+            )
     return names
