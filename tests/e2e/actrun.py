@@ -19,17 +19,23 @@ PINS = {
     # only reached for a checkout of another repository: act skips the repository under test's own
     "actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683": "checkout",
     "pypa/gh-action-pypi-publish@ed0c53931b1dc9bd32cbe73a98c7f6766f8a527e": "pypi-publish",
+    "actions/cache@5a3ec84eff668545956fd18022155c47e93e2684": "cache",
 }
 
 
 def act(
-    workdir: Path, tmp: Path, *args: str, env: dict[str, str] | None = None, timeout: int = 540
+    workdir: Path,
+    tmp: Path,
+    *args: str,
+    event: str = "push",
+    env: dict[str, str] | None = None,
+    timeout: int = 900,
 ) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
-    """`act push` in workdir; returns the process, the jobs' output folder and the artifact store."""
+    """`act EVENT` in workdir; returns the process, the jobs' output folder and the artifact store."""
     out, artifacts = tmp / "out", tmp / "artifacts"
     out.mkdir()
     artifacts.mkdir()
-    cmd = ["act", "push", "--concurrent-jobs", "1", "-P", "ubuntu-latest=-self-hosted", *args]
+    cmd = ["act", event, "--concurrent-jobs", "1", "-P", "ubuntu-latest=-self-hosted", *args]
     for pin, folder in PINS.items():
         cmd += ["--local-repository", f"{pin}={STANDINS / folder}"]
     for name, value in (
@@ -37,6 +43,7 @@ def act(
         ("DTA_E2E_ARTIFACTS", artifacts),
         ("DTA_E2E_PYTHON", sys.executable),
         ("DTA_E2E_REPOS", tmp / "repos"),
+        ("DTA_E2E_CACHE", tmp / "cache"),
         *(env or {}).items(),
     ):
         cmd += ["--env", f"{name}={value}"]

@@ -26,9 +26,9 @@ pytestmark = [
 
 
 def _act(
-    workdir: Path, tmp: Path, *args: str, env: dict[str, str] | None = None
+    workdir: Path, tmp: Path, *args: str, event: str = "push", env: dict[str, str] | None = None
 ) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
-    return act(workdir, tmp, *args, env=env)
+    return act(workdir, tmp, *args, event=event, env=env)
 
 
 def _outputs(path: Path) -> dict[str, str]:

@@ -20,16 +20,17 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
 
 import psycopg
 from psycopg import sql
 
+from db_test_action.contract import TOOL_APP
 from db_test_action.errors import EXIT_ENV, EXIT_USAGE, DbTestActionError
-from db_test_action.server.binaries import find_bin_dir, package_for_extension, server_major
+from db_test_action.server.binaries import package_for_extension, server_major
+from db_test_action.server.info import SUPERUSER, ServerInfo, parse_url, redact
+from db_test_action.server.install import ensure_server
 from db_test_action.server.log import copy_server_log, server_log_settings
 
-SUPERUSER = "postgres"
 # Throwaway-friendly: durability off (the data dir is deleted anyway), enough connections for xdist
 # workers that each hold a pool, and no autovacuum noise during short suites.
 FAST_SETTINGS = {
@@ -56,67 +57,11 @@ class LaunchOptions:
     settings: tuple[tuple[str, str], ...] = ()  # extra `-c name=value`, applied last
     server_log: bool = True  # machine-readable server log (jsonlog/csvlog) for server-side evidence
     log_copy_to: str | None = None  # on stop, append the server log here (the data dir is deleted)
-
-
-@dataclass(frozen=True, slots=True)
-class ServerInfo:
-    """Everything a client (or `postgres stop`) needs; this is also the state file's content."""
-
-    host: str
-    port: int
-    user: str
-    database: str
-    password: str | None = None
-    data_dir: str | None = None  # None: not ours (external URL mode)
-    pid: int | None = None
-    version: int | None = None
-    log_file: str | None = None  # the server's stderr: start-up and fatal messages
-    server_log_dir: str | None = None  # the logging collector's directory
-    server_log_format: str | None = None  # "jsonlog" (PostgreSQL 15+) or "csvlog"
-
-    def url(self, database: str | None = None) -> str:
-        auth = quote(self.user, safe="")
-        if self.password:
-            auth += ":" + quote(self.password, safe="")
-        return f"postgresql://{auth}@{self.host}:{self.port}/{quote(database or self.database, safe='')}"
-
-    def env(self) -> dict[str, str]:
-        """The variables a test suite reads: DATABASE_URL plus libpq's own PG* names."""
-        values = {
-            "DATABASE_URL": self.url(),
-            "PGHOST": self.host,
-            "PGPORT": str(self.port),
-            "PGUSER": self.user,
-            "PGDATABASE": self.database,
-        }
-        if self.password:
-            values["PGPASSWORD"] = self.password
-        return values
-
-
-def parse_url(url: str) -> ServerInfo:
-    """A `postgresql://` URL as ServerInfo; also accepts SQLAlchemy's `postgresql+asyncpg://`."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.split("+", 1)[0]
-    if scheme not in ("postgresql", "postgres") or not parts.hostname:
-        raise DbTestActionError(
-            f"--database-url: {redact(url)!r} is not a PostgreSQL URL; use postgresql://user@host:port/db",
-            EXIT_USAGE,
-        )
-    return ServerInfo(
-        host=parts.hostname,
-        port=parts.port or 5432,
-        user=unquote(parts.username or SUPERUSER),
-        password=unquote(parts.password) if parts.password else None,
-        database=unquote(parts.path.lstrip("/")) or "postgres",
-    )
-
-
-def redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@", 1)
-    return url
+    locale: str = "C.UTF-8"  # the cluster's collation and ctype: ORDER BY on text follows it
+    port: int | None = None  # None: a free port
+    user: str = SUPERUSER  # the superuser initdb creates: the role a hard-coded conftest connects as
+    password: str | None = None  # this password on TCP (use_password: a generated one)
+    no_install: bool = False  # never apt-get install the server when its binaries are missing
 
 
 def _unprivileged_user() -> pwd.struct_passwd | None:
@@ -210,7 +155,7 @@ class LocalServer:
 
     def start(self) -> ServerInfo:
         opts = self.options
-        bin_dir = find_bin_dir(opts.pg_bin, opts.version)
+        bin_dir = ensure_server(opts.pg_bin, opts.version, no_install=opts.no_install)
         account = _unprivileged_user()
         root = Path(opts.data_root) if opts.data_root else default_data_root()
         if account is not None:
@@ -218,7 +163,7 @@ class LocalServer:
         try:
             self._tmp = Path(tempfile.mkdtemp(prefix="db-test-action-pg-", dir=root))
             data = self._tmp / "data"
-            password = secrets.token_urlsafe(18) if opts.use_password else None
+            password = opts.password or (secrets.token_urlsafe(18) if opts.use_password else None)
             self._initdb(bin_dir, data, account, password)
             major = server_major(bin_dir)
             log_dir, log_format = self._log_dir(account, major)
@@ -226,7 +171,7 @@ class LocalServer:
             info = ServerInfo(
                 host="127.0.0.1",
                 port=port,
-                user=SUPERUSER,
+                user=opts.user,
                 database=opts.database,
                 password=password,
                 data_dir=str(self._tmp),
@@ -250,8 +195,8 @@ class LocalServer:
         if account is not None:
             os.chown(self._tmp, account.pw_uid, account.pw_gid)
         cmd = [
-            str(bin_dir / "initdb"), "-D", str(data), "-U", SUPERUSER, "--no-sync", "-E", "UTF8",
-            "--locale=C", "--auth-local=trust", "--no-instructions",
+            str(bin_dir / "initdb"), "-D", str(data), "-U", self.options.user, "--no-sync", "-E", "UTF8",
+            f"--locale={self.options.locale}", "--auth-local=trust", "--no-instructions",
         ]  # fmt: skip
         if password:
             pwfile = self._tmp / "pwfile"
@@ -266,6 +211,12 @@ class LocalServer:
         )
         if out.returncode != 0:
             last = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["no output"]
+            if "locale" in (out.stderr or out.stdout):
+                raise DbTestActionError(
+                    f"--locale {self.options.locale}: initdb refused it ({last[0]}); use C.UTF-8, C or a "
+                    "locale `locale -a` lists",
+                    EXIT_USAGE,
+                )
             raise DbTestActionError(
                 f"{bin_dir}/initdb: failed ({last[0]}); check the data root is writable", EXIT_ENV
             )
@@ -295,7 +246,7 @@ class LocalServer:
             settings.update(server_log_settings(log_dir, log_format))
         settings.update(dict(self.options.settings))
         for _attempt in range(5):  # another launcher may grab the port between probe and bind
-            port = _free_port()
+            port = self.options.port or _free_port()
             cmd = [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(data),
                    "-c", "listen_addresses=127.0.0.1"]  # fmt: skip
             for name, value in settings.items():
@@ -312,6 +263,11 @@ class LocalServer:
                 return port
             if "could not bind" not in log.read_text(errors="replace"):
                 break
+            if self.options.port:
+                raise DbTestActionError(
+                    f"--port {port}: in use by another process; pick another port or stop what listens there",
+                    EXIT_ENV,
+                )
         raise DbTestActionError(f"postgres: server did not start ({_tail(log)}); see {log}", EXIT_ENV)
 
     def _wait_ready(self, data: Path, log: Path) -> bool:
@@ -385,16 +341,22 @@ def prepare_databases(
 ) -> None:
     """Create the extensions (in template1 when we own the server) and the target database."""
     try:
-        with psycopg.connect(info.url("postgres"), autocommit=True, connect_timeout=10) as conn:
+        with psycopg.connect(
+            info.url("postgres"), autocommit=True, connect_timeout=10, application_name=TOOL_APP
+        ) as conn:
             _check_available(conn, info, extensions, major)
             if in_template:
                 # Every database created later (per run, per xdist worker) inherits the extensions.
-                with psycopg.connect(info.url("template1"), autocommit=True, connect_timeout=10) as tpl:
+                with psycopg.connect(
+                    info.url("template1"), autocommit=True, connect_timeout=10, application_name=TOOL_APP
+                ) as tpl:
                     _create_extensions(tpl, extensions)
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (info.database,)).fetchone()
             if not exists:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(info.database)))
-        with psycopg.connect(info.url(), autocommit=True, connect_timeout=10) as conn:
+        with psycopg.connect(
+            info.url(), autocommit=True, connect_timeout=10, application_name=TOOL_APP
+        ) as conn:
             _create_extensions(conn, extensions)
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -429,7 +391,9 @@ def use_external(url: str, extensions: Sequence[str]) -> ServerInfo:
     """External mode: check an existing server answers, install the extensions, and describe it."""
     info = parse_url(url)
     try:
-        with psycopg.connect(info.url(), autocommit=True, connect_timeout=5) as conn:
+        with psycopg.connect(
+            info.url(), autocommit=True, connect_timeout=5, application_name=TOOL_APP
+        ) as conn:
             is_super = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
     except psycopg.OperationalError as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
