@@ -18,6 +18,7 @@ from db_test_action.model import (
     BudgetStatus,
     CategoryRule,
     Counts,
+    Hang,
     Occurrence,
     Outcome,
     ParseProblem,
@@ -63,6 +64,7 @@ def build_report(
     server_logs: Sequence[tuple[str, Sequence[ServerEvent]]] = (),
     server_note: str = "",
     server_problems: Sequence[ParseProblem] = (),
+    hangs: Sequence[Hang] = (),
 ) -> Report:
     """Group, classify, count and check; `manifest`/`config.expect_files` turn missing shards into problems.
 
@@ -118,6 +120,7 @@ def build_report(
         server=server,
         quarantined=quarantined_tests(tests),
         is_empty_planned=manifest is not None and not _planned(manifest),
+        hangs=tuple(hangs),
     )
     return decide(report)
 

@@ -10,6 +10,7 @@ import json
 import re
 
 from db_test_action.model import Annotation, Level, Phase, Report, Status, report_to_dict
+from db_test_action.report.hangs import hang_sentence
 from db_test_action.report.markdown import (
     GITHUB_COMMENT_MAX,
     duration,
@@ -52,6 +53,9 @@ def render_console(report: Report) -> str:
         + f", total {duration(tm.total_s)}, average test {duration(tm.average_test_s)}"
         + (f", slowest {duration(tm.slowest_test_s)} {tm.slowest_test}" if tm.slowest_test else ""),
     ]
+    for h in report.hangs[:10]:
+        where = f"shard {h.shard} run {h.run}: " if h.shard is not None and h.run is not None else ""
+        lines.append(f"hang: {where}{hang_sentence(h, _plain, _plain)}")
     if quarantined := quarantine_line(report):
         lines.append(f"quarantine: {quarantined}")
         for test in [t for t in report.quarantined if t.problems][:QUARANTINE_CONSOLE_ROWS]:
@@ -177,3 +181,7 @@ def report_fingerprint(report: Report) -> str:
     blob = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     blob = _VOLATILE.sub("<…>", blob)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.split())
