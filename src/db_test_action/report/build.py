@@ -360,14 +360,19 @@ def check_manifest(
                     )
                 )
     planned = _planned(manifest)
-    lost = [t for t in planned if t not in test_ids]
-    if lost:
-        more = f" and {len(lost) - 3} more" if len(lost) > 3 else ""
+    lost: dict[int, list[str]] = {}
+    for test, shard in planned.items():
+        if test not in test_ids:
+            lost.setdefault(shard, []).append(test)
+    for shard in sorted(lost):
+        tests = lost[shard]
+        of = sum(1 for s in planned.values() if s == shard)
+        more = f" and {len(tests) - 3} more" if len(tests) > 3 else ""
         problems.append(
             ParseProblem(
                 where,
-                f"{len(lost)} of {len(planned)} planned tests never reported ({', '.join(lost[:3])}{more}); "
-                "a shard crashed or collected differently",
+                f"shard {shard}: {len(tests)} of {of} planned tests never reported ({', '.join(tests[:3])}{more}); "
+                "the shard was stopped, crashed or collected differently",
             )
         )
     return tuple(problems)
