@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-LOCKS = '''
+LOCKS = """
 import os
 import time
 from pathlib import Path
@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 SYNC = Path(os.environ["HANG_SYNC"])
+SYNC.mkdir(parents=True, exist_ok=True)
 
 
 def wait_for(name):
@@ -58,20 +59,20 @@ def test_wait(accounts):
         (SYNC / "waiter-ready").touch()
         wait_for("row-locked")
         conn.execute("UPDATE accounts SET balance = balance - 1 WHERE id = 1")
-'''
+"""
 
 # pytest that ignores SIGINT (as a real suite did, which then wrote no XML at all): three quick results,
 # then a test that never ends.
-DEAF = '''
+DEAF = """
 import signal
 import time
 
 
 def pytest_configure(config):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-'''
+"""
 
-DEAF_TESTS = '''
+DEAF_TESTS = """
 import time
 
 
@@ -93,7 +94,7 @@ def test_forever():
 
 def test_after():
     pass
-'''
+"""
 
 
 def leftovers(marker: str) -> list[str]:

@@ -124,7 +124,10 @@ def test_pytest_ignoring_sigint_is_killed_and_report_dir_says_what_never_reporte
         {"conftest.py": DEAF, "test_deaf.py": DEAF_TESTS, "test_other.py": "def test_x():\n    pass\n"},
     )
     # The other module weighs as much as the deaf one: two modules, one per shard (deaf first).
-    durations = {f"test_deaf.py::{n}": 1.0 for n in ("test_one", "test_two", "test_three", "test_forever", "test_after")}
+    durations = {
+        f"test_deaf.py::{n}": 1.0
+        for n in ("test_one", "test_two", "test_three", "test_forever", "test_after")
+    }
     (suite / "durations.json").write_text(json.dumps({**durations, "test_other.py::test_x": 5.0}))
     results = tmp_path / "results"
     cmd = [*cli, "run", "--database-url", pg_server.url(), "--shards", "2", "--shard", "1",
@@ -135,7 +138,9 @@ def test_pytest_ignoring_sigint_is_killed_and_report_dir_says_what_never_reporte
     assert "killed (it ignored SIGINT)" in run.stderr
     _no_leftovers(marker)
     manifest = json.loads((results / "manifest.json").read_text())
-    assert manifest["tests"]["test_other.py::test_x"] == 2 and manifest["tests"]["test_deaf.py::test_after"] == 1
+    assert (
+        manifest["tests"]["test_other.py::test_x"] == 2 and manifest["tests"]["test_deaf.py::test_after"] == 1
+    )
     junit = (results / "shard-1-run-1.xml").read_text()
     assert "pytest stopped at the time limit" in junit and "test_one" not in junit  # pytest wrote none
 
@@ -184,7 +189,11 @@ def test_streams_of_any_shape_never_crash_the_reader(lines, tail):
 @settings(max_examples=200, deadline=None)
 @given(_json_values, st.lists(_events, max_size=6))
 def test_snapshots_of_any_shape_never_crash_the_attribution(snapshot, events):
-    for text in (json.dumps(snapshot), json.dumps([snapshot]), json.dumps([{"reason": "suite-timeout", "backends": [snapshot]}])):
+    for text in (
+        json.dumps(snapshot),
+        json.dumps([snapshot]),
+        json.dumps([{"reason": "suite-timeout", "backends": [snapshot]}]),
+    ):
         snapshots, _problems = parse_snapshots(text, "shard-1-run-1.hang.json")
         stream = parse_stream("\n".join(json.dumps(e) for e in events) + "\n", "shard-1-run-1.jsonl")
         find_hangs(snapshots, [stream])
