@@ -25,7 +25,7 @@ from db_test_action.commands.files import display_path, load_table, read_json, w
 from db_test_action.config import resolve_report_config
 from db_test_action.errors import EXIT_GATE, EXIT_OK, EXIT_USAGE, DbTestActionError
 from db_test_action.junit.files import expand_paths, parse_junit_file
-from db_test_action.junit.parse import ParsedFile
+from db_test_action.junit.parse import ParsedFile, _shard_run_from_name
 from db_test_action.junit.stream import merge_stream, parse_stream
 from db_test_action.model import Hang, ParseProblem, Report, report_from_dict, report_to_dict
 from db_test_action.publish import gha
@@ -181,8 +181,13 @@ def read_streams_and_hangs(
     left out of its JUnit file; the runner's snapshots (`*.hang.json`) say what the hung tests waited on."""
     stream_paths = sorted({p.resolve() for d in dirs for p in d.rglob("shard-*-run-*.jsonl")})
     hang_paths = sorted({p.resolve() for d in dirs for p in d.rglob("shard-*-run-*.hang.json")})
+    hang_runs = {_shard_run_from_name(p.name) for p in hang_paths}
+    complete = {(p.info.shard, p.info.run) for p in parsed if _is_complete(p)}
     streams, problems = [], []
     for path in stream_paths:
+        key = _shard_run_from_name(path.name)
+        if key in complete and key not in hang_runs:
+            continue  # pytest finished and wrote every result: the stream would add nothing
         text = _read(path, "results stream", problems, cwd)
         if text is not None:
             streams.append(parse_stream(text, display_path(path, cwd)))
@@ -210,6 +215,16 @@ def read_streams_and_hangs(
         }
         merged += [*merge_stream(first, stream, reasons), *rest]
     return merged, hangs, tuple(problems)
+
+
+def _is_complete(parsed: ParsedFile) -> bool:
+    """pytest's own file, whole, and not cut short: no nameless testcases (written for tests interrupted
+    by SIGINT) and no error testcase the runner wrote for a crash or a time limit."""
+    return (
+        parsed.info.is_pytest
+        and parsed.problem is None
+        and not any(r.test_id.startswith(("<unnamed testcase", "db-test-action::")) for r in parsed.rows)
+    )
 
 
 def _read(path: Path, what: str, problems: list[ParseProblem], cwd: Path) -> str | None:

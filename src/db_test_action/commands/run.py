@@ -18,7 +18,8 @@ from pathlib import Path
 from db_test_action.commands.postgres import add_launch_options, launch_options
 from db_test_action.config import parse_duration
 from db_test_action.errors import EXIT_GATE, EXIT_USAGE, DbTestActionError
-from db_test_action.run.runner import Databases, RunPlan, run_shard, stop_on_signals, worse_exit
+from db_test_action.run.databases import Databases
+from db_test_action.run.runner import RunPlan, run_shard, stop_on_signals, worse_exit
 from db_test_action.run.sharding import parse_durations
 from db_test_action.server.launch import LocalServer, ServerInfo, use_external
 from db_test_action.server.log import copy_server_log

@@ -63,15 +63,25 @@ class ResultStream:
         self.acks = os.environ.get(ENV_LIMIT_ACKS) or None
         self.current: str | None = None
         self._worst: dict[str, dict[str, Any]] = {}
+        self._fd: int | None = None
+        self._pid = 0
 
     def _write(self, event: str, **fields: Any) -> None:
+        """One `write()` per line, unbuffered: what was written is on disk whatever kills us next."""
         line = json.dumps({"e": event, "at": round(time.time(), 6), **fields}, ensure_ascii=False) + "\n"
         with contextlib.suppress(OSError):  # a full disk must not fail the user's test
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, line.encode("utf-8", errors="replace"))
-            finally:
-                os.close(fd)
+            if self._fd is None or self._pid != os.getpid():  # a forked child gets its own descriptor
+                self._fd, self._pid = (
+                    os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644),
+                    os.getpid(),
+                )
+            os.write(self._fd, line.encode("utf-8", errors="replace"))
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
 
     # --- the process that runs the test ------------------------------------------------------------------
 
@@ -86,7 +96,11 @@ class ResultStream:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_fixture_setup(self, fixturedef: Any, request: Any):  # type: ignore[no-untyped-def]
-        if self.current is not None:
+        # Parametrize values arrive as pseudo-fixtures (pytest's get_direct_param_fixture_func): not ours to log.
+        if (
+            self.current is not None
+            and getattr(fixturedef.func, "__name__", "") != "get_direct_param_fixture_func"
+        ):
             self._write("fixture", node=self.current, worker=self.worker, fixture=fixturedef.argname)
         return (yield)
 

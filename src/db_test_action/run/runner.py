@@ -8,6 +8,9 @@ Files in the results dir, per shard I and run K: `shard-I-run-K.xml` (JUnit, alw
 or by us when pytest crashed or had nothing to run), `shard-I-run-K.log` (pytest's output) and
 `manifest.json` (every node id → its shard; identical on every shard; plus which server ran the tests
 and the name of its log, `server-shard-I.jsonl`, which commands/run.py writes when the server is ours).
+Beside each JUnit file: `shard-I-run-K.jsonl`, the plugin's results stream (every test's outcome as it
+finishes, so a killed pytest still reports), and at a time limit `shard-I-run-K.hang.json`, the server
+snapshot (run/hangs.py); run/child.py runs and watches pytest.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -26,9 +28,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
-
-import psycopg
-from psycopg import sql
 
 from db_test_action.contract import (
     ENV_COLLECT,
@@ -41,12 +40,13 @@ from db_test_action.contract import (
     hang_name,
     stream_name,
 )
-from db_test_action.errors import EXIT_ENV, EXIT_GATE, EXIT_USAGE, DbTestActionError
+from db_test_action.errors import EXIT_GATE, EXIT_USAGE, DbTestActionError
 from db_test_action.run.child import Child, StreamTail, watch
+from db_test_action.run.databases import Databases, database_name
 from db_test_action.run.files import clean_tail, crash_reason, synthetic_junit, write_manifest
 from db_test_action.run.hangs import append_snapshot, take_snapshot
 from db_test_action.run.sharding import split_tests
-from db_test_action.server.launch import ServerInfo, redact
+from db_test_action.server.launch import ServerInfo
 
 PYTEST_EXIT = {
     0: "ok",
@@ -102,11 +102,6 @@ def results_name(shard: int, run: int, suffix: str = "xml") -> str:
     return f"shard-{shard}-run-{run}.{suffix}"
 
 
-def database_name(shard: int, run: int) -> str:
-    """Unique per invocation (two jobs may share an external server), lower-case, well under 63 bytes."""
-    return f"dta_s{shard}_r{run}_{secrets.token_hex(4)}"
-
-
 # --- pytest command lines ------------------------------------------------------------------------------
 
 
@@ -140,83 +135,6 @@ def collect_command(plan: RunPlan, env: Mapping[str, str]) -> list[str]:
     ):
         cmd += ["-n", "0"]  # collect in one process; the shard's own run may still use xdist
     return cmd
-
-
-# --- databases -----------------------------------------------------------------------------------------
-
-
-class Databases:
-    """Creates and drops the per-run databases on one server (ours or an external one)."""
-
-    def __init__(self, info: ServerInfo, *, owns_server: bool) -> None:
-        self.info = info
-        self.admin_db, self.template, self.major = self._inspect(owns_server)
-
-    def _inspect(self, owns_server: bool) -> tuple[str, str, int]:
-        if owns_server:
-            return "postgres", "template1", self.info.version or 13  # we put the extensions in template1
-        for admin in ("postgres", "template1", self.info.database):
-            with contextlib.suppress(psycopg.OperationalError):
-                with psycopg.connect(self.info.url(admin), autocommit=True, connect_timeout=10) as conn:
-                    row = conn.execute(
-                        "SELECT rolsuper, rolcreatedb, current_setting('server_version_num')::int "
-                        "FROM pg_roles WHERE rolname = current_user"
-                    ).fetchone()
-                assert row is not None
-                if not (row[0] or row[1]):
-                    raise DbTestActionError(
-                        f"--database-url {redact(self.info.url())}: user {self.info.user!r} may not create "
-                        "databases; grant CREATEDB (one fresh database per run needs it)",
-                        EXIT_ENV,
-                    )
-                if admin == self.info.database and not row[0]:
-                    raise DbTestActionError(
-                        f"--database-url {redact(self.info.url())}: cannot reach the postgres or template1 "
-                        f"database to clone {self.info.database!r} from outside it; allow connecting to postgres",
-                        EXIT_ENV,
-                    )
-                # A superuser got the extensions in template1 (use_external); otherwise they live in the
-                # target database only, so clone that (CREATE DATABASE … TEMPLATE needs it idle).
-                return admin, ("template1" if row[0] else self.info.database), row[2] // 10000
-        raise DbTestActionError(
-            f"--database-url {redact(self.info.url())}: cannot connect; check the URL and that the server is up",
-            EXIT_ENV,
-        )
-
-    def create(self, name: str) -> str:
-        stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(self.template)
-        )
-        try:
-            with psycopg.connect(self.info.url(self.admin_db), autocommit=True, connect_timeout=10) as conn:
-                conn.execute(stmt)
-        except psycopg.Error as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            fix = (
-                f"close other sessions on {self.template!r} (a database used as a template must be idle)"
-                if "being accessed by other users" in first
-                else "check the server and the user's rights"
-            )
-            raise DbTestActionError(f"create database {name}: {first}; {fix}", EXIT_ENV) from None
-        return self.info.url(name)
-
-    def drop(self, name: str) -> str | None:
-        """Drop a run's database; a failure is returned (and reported), never raised over the outcome."""
-        force = sql.SQL(" WITH (FORCE)") if self.major >= 13 else sql.SQL("")
-        stmt = sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)) + force
-        try:
-            with psycopg.connect(self.info.url(self.admin_db), autocommit=True, connect_timeout=10) as conn:
-                if self.major < 13:
-                    conn.execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-                    )
-                conn.execute(stmt)
-        except psycopg.Error as exc:
-            return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return None
-
-
-# --- the subprocess ------------------------------------------------------------------------------------
 
 
 # --- orchestration -------------------------------------------------------------------------------------
