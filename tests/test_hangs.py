@@ -211,3 +211,22 @@ def test_a_damaged_stream_line_is_a_problem_and_a_cut_last_line_is_not():
 def test_bad_snapshot_files_are_named_problems(text):
     snapshots, problems = parse_snapshots(text, "shard-1-run-1.hang.json")
     assert snapshots == () and (problems or text == "[]")
+
+
+def test_untrusted_names_in_a_hang_cannot_format_the_comment():
+    from db_test_action.model import Hang
+    from db_test_action.report.hangs import hang_sentence
+    from db_test_action.report.markdown import code, inline
+
+    hang = Hang(
+        reason="suite-timeout", limit_s=60, shard=1, run=1, test_id="t.py::test_x[`@octocat`]", worker="gw0",
+        statement="UPDATE t SET a = '</code><img src=x>'", waiting_on="a row lock on <b>@team</b>",
+        holder_test="t.py::test_y", holder_worker="gw1", holder_state="idle in transaction",
+        holder_since=1_700_000_000.0, holder_since_phase="fixture", holder_since_fixture="seed`x",
+    )  # fmt: skip
+    text = hang_sentence(hang, lambda s: code(s, 160, in_table=False), inline)
+    assert (
+        "<b>" not in text and "`UPDATE t SET a = '</code><img src=x>'`" in text
+    )  # inside a code span: inert
+    assert "&lt;b&gt;" in text and "@\u200dteam" in text  # prose is escaped and mentions defused
+    assert "``seed`x``" in text  # a backtick in a fixture name cannot close its code span
