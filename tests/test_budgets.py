@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from db_test_action.commands.files import load_table
-from db_test_action.config import Budgets, parse_duration, resolve_report_config
+from db_test_action.config.report import Budgets, resolve_report_config
+from db_test_action.config.values import parse_duration
 from db_test_action.errors import DbTestActionError
 from db_test_action.junit.parse import parse_junit_bytes
 from db_test_action.model import BudgetStatus, Counts, ResultFile, Status, Timing

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from db_test_action.config.settings import resolve
 from db_test_action.errors import EXIT_ENV, EXIT_USAGE, DbTestActionError
 from db_test_action.publish import gha
 from db_test_action.server.binaries import find_bin_dir
@@ -58,10 +59,14 @@ def add_launch_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--database-url",
-        default=os.environ.get("DB_TEST_ACTION_DATABASE_URL") or None,
         metavar="URL",
         help="use this existing server instead of starting one (e.g. a services: postgres container)",
     )
+
+
+def resolve_database_url(args: argparse.Namespace, command: str) -> None:
+    """--database-url > DB_TEST_ACTION_DATABASE_URL, resolved when the command runs (not at parser build)."""
+    args.database_url = resolve(command, vars(args), os.environ)["database_url"]
 
 
 def launch_options(args: argparse.Namespace) -> LaunchOptions:
@@ -98,6 +103,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    resolve_database_url(args, "postgres")
     state = args.state_file or default_state_file(args.name)
     if args.passthrough:
         if args.action:

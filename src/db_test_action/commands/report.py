@@ -21,17 +21,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from db_test_action.commands.files import display_path, load_table, read_json, write_output
-from db_test_action.config import resolve_report_config
+from db_test_action.commands.files import display_path, load_table, read_json, write_chunks, write_output
+from db_test_action.config.report import resolve_report_config
 from db_test_action.errors import EXIT_GATE, EXIT_OK, EXIT_USAGE, DbTestActionError
 from db_test_action.junit.files import expand_paths, parse_junit_file
 from db_test_action.junit.parse import ParsedFile, _shard_run_from_name
 from db_test_action.junit.stream import merge_stream, parse_stream
-from db_test_action.model import Hang, ParseProblem, Report, report_from_dict, report_to_dict
+from db_test_action.model import Hang, ParseProblem, Report, report_from_dict, report_json_chunks
 from db_test_action.publish import gha
 from db_test_action.report.build import build_report, validate_manifest
 from db_test_action.report.evidence import parse_server_log
 from db_test_action.report.hangs import find_hangs, parse_snapshots, why_unfinished
+from db_test_action.report.junit_out import merged_junit_chunks
 from db_test_action.report.render import render_console, render_markdown
 
 HELP = """\
@@ -58,6 +59,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--markdown", type=Path, metavar="F", help="write the Markdown comment here")
     parser.add_argument(
         "--json", type=Path, metavar="F", help="write the JSON report here (schema_version 1)"
+    )
+    parser.add_argument(
+        "--junit-out",
+        type=Path,
+        metavar="F",
+        help="write every shard, run and attempt merged into one JUnit file here (Surefire flaky "
+        "dialect: flakyFailure/rerunFailure; categories and causes as properties)",
     )
     parser.add_argument(
         "--base", type=Path, metavar="F", help="JSON report of the base branch, to flag slowdowns"
@@ -129,6 +137,7 @@ def run(args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path |
     files, missing = expand_paths(paths)
     dirs = _result_dirs(paths, files)
     log_paths = find_server_logs(dirs, args.server_log)
+    all_tests: list | None = [] if args.junit_out else None
     with _without_gc():
         parsed = [parse_junit_file(path, display_path(path, cwd)) for path in files]
         parsed, hangs, hang_problems = read_streams_and_hangs(parsed, dirs, cwd)
@@ -157,9 +166,13 @@ def run(args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path |
             server_logs=server_logs,
             server_note=note,
             server_problems=server_problems,
+            tests_out=all_tests,
             hangs=hangs,
         )
     _write_outputs(report, args)
+    if args.junit_out:
+        chunks = (chunk.encode("utf-8") for chunk in merged_junit_chunks(all_tests or (), report.categories))
+        write_chunks(args.junit_out, chunks, "--junit-out")
     sys.stdout.write(gha.console(render_console(report)))
     return exit_code(report)
 
@@ -308,8 +321,4 @@ def _write_outputs(report: Report, args: argparse.Namespace) -> None:
     if args.markdown:
         write_output(args.markdown, render_markdown(report), "--markdown")
     if args.json:
-        write_output(
-            args.json,
-            json.dumps(report_to_dict(report), ensure_ascii=False, separators=(",", ":")) + "\n",
-            "--json",
-        )
+        write_chunks(args.json, report_json_chunks(report), "--json")

@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from db_test_action.commands.postgres import add_launch_options, launch_options
-from db_test_action.config import parse_duration
+from db_test_action.commands.postgres import add_launch_options, launch_options, resolve_database_url
+from db_test_action.config.values import parse_duration
 from db_test_action.errors import EXIT_GATE, EXIT_USAGE, DbTestActionError
 from db_test_action.run.databases import Databases
 from db_test_action.run.runner import RunPlan, run_shard, stop_on_signals, worse_exit
@@ -232,6 +232,7 @@ def _detached(name_or_file: str) -> ServerInfo:
 
 
 def run(args: argparse.Namespace) -> int:
+    resolve_database_url(args, "run")
     plan = plan_from_args(args)
     log_name = None if args.no_server_log else _server_log_name(plan)
     opts = dataclasses.replace(
