@@ -80,7 +80,7 @@ def test_budget_flags_override_the_file(tmp_path):
     table, where = load_table(config_file, tmp_path)
     config = resolve_report_config({"budget": ["suite=90s", "category.encryption=3s"]}, {}, table, where)
     assert config.budgets.suite_s == 90 and config.budgets.for_category("encryption") == 3
-    with pytest.raises(DbTestActionError, match="--budget suite: expected KEY=DURATION"):
+    with pytest.raises(DbTestActionError, match="--budget suite: no `=` in it; use KEY=DURATION"):
         resolve_report_config({"budget": ["suite"]}, {}, {})
 
 

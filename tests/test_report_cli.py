@@ -147,7 +147,7 @@ def test_config_file_budgets_and_one_line_errors(cli, cli_env, results, tmp_path
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ((), "report: give JUnit XML files, directories or globs (or --manifest)"),
+        ((), "report: no results given; pass JUnit XML files, directories or globs (or --manifest)"),
         (("x.xml", "--fail-on", "sometimes"), '--fail-on: "sometimes" is not valid'),
         (("x.xml", "--base", "missing.json"), "missing.json: cannot read --base file"),
     ],

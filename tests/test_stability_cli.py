@@ -239,7 +239,7 @@ def test_dry_run_writes_nothing_to_github(nights, cli, cli_env, tmp_path, httpse
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        ((), "stability: give the nightly run's JUnit XML"),
+        ((), "stability: no results given; pass the nightly run's JUnit XML"),
         (
             ("RESULTS", "--fail-on", "sometimes"),
             '--fail-on: "sometimes" is not valid; use consecutive, broken, newly-flaky, flaky or none',

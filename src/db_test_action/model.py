@@ -410,7 +410,7 @@ class Report:
         return not self.gate_failures
 
 
-# --- JSON round trip (versioned; documented in README.md, "JSON report") -----------------------------
+# --- JSON round trip (versioned; documented in docs/cli.md, "JSON report") ---------------------------
 
 SCHEMA_VERSION = 1
 
@@ -482,10 +482,14 @@ def _from_plain(tp: Any, value: Any, where: str) -> Any:
         try:
             return tp(value)
         except ValueError:
-            raise DbTestActionError(f"{where}: {value!r} is not a {tp.__name__}") from None
+            raise DbTestActionError(
+                f"{where}: {value!r} is not a {tp.__name__}; re-write it with `report --json`"
+            ) from None
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise DbTestActionError(f"{where}: expected an object for {tp.__name__}")
+            raise DbTestActionError(
+                f"{where}: expected an object for {tp.__name__}; re-write it with `report --json`"
+            )
         hints = typing.get_type_hints(tp)
         kwargs = {}
         for f in dataclasses.fields(tp):
@@ -499,5 +503,7 @@ def _from_plain(tp: Any, value: Any, where: str) -> Any:
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if isinstance(tp, type) and not isinstance(value, tp):
-        raise DbTestActionError(f"{where}: expected {tp.__name__}, got {type(value).__name__}")
+        raise DbTestActionError(
+            f"{where}: expected {tp.__name__}, got {type(value).__name__}; re-write it with `report --json`"
+        )
     return value

@@ -52,9 +52,13 @@ def read_json(path: Path, flag: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise DbTestActionError(f"{path}: cannot read {flag} file ({exc.strerror})") from None
+        raise DbTestActionError(
+            f"{path}: cannot read {flag} file ({exc.strerror}); check the path and its permissions"
+        ) from None
     except json.JSONDecodeError as exc:
-        raise DbTestActionError(f"{path}:{exc.lineno}: {flag} file is not JSON ({exc.msg})") from None
+        raise DbTestActionError(
+            f"{path}:{exc.lineno}: {flag} file is not JSON ({exc.msg}); pass the file db-test-action wrote"
+        ) from None
 
 
 def display_path(path: Path, cwd: Path) -> str:
@@ -100,7 +104,9 @@ def read_history_file(path: Path) -> tuple[Night, ...] | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise DbTestActionError(f"{path}: cannot read the history ({exc.strerror})") from None
+        raise DbTestActionError(
+            f"{path}: cannot read the history ({exc.strerror}); check its permissions or pass another --history"
+        ) from None
     except UnicodeDecodeError:
         raise DbTestActionError(f"{path}: the history is not UTF-8 text; pass another --history") from None
     from db_test_action.stability.history import (
@@ -120,4 +126,6 @@ def write_history_file(path: Path, nights: Sequence[Night]) -> None:
         tmp.write_text(dump_history(nights), encoding="utf-8")
         os.replace(tmp, path)
     except OSError as exc:
-        raise DbTestActionError(f"{path}: cannot write the history ({exc.strerror})") from None
+        raise DbTestActionError(
+            f"{path}: cannot write the history ({exc.strerror}); make its directory writable or pass another --history"
+        ) from None

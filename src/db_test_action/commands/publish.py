@@ -92,9 +92,13 @@ def _read_text(path: str, flag: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise DbTestActionError(f"{path}: cannot read {flag} file ({exc.strerror})") from None
+        raise DbTestActionError(
+            f"{path}: cannot read {flag} file ({exc.strerror}); check the path and its permissions"
+        ) from None
     except UnicodeDecodeError:
-        raise DbTestActionError(f"{path}: {flag} file is not UTF-8 text") from None
+        raise DbTestActionError(
+            f"{path}: {flag} file is not UTF-8 text; pass the file db-test-action wrote"
+        ) from None
 
 
 def read_event(path: str) -> dict[str, Any]:
@@ -102,9 +106,13 @@ def read_event(path: str) -> dict[str, Any]:
     try:
         data = json.loads(_read_text(path, "event"))
     except json.JSONDecodeError as exc:
-        raise DbTestActionError(f"{path}:{exc.lineno}: event payload is not JSON ({exc.msg})") from None
+        raise DbTestActionError(
+            f"{path}:{exc.lineno}: event payload is not JSON ({exc.msg}); pass GitHub's event file (GITHUB_EVENT_PATH)"
+        ) from None
     if not isinstance(data, dict):
-        raise DbTestActionError(f"{path}: event payload is not a JSON object")
+        raise DbTestActionError(
+            f"{path}: event payload is not a JSON object; pass GitHub's event file (GITHUB_EVENT_PATH)"
+        )
     return data
 
 

@@ -117,14 +117,17 @@ def run(args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path |
     if args.manifest is None:
         args.manifest = _manifest_in(args.paths)
     if args.shard and not args.manifest:
-        raise DbTestActionError("--shard: needs --manifest (the shard is checked against it)", EXIT_USAGE)
+        raise DbTestActionError(
+            "--shard: needs --manifest (the shard is checked against it); add --manifest RESULTS/manifest.json",
+            EXIT_USAGE,
+        )
     manifest = read_json(args.manifest, "--manifest") if args.manifest else None
     if manifest is not None:
         manifest = validate_manifest(manifest, str(args.manifest))
         if args.shard:
             if not 1 <= args.shard <= manifest["shards"]:
                 raise DbTestActionError(
-                    f"--shard: {args.shard} is not a shard of {args.manifest} (1..{manifest['shards']})",
+                    f"--shard: {args.shard} is not a shard of {args.manifest}; use 1..{manifest['shards']}",
                     EXIT_USAGE,
                 )
             manifest = {**manifest, "only_shard": args.shard}
@@ -132,7 +135,7 @@ def run(args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path |
     paths = list(args.paths) or ([str(args.manifest.parent)] if args.manifest else [])
     if not paths:
         raise DbTestActionError(
-            "report: give JUnit XML files, directories or globs (or --manifest)", EXIT_USAGE
+            "report: no results given; pass JUnit XML files, directories or globs (or --manifest)", EXIT_USAGE
         )
     files, missing = expand_paths(paths)
     dirs = _result_dirs(paths, files)

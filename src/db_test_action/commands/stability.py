@@ -169,7 +169,9 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
     table, where = load_table(args.config, cwd)
     stability_table = table.get("stability", {})
     if not isinstance(stability_table, dict):
-        raise DbTestActionError(f"{where}: stability must be a table ([tool.db-test-action.stability])")
+        raise DbTestActionError(
+            f"{where}: stability is not a table; write it as [tool.db-test-action.stability]"
+        )
     unknown = sorted(set(stability_table) - TABLE_KEYS)
     if unknown:
         raise DbTestActionError(
@@ -194,7 +196,9 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
     wants_issue = st["tracking_issue"]
 
     if not args.paths:
-        raise DbTestActionError("stability: give the nightly run's JUnit XML files, directories or globs")
+        raise DbTestActionError(
+            "stability: no results given; pass the nightly run's JUnit XML files, directories or globs"
+        )
     files, missing = expand_paths(args.paths)
     parsed = [parse_junit_file(path, display_path(path, cwd)) for path in files]
     observed = observe(parsed, report_config.categories, report_config.classes, st["expect_runs"])

@@ -101,7 +101,7 @@ def _duration(value: object, where: str, *, allow_zero: bool = False) -> float:
 
 def _budgets(table: object, where: str) -> Budgets:
     if not isinstance(table, dict):
-        raise DbTestActionError(f"{where}: must be a table of durations")
+        raise DbTestActionError(f'{where}: must be a table of durations; write it as suite = "2m"')
     kwargs: dict[str, Any] = {}
     for key, value in table.items():
         if key in _BUDGET_KEYS:
@@ -129,7 +129,7 @@ def _apply_budget_flags(budgets: Budgets, items: Sequence[str]) -> Budgets:
         key = key.strip()
         where = f"--budget {item}"
         if not sep:
-            raise DbTestActionError(f"{where}: expected KEY=DURATION, e.g. suite=2m")
+            raise DbTestActionError(f"{where}: no `=` in it; use KEY=DURATION, e.g. suite=2m")
         if key.startswith("category."):
             name = key[len("category.") :].strip()
             if not name:
@@ -152,13 +152,13 @@ def _apply_budget_flags(budgets: Budgets, items: Sequence[str]) -> Budgets:
 def _categories(table: object, where: str) -> tuple[CategoryRule, ...]:
     label = f"{where[:-1]}.categories]" if where.endswith("]") else f"{where} categories"
     if not isinstance(table, dict):
-        raise DbTestActionError(f"{label}: must be a table of name = [globs]")
+        raise DbTestActionError(f"{label}: must be a table; write it as name = [globs]")
     rules = []
     for name, patterns in table.items():
         items = [patterns] if isinstance(patterns, str) else patterns
         if not isinstance(items, list) or not all(isinstance(p, str) and p for p in items) or not items:
             raise DbTestActionError(
-                f'{label} {name}: expected a glob or a list of globs, e.g. ["tests/test_auth*"]'
+                f'{label} {name}: not a glob or a list of globs; use e.g. ["tests/test_auth*"]'
             )
         rules.append(CategoryRule(str(name), tuple(items)))
     return tuple(rules)
@@ -167,19 +167,23 @@ def _categories(table: object, where: str) -> tuple[CategoryRule, ...]:
 def _classes(items: object, where: str) -> tuple[CauseRule, ...]:
     label = f"{where[:-1]}.classes]" if where.endswith("]") else f"{where} classes"
     if not isinstance(items, list):
-        raise DbTestActionError(f"{label}: must be an array of tables ([[{TABLE}.classes]])")
+        raise DbTestActionError(f"{label}: must be an array of tables; write each as [[{TABLE}.classes]]")
     rules = []
     for i, item in enumerate(items):
         at = f"{label}[{i}]"
         if not isinstance(item, dict) or not isinstance(item.get("pattern"), str) or not item.get("key"):
-            raise DbTestActionError(f"{at}: needs key and pattern (and title, hint)")
+            raise DbTestActionError(f"{at}: key or pattern missing; give key and pattern (and title, hint)")
         key = str(item["key"])
         if not _CLASS_KEY_RE.match(key):
-            raise DbTestActionError(f"{at} key: {key!r} must be lowercase words joined by '-'")
+            raise DbTestActionError(
+                f"{at} key: {key!r} is not a class key; use lowercase words joined by '-'"
+            )
         try:
             re.compile(item["pattern"])
         except re.error as exc:
-            raise DbTestActionError(f"{at} pattern: not a valid regex ({exc})") from None
+            raise DbTestActionError(
+                f"{at} pattern: not a valid regex ({exc}); fix the regular expression"
+            ) from None
         rules.append(
             CauseRule(key, str(item.get("title") or key), str(item.get("hint") or ""), item["pattern"])
         )

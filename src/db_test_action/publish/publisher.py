@@ -36,7 +36,7 @@ COMMENT_RESERVE_CHARS = (
 KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,99}")
 FORK_HINT = (
     "the token cannot write to this pull request (fork PRs get a read-only GITHUB_TOKEN); the report is in "
-    "the job summary; to comment on fork PRs, publish from a workflow_run workflow (see docs: publish)"
+    "the job summary; to comment on fork PRs, publish from a workflow_run workflow (see docs/publishing.md)"
 )
 
 
