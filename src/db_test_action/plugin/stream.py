@@ -27,7 +27,6 @@ import json
 import os
 import signal
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +123,7 @@ class ResultStream:
         return result
 
     def _limit_reached(self, item: pytest.Item, limit_s: float) -> None:
-        token = uuid.uuid4().hex
+        token = os.urandom(16).hex()
         self._write("limit", node=item.nodeid, worker=self.worker, limit_s=limit_s, token=token)
         if not self.acks:
             return
