@@ -25,10 +25,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from db_test_action.config import report as report_config
-from db_test_action.config import settings as config
 from db_test_action.cli import build_parser
 from db_test_action.commands.stability import TABLE_KEYS
+from db_test_action.config import report as report_config
+from db_test_action.config import settings as config
 from db_test_action.model import CauseRule
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -230,3 +230,20 @@ def test_untrusted_names_in_a_hang_cannot_format_the_comment():
     )  # inside a code span: inert
     assert "&lt;b&gt;" in text and "@\u200dteam" in text  # prose is escaped and mentions defused
     assert "``seed`x``" in text  # a backtick in a fixture name cannot close its code span
+
+
+def test_a_per_test_timeout_annotation_carries_what_the_test_waited_on():
+    from db_test_action.config.report import resolve_report_config
+    from db_test_action.model import Hang
+    from db_test_action.report.build import build_report
+    from db_test_action.report.render import annotations_for
+
+    result = {"e": "result", "node": "t.py::test_x", "worker": "gw1", "outcome": "failed", "phase": "call",
+              "message": "Failed: Timeout >25.0s", "at": 2.0}  # fmt: skip
+    stream = parse_stream(json.dumps(result) + "\n", "shard-1-run-1.jsonl")
+    hang = Hang(reason="test-timeout", limit_s=25, shard=1, run=1, test_id="t.py::test_x", worker="gw1",
+                statement="UPDATE accounts SET balance = 0", waiting_on="a row lock", holder_test="t.py::test_y")  # fmt: skip
+    report = build_report(merge_stream(None, stream), resolve_report_config({}, {}, {}, ""), hangs=[hang])
+    (note,) = [a for a in annotations_for(report) if a.title.endswith("t.py::test_x")]
+    assert "Failed: Timeout >25.0s" in note.message
+    assert "at the time limit: t.py::test_x (gw1) waits for a row lock held by t.py::test_y" in note.message

@@ -110,6 +110,10 @@ def annotations_for(report: Report) -> tuple[Annotation, ...]:
         for problem in report.problems
     ]
     phase_rank = {Phase.SETUP: 1, Phase.TEARDOWN: 2, Phase.CALL: 3}
+    hung: dict[str, str] = {}
+    for h in report.hangs:
+        if h.test_id:
+            hung.setdefault(h.test_id, hang_sentence(h, _plain, _plain))
     for test in report.tests:
         if not test.problems:
             out.append(
@@ -140,6 +144,9 @@ def annotations_for(report: Report) -> tuple[Annotation, ...]:
         message = trim_lines(problem.message or problem.text, 20, 2000)
         if test.server_log:  # the server's side, e.g. the dependent table a DROP tripped over
             message += "\n\nserver log:\n" + trim_lines("\n".join(test.server_log[0].lines), 8, 800)
+        hang = hung.get(test.test_id)
+        if hang and hang not in message:  # a per-test timeout: pytest-timeout's message says only "Timeout"
+            message += f"\n\nat the time limit: {hang}"
         if problem.cause.key != "other":
             message += f"\n\n{problem.cause.title}: {problem.cause.hint}"
         out.append(
