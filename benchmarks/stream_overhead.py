@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-SUITE = '''
+SUITE = """
 import pytest
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def c(b):
 @pytest.mark.parametrize("n", range({n}))
 def test_quick(n, c):
     assert c == 2
-'''
+"""
 
 
 def one(folder: Path, stream: bool, n: int) -> tuple[float, int]:
@@ -53,7 +53,17 @@ def one(folder: Path, stream: bool, n: int) -> tuple[float, int]:
                 "DB_TEST_ACTION_PLUGIN_PROGRESS": str(progress)})  # fmt: skip
     if stream:
         env["DB_TEST_ACTION_PLUGIN_STREAM"] = str(out)
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "test_quick.py"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:randomly",
+        "test_quick.py",
+    ]
     start = time.perf_counter()
     done = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
