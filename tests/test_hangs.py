@@ -112,6 +112,9 @@ def test_per_test_limit_snapshots_before_pytest_timeout_fails_the_test(cli, cli_
     causes = {t["test_id"]: t["problems"][0]["cause"]["key"] for t in report["tests"]}
     assert causes == {HOLD: "timeout", WAIT: "timeout"}
     assert "per-test time limit of 25 s" in md
+    hold = next(h for h in report["hangs"] if h["test_id"] == HOLD)  # its own snapshot: not waiting, holding
+    assert hold["worker"] in ("gw0", "gw1") and hold["waiting_on"] == ""
+    assert (hold["holder_state"], hold["holder_since_fixture"]) == ("idle in transaction", "seed")
 
 
 def test_pytest_ignoring_sigint_is_killed_and_report_dir_says_what_never_reported(

@@ -171,7 +171,8 @@ def _snapshot_hangs(
     for test in running:
         if test in named:
             continue
-        worker = next((e.worker for e in unfinished if e.node == test), None)
+        starts = [e for e in events if e.kind == "start" and e.node == test and e.at <= snap.taken_at]
+        worker = max(starts, key=lambda e: e.at).worker if starts else None
         idle = [
             b for b in snap.backends if owner[b.pid][0] == test and b.state.startswith("idle in transaction")
         ]
