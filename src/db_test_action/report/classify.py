@@ -164,6 +164,7 @@ NEEDLES: dict[str, tuple[str, ...]] = {
     "undefined-object": ("Undefined", "42P01", "42883", "42704", " does not exist"),
     "event-loop": ("loop", "another operation is in progress"),
     "connection": ("onnect", "0800", "57P01"),
+    "hang": ("did not finish: pytest was stopped",),
     "timeout": ("imeout", "timed out", "QueryCanceled", "57014"),
 }
 
