@@ -21,10 +21,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from db_test_action.commands.files import display_path, load_table, read_json, write_chunks, write_output
+from db_test_action.commands.files import (
+    display_path,
+    load_table,
+    read_json,
+    read_result_files,
+    write_chunks,
+    write_output,
+)
 from db_test_action.config.report import resolve_report_config
 from db_test_action.errors import EXIT_GATE, EXIT_OK, EXIT_USAGE, DbTestActionError
-from db_test_action.junit.files import expand_paths, parse_junit_file
+from db_test_action.junit.files import expand_paths
 from db_test_action.junit.parse import ParsedFile, _shard_run_from_name
 from db_test_action.junit.stream import merge_stream, parse_stream
 from db_test_action.model import Hang, ParseProblem, Report, report_from_dict, report_json_chunks
@@ -142,7 +149,7 @@ def run(args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path |
     log_paths = find_server_logs(dirs, args.server_log)
     all_tests: list | None = [] if args.junit_out else None
     with _without_gc():
-        parsed = [parse_junit_file(path, display_path(path, cwd)) for path in files]
+        parsed = read_result_files(files, cwd)
         parsed, hangs, hang_problems = read_streams_and_hangs(parsed, dirs, cwd)
         # A killed pytest may leave a directory with no JUnit file but a results stream: not "nothing here".
         streamed = {Path(p.info.path).parent.resolve() for p in parsed if p.info.path.endswith(".jsonl")}
