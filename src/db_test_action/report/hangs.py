@@ -141,10 +141,10 @@ def _snapshot_hangs(
         if not b.blocked_by:
             continue
         test, worker = owner[b.pid]
-        if snap.test and test != snap.test:
-            continue  # a per-test snapshot answers for that test
         holder = by_pid.get(b.blocked_by[0])
         holder_test, holder_worker = owner.get(b.blocked_by[0], (None, None))
+        if snap.test and snap.test not in (test, holder_test):
+            continue  # a per-test snapshot answers for that test: as the waiter, or as the holder
         since = holder.xact_start if holder else None
         hangs.append(
             Hang(
