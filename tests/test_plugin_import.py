@@ -36,6 +36,7 @@ def test_the_entry_point_imports_nothing_heavy() -> None:
         "db_test_action.plugin.sources",
         "db_test_action.plugin.quarantine",
         "db_test_action.plugin.results",
+        "db_test_action.plugin.stream",
     }, ours
     # the standard library only, beyond pytest's own imports
     third_party = {m.split(".")[0] for m in added} - set(sys.stdlib_module_names) - {"db_test_action"}

@@ -88,7 +88,7 @@ def test_manifest_names_missing_shards_and_lost_tests(cli, cli_env, tmp_path):
         "problem: shard-2-run-2.xml: missing: shard 2 run 2 of 2×2 wrote no results; re-run shard 2"
         in proc.stdout
     )
-    assert "1 of 3 planned tests never reported (tests/test_ok.py::test_c)" in proc.stdout
+    assert "shard 2: 1 of 2 planned tests never reported (tests/test_ok.py::test_c)" in proc.stdout
     # a shard job checks only itself: shard 1 is complete, shard 2 is not
     assert _run(cli, cli_env, tmp_path, "--manifest", "res/manifest.json", "--shard", "1").returncode == 0
     own = _run(cli, cli_env, tmp_path, "--manifest", "res/manifest.json", "--shard", "2")
@@ -97,6 +97,12 @@ def test_manifest_names_missing_shards_and_lost_tests(cli, cli_env, tmp_path):
     assert _run(cli, cli_env, tmp_path, "--manifest", "res/manifest.json").returncode == 0
     bad = _run(cli, cli_env, tmp_path, "--manifest", "res/manifest.json", "--shard", "3")
     assert bad.returncode == 2 and "--shard: 3 is not a shard of" in bad.stderr
+    # `report DIR` finds DIR/manifest.json by itself, so --shard works without --manifest
+    (folder / "shard-2-run-2.xml").unlink()
+    auto = _run(cli, cli_env, tmp_path, "res")
+    assert auto.returncode == 2 and "missing: shard 2 run 2 of 2×2" in auto.stdout
+    assert _run(cli, cli_env, tmp_path, "res", "--shard", "1").returncode == 0
+    (folder / "manifest.json").unlink()
     alone = _run(cli, cli_env, tmp_path, "res", "--shard", "1")
     assert alone.returncode == 2 and "--shard: needs --manifest" in alone.stderr
 

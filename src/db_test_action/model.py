@@ -251,6 +251,39 @@ class TestResult:
     is_quarantined: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Hang:
+    """A test caught at a time limit (`reason`: suite-timeout or test-timeout) and what it waited on.
+
+    `test_id`/`worker` come from the waiting session's `application_name` (or the test the runner named);
+    `waiting_on` describes the ungranted lock (empty: the test was not waiting on the server), `holder_*`
+    the session that holds it (or, for a test not waiting, its own session idle in transaction) and the
+    test that opened that session; `holder_since_phase`/`_fixture` say what that test was doing when the
+    transaction began (fixture `seed`, its body). Times are epoch seconds.
+    """
+
+    reason: str
+    limit_s: float
+    shard: int | None
+    run: int | None
+    test_id: str | None
+    worker: str | None
+    statement: str = ""
+    waiting_on: str = ""
+    waited_s: float | None = None
+    running_s: float | None = None
+    holder_test: str | None = None
+    holder_worker: str | None = None
+    holder_pid: int | None = None
+    holder_state: str = ""
+    holder_since: float | None = None
+    holder_since_phase: str = ""  # what the holder's test was doing then: setup, fixture, body
+    holder_since_fixture: str = ""
+    holder_statement: str = ""
+    holding: tuple[str, ...] = ()  # tables the holder's session has locked
+    note: str = ""
+
+
 # --- report ---------------------------------------------------------------------------------------
 
 
@@ -378,6 +411,7 @@ class Report:
     new_failures: tuple[str, ...] = ()
     new_breaches: tuple[str, ...] = ()
     has_base: bool = False
+    hangs: tuple[Hang, ...] = ()  # tests caught at a time limit (runner snapshots of the server)
 
     @property
     def is_green(self) -> bool:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from actrun import ROOT, act, copy_project, git
+from hang_suite import LOCKS, leftovers
 
 pytestmark = [
     pytest.mark.e2e,
@@ -144,3 +145,68 @@ def test_user_repo_calls_the_reusable_workflow_by_sha(tmp_path: Path) -> None:
     # the report job's summary (act prints it as a multi-line block) covers both shards' files
     summary = log[log.index("[db-tests/db-tests/report") :]
     assert re.search(r"Summary - ### ✅ Test results[\s\S]*?2 result files", summary)
+
+
+HANG_WORKFLOW = """\
+name: hang
+on: push
+permissions: {}
+jobs:
+  hang:
+    runs-on: ubuntu-latest
+    timeout-minutes: 20 # the job's limit is far above the action's: the action must stop the suite itself
+    permissions:
+      contents: read
+    steps:
+      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2
+        with:
+          persist-credentials: false
+      - id: db
+        uses: org/db-test-action@v1
+        with:
+          setup-python: 'true'
+          install-command: 'true'
+          pytest-args: test_locks.py -p no:randomly
+          workers: '2'
+          timeout: 100s
+          test-timeout: ''
+          comment: 'false'
+      - name: Keep what the test asserts on
+        if: ${{ always() }}
+        env:
+          OUTCOME: ${{ steps.db.outputs.outcome }}
+          RESULTS_DIR: ${{ steps.db.outputs.results-dir }}
+        run: |
+          printf '%s\\n' "outcome=$OUTCOME" > "$DTA_E2E_OUT/outputs.txt"
+          cp -r "$RESULTS_DIR" "$DTA_E2E_OUT/results"
+"""
+
+
+def test_action_stops_a_hung_suite_at_its_timeout_and_still_reports(tmp_path: Path) -> None:
+    """The row-lock suite under the action: `timeout` below the job's timeout-minutes stops it; the JUnit
+    file, the report and the comment's Markdown are written and name waiter, statement and holder."""
+    repo = tmp_path / "user-repo"
+    (repo / ".github" / "workflows").mkdir(parents=True)
+    (repo / "test_locks.py").write_text(LOCKS)
+    (repo / ".github" / "workflows" / "hang.yml").write_text(HANG_WORKFLOW)
+    git = ["git", "-c", "user.email=e2e@example.com", "-c", "user.name=e2e"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "user repo"]):
+        subprocess.run([*git, *args], cwd=repo, check=True)
+    sync = tmp_path / "sync"
+    proc, out, _ = _act(
+        repo, tmp_path, "--local-repository", f"org/db-test-action@v1={ROOT}", "--env", f"HANG_SYNC={sync}"
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Job failed" in log, log[-4000:]
+    assert _outputs(out / "outputs.txt")["outcome"] == "failure"
+    results = out / "results"
+    names = {p.name for p in results.iterdir()}
+    assert {"shard-1-run-1.xml", "shard-1-run-1.jsonl", "shard-1-run-1.hang.json", "report.md"} <= names
+    report = json.loads((results / "report.json").read_text())
+    wait = next(h for h in report["hangs"] if h["test_id"] == "test_locks.py::test_wait" and h["waiting_on"])
+    assert wait["holder_test"] == "test_locks.py::test_hold" and wait["holder_state"] == "idle in transaction"
+    assert wait["statement"] == "UPDATE accounts SET balance = balance - 1 WHERE id = 1"
+    md = (results / "report.md").read_text()
+    assert "waits for a row lock held by `test_locks.py::test_hold`" in md
+    assert "Stopped at a time limit" in _summaries(log) or "Stopped at a time limit" in log
+    assert leftovers(str(out)) == []  # no pytest, worker or postgres of the job is left

@@ -32,10 +32,13 @@ from db_test_action.commands.files import (
 from db_test_action.config.report import resolve_report_config
 from db_test_action.errors import EXIT_GATE, EXIT_OK, EXIT_USAGE, DbTestActionError
 from db_test_action.junit.files import expand_paths
-from db_test_action.model import ParseProblem, Report, report_from_dict, report_json_chunks
+from db_test_action.junit.parse import ParsedFile, _shard_run_from_name
+from db_test_action.junit.stream import merge_stream, parse_stream
+from db_test_action.model import Hang, ParseProblem, Report, report_from_dict, report_json_chunks
 from db_test_action.publish import gha
 from db_test_action.report.build import build_report, validate_manifest
 from db_test_action.report.evidence import parse_server_log
+from db_test_action.report.hangs import find_hangs, parse_snapshots, why_unfinished
 from db_test_action.report.junit_out import merged_junit_chunks
 from db_test_action.report.render import render_console, render_markdown
 
@@ -118,6 +121,8 @@ def run(args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path |
         "budget": args.budget,
     }
     config = resolve_report_config(flags, env, table, where)
+    if args.manifest is None:
+        args.manifest = _manifest_in(args.paths)
     if args.shard and not args.manifest:
         raise DbTestActionError(
             "--shard: needs --manifest (the shard is checked against it); add --manifest RESULTS/manifest.json",
@@ -145,6 +150,10 @@ def run(args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path |
     all_tests: list | None = [] if args.junit_out else None
     with _without_gc():
         parsed = read_result_files(files, cwd)
+        parsed, hangs, hang_problems = read_streams_and_hangs(parsed, dirs, cwd)
+        # A killed pytest may leave a directory with no JUnit file but a results stream: not "nothing here".
+        streamed = {Path(p.info.path).parent.resolve() for p in parsed if p.info.path.endswith(".jsonl")}
+        missing = (*(m for m in missing if Path(m.file).resolve() not in streamed), *hang_problems)
         server_logs, server_problems = [], []
         for log in log_paths:
             name = display_path(log, cwd)
@@ -168,6 +177,7 @@ def run(args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path |
             server_note=note,
             server_problems=server_problems,
             tests_out=all_tests,
+            hangs=hangs,
         )
     _write_outputs(report, args)
     if args.junit_out:
@@ -175,6 +185,77 @@ def run(args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path |
         write_chunks(args.junit_out, chunks, "--junit-out")
     sys.stdout.write(gha.console(render_console(report)))
     return exit_code(report)
+
+
+def _manifest_in(paths: list[str]) -> Path | None:
+    """`report DIR` checks the results against DIR/manifest.json, the one the runner wrote there: a run that
+    stopped after 43 of 79 tests must not read as 43 tests that passed."""
+    for raw in paths:
+        candidate = Path(raw) / "manifest.json"
+        if Path(raw).is_dir() and candidate.is_file():
+            return candidate
+    return None
+
+
+def read_streams_and_hangs(
+    parsed: list[ParsedFile], dirs: tuple[Path, ...], cwd: Path
+) -> tuple[list[ParsedFile], tuple[Hang, ...], tuple[ParseProblem, ...]]:
+    """The plugin's results streams (`shard-I-run-K.jsonl`) fill in what a killed or interrupted pytest
+    left out of its JUnit file; the runner's snapshots (`*.hang.json`) say what the hung tests waited on."""
+    stream_paths = sorted({p.resolve() for d in dirs for p in d.rglob("shard-*-run-*.jsonl")})
+    hang_paths = sorted({p.resolve() for d in dirs for p in d.rglob("shard-*-run-*.hang.json")})
+    hang_runs = {_shard_run_from_name(p.name) for p in hang_paths}
+    complete = {(p.info.shard, p.info.run) for p in parsed if _is_complete(p)}
+    streams, problems = [], []
+    for path in stream_paths:
+        key = _shard_run_from_name(path.name)
+        if key in complete and key not in hang_runs:
+            continue  # pytest finished and wrote every result: the stream would add nothing
+        text = _read(path, "results stream", problems, cwd)
+        if text is not None:
+            streams.append(parse_stream(text, display_path(path, cwd)))
+    snapshots: list = []
+    for path in hang_paths:
+        text = _read(path, "hang snapshot", problems, cwd)
+        if text is not None:
+            found, bad = parse_snapshots(text, display_path(path, cwd))
+            snapshots += found
+            problems += bad
+    hangs = find_hangs(snapshots, streams)
+    why = why_unfinished(hangs)
+    by_run: dict[tuple[int | None, int | None], list[ParsedFile]] = {}
+    for p in parsed:
+        by_run.setdefault((p.info.shard, p.info.run), []).append(p)
+    merged = [p for p in parsed if not any((p.info.shard, p.info.run) == (s.shard, s.run) for s in streams)]
+    for stream in streams:
+        same = by_run.get((stream.shard, stream.run), [])
+        near = [p for p in same if Path(p.info.path).parent == Path(stream.name).parent] or same
+        first, rest = (near[0], [p for p in same if p is not near[0]]) if near else (None, [])
+        reasons = {
+            node: text
+            for (shard, run, node), text in why.items()
+            if (shard, run) == (stream.shard, stream.run)
+        }
+        merged += [*merge_stream(first, stream, reasons), *rest]
+    return merged, hangs, tuple(problems)
+
+
+def _is_complete(parsed: ParsedFile) -> bool:
+    """pytest's own file, whole, and not cut short: no nameless testcases (written for tests interrupted
+    by SIGINT) and no error testcase the runner wrote for a crash or a time limit."""
+    return (
+        parsed.info.is_pytest
+        and parsed.problem is None
+        and not any(r.test_id.startswith(("<unnamed testcase", "db-test-action::")) for r in parsed.rows)
+    )
+
+
+def _read(path: Path, what: str, problems: list[ParseProblem], cwd: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        problems.append(ParseProblem(display_path(path, cwd), f"cannot read {what} ({exc.strerror})"))
+        return None
 
 
 SERVER_LOG_GLOBS = ("server*.jsonl", "server*.csv")

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 
 from db_test_action.commands.postgres import (
@@ -19,6 +21,7 @@ from db_test_action.commands.postgres import (
     resolve_launch_settings,
     suite_url_options,
 )
+from db_test_action.config.values import parse_duration
 from db_test_action.errors import EXIT_GATE, EXIT_USAGE, DbTestActionError
 from db_test_action.run.databases import Databases
 from db_test_action.run.runner import (
@@ -44,7 +47,8 @@ and manifest.json (every node id and its shard).
 
 exit codes: 0 all runs passed (or --no-fail), 1 tests failed or pytest crashed (the results file says
 so), 2 bad arguments or pytest usage error (exit 4, which includes an import error in conftest),
-3 Postgres unavailable; 128+N when stopped by signal N"""
+3 Postgres unavailable; 1 also when --timeout stopped the suite (the results so far and a
+server snapshot are kept); 128+N when stopped by signal N"""
 
 
 def _positive(flag: str):  # type: ignore[no-untyped-def]
@@ -65,6 +69,25 @@ def _shard(value: str) -> int:
     if value == "all":
         return 0
     return _positive("--shard")(value)
+
+
+def _limit(flag: str):  # type: ignore[no-untyped-def]
+    """A time limit: 600, "90s", "10m"; "" or 0 means none (so an empty action input turns it off)."""
+
+    def parse(value: str) -> float | None:
+        if not value.strip():
+            return None
+        try:
+            seconds = parse_duration(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f'{flag}: {value!r} is not a duration; use 600, "90s" or "10m"'
+            ) from None
+        if not math.isfinite(seconds):
+            raise argparse.ArgumentTypeError(f"{flag}: {value!r} is not a finite duration")
+        return seconds or None
+
+    return parse
 
 
 def _workers(value: str) -> str:
@@ -110,6 +133,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     group.add_argument("--no-fail", action="store_true", help="exit 0 when tests fail (crashes still fail)")
     group.add_argument(
         "--no-group-scopes", action="store_true", help="split test by test, ignoring module/class scopes"
+    )
+    group.add_argument(
+        "--timeout",
+        type=_limit("--timeout"),
+        metavar="DURATION",
+        help="suite time limit for this invocation (600, 90s, 10m): at the limit the server's sessions and "
+        "locks are snapshotted (shard-I-run-K.hang.json), pytest is stopped (SIGINT, then SIGKILL) and the "
+        "results so far are kept; set it below the job's timeout-minutes",
+    )
+    group.add_argument(
+        "--test-timeout",
+        type=_limit("--test-timeout"),
+        metavar="DURATION",
+        help="per-test limit, passed to pytest-timeout as --timeout; the server is snapshotted before the "
+        "test is failed",
+    )
+    group.add_argument(
+        "--stop-grace",
+        type=_limit("--stop-grace"),
+        default=30.0,
+        metavar="DURATION",
+        help="at --timeout, how long pytest gets after SIGINT (to run teardown and write its JUnit) "
+        "before SIGKILL (default: 30s)",
     )
     group.add_argument(
         "--pytest-output",
@@ -223,6 +269,10 @@ def plan_from_args(args: argparse.Namespace) -> RunPlan:
         plugin_path=args.plugin_path,
         load_plugin=bool(args.plugin_path)
         and not plugin_installed(args.python or sys.executable, os.environ),
+        timeout_s=args.timeout,
+        deadline=None if args.timeout is None else time.monotonic() + args.timeout,
+        test_timeout_s=args.test_timeout,
+        stop_grace_s=args.stop_grace or 0.0,
     )
 
 
@@ -270,6 +320,9 @@ def run(args: argparse.Namespace) -> int:
             databases = Databases(info, owns_server=server is not None or info.data_dir is not None)
             code, outcomes = 0, []
             for shard in [plan.shard] if plan.shard else range(1, plan.shards + 1):
+                if plan.deadline is not None and time.monotonic() >= plan.deadline:
+                    say(f"--timeout: {plan.timeout_s:g}s reached; shards {shard}..{plan.shards} not started")
+                    break
                 shard_plan = dataclasses.replace(plan, shard=shard)
                 shard_code, shard_outcomes = run_shard(
                     shard_plan, info, databases, say, sys.stderr if plan.progress_tty else None

@@ -19,6 +19,7 @@ from db_test_action.model import (
     BudgetStatus,
     CategoryRule,
     Counts,
+    Hang,
     Occurrence,
     Outcome,
     ParseProblem,
@@ -71,6 +72,7 @@ def build_report(
     server_note: str = "",
     server_problems: Sequence[ParseProblem] = (),
     tests_out: list[TestResult] | None = None,
+    hangs: Sequence[Hang] = (),
 ) -> Report:
     """Group, classify, count and check; `manifest`/`config.expect_files` turn missing shards into problems.
 
@@ -129,6 +131,7 @@ def build_report(
         server=server,
         quarantined=quarantined_tests(tests),
         is_empty_planned=manifest is not None and not _planned(manifest),
+        hangs=tuple(hangs),
     )
     return decide(with_base(report, base))
 
@@ -393,14 +396,19 @@ def check_manifest(
                     )
                 )
     planned = _planned(manifest)
-    lost = [t for t in planned if t not in test_ids]
-    if lost:
-        more = f" and {len(lost) - 3} more" if len(lost) > 3 else ""
+    lost: dict[int, list[str]] = {}
+    for test, shard in planned.items():
+        if test not in test_ids:
+            lost.setdefault(shard, []).append(test)
+    for shard in sorted(lost):
+        tests = lost[shard]
+        of = sum(1 for s in planned.values() if s == shard)
+        more = f" and {len(tests) - 3} more" if len(tests) > 3 else ""
         problems.append(
             ParseProblem(
                 where,
-                f"{len(lost)} of {len(planned)} planned tests never reported ({', '.join(lost[:3])}{more}); "
-                "a shard crashed or collected differently",
+                f"shard {shard}: {len(tests)} of {of} planned tests never reported ({', '.join(tests[:3])}{more}); "
+                "the shard was stopped, crashed or collected differently",
             )
         )
     return tuple(problems)

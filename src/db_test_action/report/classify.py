@@ -125,6 +125,13 @@ BUILTIN_RULES: tuple[CauseRule, ...] = (
         rf"|connection failed|{_c('0800[1-6]')}|\b57P01\b|terminating connection",
     ),
     CauseRule(
+        "hang",
+        "Hung at a time limit",
+        "it was still running when pytest was stopped at --timeout: 'Stopped at a time limit' names the lock "
+        "it waited on and the test holding it; end transactions in fixtures (commit/rollback) before the test body",
+        r"did not finish: pytest was stopped",
+    ),
+    CauseRule(
         "timeout",
         "Timeout",
         "something waited too long: look for a held lock or a hung connection; raise the timeout only if the "
@@ -157,6 +164,7 @@ NEEDLES: dict[str, tuple[str, ...]] = {
     "undefined-object": ("Undefined", "42P01", "42883", "42704", " does not exist"),
     "event-loop": ("loop", "another operation is in progress"),
     "connection": ("onnect", "0800", "57P01"),
+    "hang": ("did not finish: pytest was stopped",),
     "timeout": ("imeout", "timed out", "QueryCanceled", "57014"),
 }
 

@@ -22,6 +22,7 @@ from db_test_action.model import (
     TestResult,
     Verdict,
 )
+from db_test_action.report.hangs import hang_sentence
 
 GITHUB_COMMENT_MAX = 65536
 ZWJ = "\u200d"
@@ -184,6 +185,7 @@ def _document(report: Report, detail: Detail) -> str:
         parts += ["", "**Result files with problems** (results below are incomplete):", ""]
         parts += [f"- {inline(str(p), 400)}" for p in report.problems[: detail.max_rows]]
         parts += _more(len(report.problems) - detail.max_rows, "problems")
+    parts += _hangs(report, detail)
     parts += _categories(report, detail)
     parts += _quarantine(report, detail)
     parts += _causes(report, detail)
@@ -200,6 +202,17 @@ def _document(report: Report, detail: Detail) -> str:
     footer = f"<sub>{len(report.files)} result files{server} · fail on: {fail_on} · gate {gate}</sub>"
     parts += ["", footer, ""]
     return "\n".join(parts)
+
+
+def _hangs(report: Report, detail: Detail) -> list[str]:
+    """Tests caught at a time limit: who waited, on what, held by whom — first, it is why the run stopped."""
+    if not report.hangs:
+        return []
+    parts = ["", "**Stopped at a time limit** (server sessions at that moment):", ""]
+    for h in report.hangs[: detail.max_rows]:
+        where = f"shard {h.shard} run {h.run}: " if h.shard is not None and h.run is not None else ""
+        parts.append(f"- {where}{hang_sentence(h, lambda s: code(s, 160, in_table=False), inline)}")
+    return parts + _more(len(report.hangs) - detail.max_rows, "hangs")
 
 
 def server_note(server: ServerLogSummary) -> str:

@@ -10,6 +10,7 @@ import json
 import re
 
 from db_test_action.model import Annotation, Level, Phase, Report, Status, report_to_dict
+from db_test_action.report.hangs import hang_sentence
 from db_test_action.report.markdown import (
     GITHUB_COMMENT_MAX,
     duration,
@@ -56,6 +57,9 @@ def render_console(report: Report) -> str:
         + f", total {duration(tm.total_s)}, average test {duration(tm.average_test_s)}"
         + (f", slowest {duration(tm.slowest_test_s)} {tm.slowest_test}" if tm.slowest_test else ""),
     ]
+    for h in report.hangs[:10]:
+        where = f"shard {h.shard} run {h.run}: " if h.shard is not None and h.run is not None else ""
+        lines.append(f"hang: {where}{hang_sentence(h, _plain, _plain)}")
     if quarantined := quarantine_line(report):
         lines.append(f"quarantine: {quarantined}")
         for test in [t for t in report.quarantined if t.problems][:QUARANTINE_CONSOLE_ROWS]:
@@ -121,6 +125,10 @@ def annotations_for(report: Report) -> tuple[Annotation, ...]:
         for problem in report.problems
     ]
     phase_rank = {Phase.SETUP: 1, Phase.TEARDOWN: 2, Phase.CALL: 3}
+    hung: dict[str, str] = {}
+    for h in report.hangs:
+        if h.test_id:
+            hung.setdefault(h.test_id, hang_sentence(h, _plain, _plain))
     for test in report.tests:
         if not test.problems:
             out.append(
@@ -151,6 +159,9 @@ def annotations_for(report: Report) -> tuple[Annotation, ...]:
         message = trim_lines(problem.message or problem.text, 20, 2000)
         if test.server_log:  # the server's side, e.g. the dependent table a DROP tripped over
             message += "\n\nserver log:\n" + trim_lines("\n".join(test.server_log[0].lines), 8, 800)
+        hang = hung.get(test.test_id)
+        if hang and hang not in message:  # a per-test timeout: pytest-timeout's message says only "Timeout"
+            message += f"\n\nat the time limit: {hang}"
         if problem.cause.key != "other":
             message += f"\n\n{problem.cause.title}: {problem.cause.hint}"
         out.append(
@@ -192,3 +203,7 @@ def report_fingerprint(report: Report) -> str:
     blob = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     blob = _VOLATILE.sub("<…>", blob)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.split())

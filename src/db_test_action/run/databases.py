@@ -7,6 +7,7 @@ orchestration must stay readable.
 from __future__ import annotations
 
 import contextlib
+import secrets
 
 import psycopg
 from psycopg import sql
@@ -14,6 +15,11 @@ from psycopg import sql
 from db_test_action.contract import TOOL_APP
 from db_test_action.errors import EXIT_ENV, DbTestActionError
 from db_test_action.server.info import ServerInfo, redact
+
+
+def database_name(shard: int, run: int) -> str:
+    """Unique per invocation (two jobs may share an external server), lower-case, well under 63 bytes."""
+    return f"dta_s{shard}_r{run}_{secrets.token_hex(4)}"
 
 
 class Databases:

@@ -8,6 +8,9 @@ Files in the results dir, per shard I and run K: `shard-I-run-K.xml` (JUnit, alw
 or by us when pytest crashed or had nothing to run), `shard-I-run-K.log` (pytest's output) and
 `manifest.json` (every node id → its shard; identical on every shard; plus which server ran the tests
 and the name of its log, `server-shard-I.jsonl`, which commands/run.py writes when the server is ours).
+Beside each JUnit file: `shard-I-run-K.jsonl`, the plugin's results stream (every test's outcome as it
+finishes, so a killed pytest still reports), and at a time limit `shard-I-run-K.hang.json`, the server
+snapshot (run/hangs.py); run/child.py runs and watches pytest.
 """
 
 from __future__ import annotations
@@ -16,22 +19,32 @@ import contextlib
 import dataclasses
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from db_test_action.contract import ENV_COLLECT, ENV_PROGRESS, ENV_RUN, ENV_SELECT, ENV_SHARD
+from db_test_action.contract import (
+    ENV_COLLECT,
+    ENV_LIMIT_ACKS,
+    ENV_PROGRESS,
+    ENV_RUN,
+    ENV_SELECT,
+    ENV_SHARD,
+    ENV_STREAM,
+    hang_name,
+    stream_name,
+)
 from db_test_action.errors import EXIT_GATE, EXIT_USAGE, DbTestActionError
-from db_test_action.run.databases import Databases
+from db_test_action.run.child import Child, StreamTail, watch
+from db_test_action.run.databases import Databases, database_name
 from db_test_action.run.files import clean_tail, crash_reason, synthetic_junit, write_manifest
+from db_test_action.run.hangs import append_snapshot, take_snapshot
 from db_test_action.run.sharding import split_tests
 from db_test_action.server.info import ServerInfo
 
@@ -73,6 +86,12 @@ class RunPlan:
     # tool apart): this directory goes on PYTHONPATH and `-p db_test_action.plugin` loads it.
     plugin_path: str | None = None
     load_plugin: bool = False  # pass `-p db_test_action.plugin`: not installed there, so not autoloaded
+    # Time limits: the suite's (`--timeout`, seconds; `deadline` is its end on time.monotonic(), shared by
+    # every shard and run of this invocation) and each test's (`--test-timeout`, handed to pytest-timeout).
+    timeout_s: float | None = None
+    deadline: float | None = None
+    test_timeout_s: float | None = None
+    stop_grace_s: float = 30.0  # SIGINT → SIGKILL
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,15 +103,11 @@ class RunOutcome:
     duration_s: float
     counts: tuple[tuple[str, int], ...]
     crash: str | None = None  # one-line reason when pytest crashed or ran nothing
+    timed_out: bool = False  # stopped at the suite time limit
 
 
 def results_name(shard: int, run: int, suffix: str = "xml") -> str:
     return f"shard-{shard}-run-{run}.{suffix}"
-
-
-def database_name(shard: int, run: int) -> str:
-    """Unique per invocation (two jobs may share an external server), lower-case, well under 63 bytes."""
-    return f"dta_s{shard}_r{run}_{secrets.token_hex(4)}"
 
 
 # --- pytest command lines ------------------------------------------------------------------------------
@@ -142,6 +157,8 @@ def pytest_command(plan: RunPlan, junit: Path, env: Mapping[str, str]) -> list[s
         cmd += (["-p", "xdist.plugin"] if explicit else []) + ["-n", plan.workers]
     if plan.reruns:
         cmd += (["-p", "pytest_rerunfailures"] if explicit else []) + ["--reruns", str(plan.reruns)]
+    if plan.test_timeout_s:
+        cmd += (["-p", "pytest_timeout"] if explicit else []) + [f"--timeout={plan.test_timeout_s:g}"]
     return cmd
 
 
@@ -156,57 +173,6 @@ def collect_command(plan: RunPlan, env: Mapping[str, str]) -> list[str]:
     return cmd
 
 
-# --- the subprocess ------------------------------------------------------------------------------------
-
-
-class _Child:
-    """pytest in its own session (so its xdist workers can be stopped as a group), output teed to a log."""
-
-    def __init__(self, cmd: list[str], env: Mapping[str, str], log: Path, show: IO[str] | None) -> None:
-        self.log = log
-        self._fh = open(log, "w", encoding="utf-8", errors="replace")  # noqa: SIM115 (closed in wait)
-        try:
-            self.proc = subprocess.Popen(
-                cmd, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                text=True, errors="replace", start_new_session=True,
-            )  # fmt: skip
-        except OSError as exc:
-            self._fh.close()
-            raise DbTestActionError(
-                f"run: cannot start {cmd[0]} ({exc.strerror}); check --python", EXIT_USAGE
-            ) from None
-        self._reader = threading.Thread(target=self._pump, args=(show,), daemon=True)
-        self._reader.start()
-
-    def _pump(self, show: IO[str] | None) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._fh.write(line)
-            if show is not None:
-                show.write(line)
-                show.flush()
-
-    def poll(self) -> int | None:
-        return self.proc.poll()
-
-    def stop(self, grace_s: float = 10.0) -> None:
-        """SIGINT first (pytest writes its JUnit file on KeyboardInterrupt), then SIGKILL to the group."""
-        if self.proc.poll() is not None:
-            return
-        for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGKILL, 5.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=wait_s)
-                return
-
-    def finish(self) -> str:
-        self.proc.wait()
-        self._reader.join(timeout=10)
-        self._fh.close()
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-
 # --- orchestration -------------------------------------------------------------------------------------
 
 
@@ -219,11 +185,18 @@ def collect_node_ids(plan: RunPlan, env: Mapping[str, str]) -> tuple[tuple[str, 
         target = Path(tmp) / "ids.json"
         cmd = collect_command(plan, env)
         child_env = {**env, ENV_COLLECT: str(target)}
+        left = None if plan.deadline is None else max(1.0, plan.deadline - time.monotonic())
         try:
             out = subprocess.run(
                 cmd, env=child_env, capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL,
-                check=False,
+                check=False, timeout=left,
             )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise DbTestActionError(
+                f"run: collecting the tests did not finish within --timeout {plan.timeout_s:g}s; "
+                "look for an import that blocks (a connection made at import time)",
+                EXIT_GATE,
+            ) from None
         except OSError as exc:
             raise DbTestActionError(
                 f"run: cannot start {cmd[0]} ({exc.strerror}); check --python", EXIT_USAGE
@@ -268,6 +241,9 @@ def run_shard(
         outcomes: list[RunOutcome] = []
         worst = 0
         for run in range(1, plan.repeat + 1):
+            if plan.deadline is not None and time.monotonic() >= plan.deadline:
+                say(f"--timeout: {plan.timeout_s:g}s reached; runs {run}..{plan.repeat} not started")
+                break
             outcome = _one_run(plan, run, info, databases, base_env, select, Path(tmp), say, progress)
             outcomes.append(outcome)
             worst = worse_exit(worst, outcome.exit_code)
@@ -309,9 +285,14 @@ def _one_run(
 ) -> RunOutcome:  # fmt: skip
     junit = plan.results_dir / results_name(plan.shard, run)
     log = plan.results_dir / results_name(plan.shard, run, "log")
-    junit.unlink(missing_ok=True)
+    stream = plan.results_dir / stream_name(junit.name)
+    hang_file = plan.results_dir / hang_name(junit.name)
+    for stale in (junit, stream, hang_file):
+        stale.unlink(missing_ok=True)
     progress_file = tmp / f"progress-{run}"
     progress_file.write_text("")
+    acks = tmp / f"acks-{run}"
+    acks.mkdir()
     name = plan.database or database_name(plan.shard, run)
     started = time.monotonic()
     if plan.database:
@@ -323,6 +304,22 @@ def _one_run(
             )
         databases.drop(name)  # the previous run's (or the one `postgres start` prepared): fresh each run
     databases.create(name)
+    label = f"shard {plan.shard}/{plan.shards} run {run}/{plan.repeat}"
+
+    def snapshot(reason: str, limit_s: float, test: str | None) -> None:
+        shot = take_snapshot(info, databases.admin_db, name, reason=reason, limit_s=limit_s, test=test)
+        append_snapshot(hang_file, shot)
+        what = f"{test} reached --test-timeout" if test else "the suite reached --timeout"
+        waiting = sum(1 for b in shot["backends"] if b.get("blocked_by"))
+        say(
+            f"{label}: {what} ({limit_s:g}s); server snapshot: {len(shot['backends'])} sessions, "
+            f"{waiting} waiting on a lock{'; ' + shot['error'] if shot['error'] else ''} → {hang_file.name}"
+        )
+
+    def tick() -> None:
+        if progress is not None:
+            _draw(progress, label, _count(progress_file), time.monotonic() - started)
+
     try:
         db_info = dataclasses.replace(info, database=name)
         env = {
@@ -331,17 +328,18 @@ def _one_run(
             ENV_RUN: str(run),
             ENV_SELECT: str(select),
             ENV_PROGRESS: str(progress_file),
+            ENV_STREAM: str(stream.resolve()),
+            ENV_LIMIT_ACKS: str(acks),
         }
-        label = f"shard {plan.shard}/{plan.shards} run {run}/{plan.repeat}"
         say(f"{label}: pytest on database {name}")
-        child = _Child(pytest_command(plan, junit, env), env, log, sys.stdout if plan.show_output else None)
+        child = Child(pytest_command(plan, junit, env), env, log, sys.stdout if plan.show_output else None)
         try:
-            while child.poll() is None:
-                if progress is not None:
-                    _draw(progress, label, _count(progress_file), time.monotonic() - started)
-                time.sleep(0.2)
+            timed_out = watch(
+                child, StreamTail(stream), acks, deadline=plan.deadline, suite_limit_s=plan.timeout_s,
+                snapshot=snapshot, tick=tick, grace_s=plan.stop_grace_s,
+            )  # fmt: skip
         finally:
-            child.stop()
+            child.stop(plan.stop_grace_s)
             output = child.finish()
     finally:
         problem = databases.drop(name)
@@ -352,12 +350,30 @@ def _one_run(
     elapsed = time.monotonic() - started
     if progress is not None:
         progress.write("\r\x1b[K")
-    crash = _check_result(plan, run, code, output, junit, log)
+    if timed_out:
+        how = " and killed (it ignored SIGINT)" if "SIGKILL" in child.signals else ""
+        stopped = f"stopped at the suite time limit (--timeout {plan.timeout_s:g}s){how}"
+        crash = _check_stopped(plan, run, stopped, output, junit, log)
+    else:
+        crash = _check_result(plan, run, code, output, junit, log)
     summary = ", ".join(f"{n} {k}" for k, n in counts) or "no tests reported"
-    say(
-        f"{label}: exit {code} ({PYTEST_EXIT.get(code, 'signal' if code < 0 else 'crashed')}), {summary} in {elapsed:.1f}s"
+    state = (
+        "stopped at --timeout" if timed_out else PYTEST_EXIT.get(code, "signal" if code < 0 else "crashed")
     )
-    return RunOutcome(run, code, junit, name, elapsed, counts, crash)
+    say(f"{label}: exit {code} ({state}), {summary} in {elapsed:.1f}s")
+    return RunOutcome(run, code, junit, name, elapsed, counts, crash, timed_out)
+
+
+def _check_stopped(plan: RunPlan, run: int, stopped: str, output: str, junit: Path, log: Path) -> str:
+    """A run stopped at the limit: keep pytest's JUnit when it wrote one (its tests are real results; the
+    stream adds the unfinished ones), else write one that says so; the stream holds what finished."""
+    if not junit.exists() or junit.stat().st_size == 0:
+        text = f"{stopped}\n\n{clean_tail(output)}"
+        junit.write_text(
+            synthetic_junit(plan.shard, run, error=("pytest stopped at the time limit", stopped, text)),
+            encoding="utf-8",
+        )
+    return f"{stopped}; see {log} and {hang_name(junit.name)}"
 
 
 def _check_result(plan: RunPlan, run: int, code: int, output: str, junit: Path, log: Path) -> str | None:
