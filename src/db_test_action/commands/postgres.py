@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import subprocess
@@ -20,7 +21,14 @@ from db_test_action.server.launch import (
     signals_as_exit,
     use_external,
 )
-from db_test_action.server.state import default_state_file, is_running, read_state, stop_detached, write_state
+from db_test_action.server.state import (
+    default_state_file,
+    is_running,
+    read_state,
+    state_lock,
+    stop_detached,
+    write_state,
+)
 
 HELP = """\
 start    start a server in the background, write a state file, print the variables
@@ -134,19 +142,29 @@ def _export(info: ServerInfo) -> None:
 
 
 def start(args: argparse.Namespace, state: Path) -> int:
-    if state.exists():
-        old = read_state(state)
-        if old.data_dir is None or is_running(old):
-            raise DbTestActionError(
-                f"{state}: a server is already recorded here ({redact(old.url())}); "
-                "stop it first or pass another --name",
-                EXIT_USAGE,
-            )
-    if args.database_url:
-        info = use_external(args.database_url, args.extensions)
-    else:
-        info = LocalServer(launch_options(args)).start()  # detached: no stop(), `postgres stop` does it
-    write_state(state, info)
+    """Start a detached server. Under the name's lock; SIGTERM/SIGHUP/SIGINT at any point stop what was
+    started; the server is handed over (reaper disarmed) only once its state file is written."""
+    with signals_as_exit(), state_lock(state):
+        if os.path.lexists(state):
+            old = read_state(state)
+            if old.data_dir is None or is_running(old):
+                raise DbTestActionError(
+                    f"{state}: a server is already recorded here ({redact(old.url())}); "
+                    "stop it first or pass another --name",
+                    EXIT_USAGE,
+                )
+        if args.database_url:
+            info = use_external(args.database_url, args.extensions)
+            write_state(state, info)
+        else:
+            server = LocalServer(dataclasses.replace(launch_options(args), detached=True))
+            info = server.start()
+            try:
+                write_state(state, info)
+            except BaseException:
+                server.stop()  # no state file, no way to stop it later: never leave it running
+                raise
+            server.detach()
     _export(info)
     return 0
 

@@ -11,7 +11,6 @@ import contextlib
 import os
 import pwd
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +27,17 @@ from psycopg import sql
 from db_test_action.errors import EXIT_ENV, EXIT_USAGE, DbTestActionError
 from db_test_action.server.binaries import find_bin_dir, package_for_extension, server_major
 from db_test_action.server.log import copy_server_log, server_log_settings
+from db_test_action.server.procs import (
+    die_with_parent,
+    pid_alive,
+    processes_in,
+    signals_deferred,
+    stop_process,
+    wait_gone,
+)
+from db_test_action.server.reaper import Reaper, remove_ours, write_marker
+
+__all__ = ["LaunchOptions", "LocalServer", "ServerInfo", "pid_alive", "stop_process"]
 
 SUPERUSER = "postgres"
 # Throwaway-friendly: durability off (the data dir is deleted anyway), enough connections for xdist
@@ -56,6 +66,9 @@ class LaunchOptions:
     settings: tuple[tuple[str, str], ...] = ()  # extra `-c name=value`, applied last
     server_log: bool = True  # machine-readable server log (jsonlog/csvlog) for server-side evidence
     log_copy_to: str | None = None  # on stop, append the server log here (the data dir is deleted)
+    # Detached (`postgres start`): the server outlives this process once its state file is written, so it
+    # gets no parent-death signal; owned (`-- CMD`, `run`, tests): it dies with us, whatever kills us.
+    detached: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +86,7 @@ class ServerInfo:
     log_file: str | None = None  # the server's stderr: start-up and fatal messages
     server_log_dir: str | None = None  # the logging collector's directory
     server_log_format: str | None = None  # "jsonlog" (PostgreSQL 15+) or "csvlog"
+    owner_token: str | None = None  # also in data_dir's marker file: `postgres stop` deletes only that dir
 
     def url(self, database: str | None = None) -> str:
         auth = quote(self.user, safe="")
@@ -193,13 +207,22 @@ def _tail(path: Path, lines: int = 5) -> str:
 
 
 class LocalServer:
-    """Context manager for a server we start and own; `stop()` is idempotent and always cleans up."""
+    """Context manager for a server we start and own; `stop()` is idempotent and always cleans up.
+
+    Lifecycle guarantees (docs/security.md): a reaper process is armed before anything is created, so
+    even `kill -9` of this process stops the server and deletes the data dir; an owned server also gets
+    a parent-death signal; `stop()` defers SIGINT/SIGTERM/SIGHUP until it is done and returns only when
+    every process of the server (backends, logging collector) is gone. `detach()` hands a started server
+    over to a state file (`postgres start`): from then on only `postgres stop` ends it.
+    """
 
     def __init__(self, options: LaunchOptions = LaunchOptions()) -> None:
         self.options = options
         self.info: ServerInfo | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._tmp: Path | None = None
+        self._token = secrets.token_hex(16)
+        self._reaper: Reaper | None = None
 
     def __enter__(self) -> ServerInfo:
         return self.start()
@@ -209,13 +232,16 @@ class LocalServer:
 
     def start(self) -> ServerInfo:
         opts = self.options
-        bin_dir = find_bin_dir(opts.pg_bin, opts.version)
-        account = _unprivileged_user()
-        root = Path(opts.data_root) if opts.data_root else default_data_root()
-        if account is not None:
-            _check_reachable(root, account)
         try:
+            bin_dir = find_bin_dir(opts.pg_bin, opts.version)
+            account = _unprivileged_user()
+            root = Path(opts.data_root) if opts.data_root else default_data_root()
+            if account is not None:
+                _check_reachable(root, account)
+            self._reaper = Reaper()
             self._tmp = Path(tempfile.mkdtemp(prefix="db-test-action-pg-", dir=root))
+            write_marker(self._tmp, self._token)
+            self._reaper.register_dir(self._tmp, self._token)
             data = self._tmp / "data"
             password = secrets.token_urlsafe(18) if opts.use_password else None
             self._initdb(bin_dir, data, account, password)
@@ -234,6 +260,7 @@ class LocalServer:
                 log_file=str(self._tmp / "postgres.log"),
                 server_log_dir=str(log_dir) if log_dir else None,
                 server_log_format=log_format,
+                owner_token=self._token,
             )
             prepare_databases(info, opts.extensions, major=info.version, in_template=True)
             self.info = info
@@ -242,10 +269,16 @@ class LocalServer:
             self.stop()
             raise
 
+    def detach(self) -> None:
+        """The server now belongs to a state file: disarm the reaper and forget it (stop() is a no-op)."""
+        if self._reaper is not None:
+            self._reaper.disarm()
+        self._reaper, self._proc, self._tmp = None, None, None
+
     def _initdb(
         self, bin_dir: Path, data: Path, account: pwd.struct_passwd | None, password: str | None
     ) -> None:
-        assert self._tmp is not None
+        assert self._tmp is not None and self._reaper is not None
         if account is not None:
             os.chown(self._tmp, account.pw_uid, account.pw_gid)
         cmd = [
@@ -260,11 +293,20 @@ class LocalServer:
             cmd += ["--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
         else:
             cmd += ["--auth-host=trust"]  # host lines cover 127.0.0.1/::1 only: localhost-only trust
-        out = subprocess.run(
-            cmd, capture_output=True, text=True, cwd=self._tmp, check=False, **_run_as(account)
-        )
-        if out.returncode != 0:
-            last = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["no output"]
+        # initdb dies with us (it would otherwise re-create the dir the reaper deletes).
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+            cwd=self._tmp, preexec_fn=die_with_parent(signal.SIGKILL), **_run_as(account),
+        )  # fmt: skip
+        self._reaper.register_pid(proc.pid)
+        try:
+            stdout, stderr = proc.communicate()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if proc.returncode != 0:
+            last = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
             raise DbTestActionError(
                 f"{bin_dir}/initdb: failed ({last[0]}); check the data root is writable", EXIT_ENV
             )
@@ -279,6 +321,10 @@ class LocalServer:
             os.chown(log_dir, account.pw_uid, account.pw_gid)
         return log_dir, "jsonlog" if major >= 15 else "csvlog"
 
+    def _pick_port(self, attempt: int) -> int:
+        """A port free a moment ago; another launcher may grab it before the server binds (then we retry)."""
+        return _free_port()
+
     def _start_postgres(
         self,
         bin_dir: Path,
@@ -287,14 +333,16 @@ class LocalServer:
         log_dir: Path | None,
         log_format: str | None,
     ) -> int:
-        assert self._tmp is not None
+        assert self._tmp is not None and self._reaper is not None
         log = self._tmp / "postgres.log"
         settings = dict(FAST_SETTINGS, max_connections=str(self.options.max_connections))
         if log_dir is not None and log_format is not None:
             settings.update(server_log_settings(log_dir, log_format))
         settings.update(dict(self.options.settings))
-        for _attempt in range(5):  # another launcher may grab the port between probe and bind
-            port = _free_port()
+        # An owned server gets SIGQUIT (immediate shutdown) when we die; a detached one must outlive us.
+        preexec = None if self.options.detached else die_with_parent(signal.SIGQUIT)
+        for attempt in range(5):
+            port = self._pick_port(attempt)
             cmd = [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(data),
                    "-c", "listen_addresses=127.0.0.1"]  # fmt: skip
             for name, value in settings.items():
@@ -305,11 +353,13 @@ class LocalServer:
                 # A new session: Ctrl-C in the terminal reaches us, and we stop the server in order.
                 self._proc = subprocess.Popen(
                     cmd, stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    cwd=self._tmp, start_new_session=True, **_run_as(account),
+                    cwd=self._tmp, start_new_session=True, preexec_fn=preexec, **_run_as(account),
                 )  # fmt: skip
+            self._reaper.register_pid(self._proc.pid)
             if self._wait_ready(data, log):
                 return port
-            if "could not bind" not in log.read_text(errors="replace"):
+            self._kill()
+            if not _bind_failed(log, log_dir):
                 break
         raise DbTestActionError(f"postgres: server did not start ({_tail(log)}); see {log}", EXIT_ENV)
 
@@ -338,45 +388,37 @@ class LocalServer:
         self._proc = None
 
     def stop(self) -> None:
-        self._kill()
-        if self._tmp is not None:
-            if self.options.log_copy_to:
-                copy_server_log(self._tmp / "log", Path(self.options.log_copy_to))
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
+        """Stop every process of the server, keep its log if asked, delete the data dir we created."""
+        with signals_deferred():
+            self._kill()
+            if self._tmp is not None:
+                wait_gone(processes_in(self._tmp), 10.0)
+                if self.options.log_copy_to:
+                    with contextlib.suppress(OSError):
+                        copy_server_log(self._tmp / "log", Path(self.options.log_copy_to))
+                remove_ours(self._tmp, self._token)
+                self._tmp = None
+            if self._reaper is not None:
+                self._reaper.disarm()
+                self._reaper = None
 
 
-def stop_process(pid: int, wait: object = None, timeout_s: float = 15.0) -> None:
-    """Fast shutdown (SIGINT), then immediate (SIGQUIT), then SIGKILL; works for non-children too."""
-    for sig, grace in ((signal.SIGINT, timeout_s), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        if callable(wait):
-            try:
-                wait(timeout=grace)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if not pid_alive(pid):
-                return
-            time.sleep(0.01)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers kill(0); /proc tells the truth on Linux.
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    return True
+def _bind_failed(log: Path, log_dir: Path | None) -> bool:
+    """Whether the server failed because the port was taken. The message goes to stderr (our log file)
+    before the logging collector starts and to the collector's files after, so read both; then clear
+    the collector's files so the failed attempt's records never reach the server evidence."""
+    texts = [log]
+    if log_dir is not None:
+        texts += sorted(log_dir.glob("*"))
+    found = False
+    for path in texts:
+        with contextlib.suppress(OSError):
+            text = path.read_text(errors="replace")
+            found = found or "could not bind" in text or "could not create any TCP/IP sockets" in text
+    if log_dir is not None:
+        for path in log_dir.glob("*"):
+            path.unlink(missing_ok=True)
+    return found
 
 
 def prepare_databases(
@@ -445,7 +487,12 @@ def use_external(url: str, extensions: Sequence[str]) -> ServerInfo:
 def signals_as_exit() -> Iterator[None]:
     """Turn SIGTERM/SIGHUP into SystemExit so `finally`/`__exit__` cleanup runs (main thread only)."""
 
+    fired: list[int] = []
+
     def _raise(signum: int, _frame: object) -> None:
+        if fired:  # the cleanup the first one started must not be cut short by a second
+            return
+        fired.append(signum)
         raise SystemExit(128 + signum)
 
     previous = {sig: signal.signal(sig, _raise) for sig in (signal.SIGTERM, signal.SIGHUP)}
