@@ -17,6 +17,9 @@ from collections.abc import Sequence
 
 from db_test_action.config import TABLE
 from db_test_action.errors import DbTestActionError
+from db_test_action.junit.files import parse_junit_file
+from db_test_action.junit.parse import ParsedFile, broken_file
+from db_test_action.model import ParseProblem
 from db_test_action.stability.history import dump_history, parse_history
 from db_test_action.stability.nightly import Night
 
@@ -32,12 +35,40 @@ def write_output(path: Path, text: str, flag: str) -> None:
 
 
 def read_json(path: Path, flag: str) -> Any:
+    """Parsed JSON, or a one-line error for every way an untrusted file can be bad (never a crash)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_bytes().decode("utf-8"))
     except OSError as exc:
         raise DbTestActionError(f"{path}: cannot read {flag} file ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise DbTestActionError(
+            f"{path}: {flag} file is not UTF-8 (byte {exc.start}); pass the file the tool wrote"
+        ) from None
     except json.JSONDecodeError as exc:
         raise DbTestActionError(f"{path}:{exc.lineno}: {flag} file is not JSON ({exc.msg})") from None
+    except RecursionError:
+        raise DbTestActionError(
+            f"{path}: {flag} file is nested too deeply; pass the file the tool wrote"
+        ) from None
+
+
+def bug(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:200]}; please report this db-test-action bug"
+
+
+def parse_junit_safely(path: Path, name: str) -> ParsedFile:
+    """parse_junit_file, with any parser bug costing this one file (a named problem), never the report."""
+    try:
+        return parse_junit_file(path, name)
+    except Exception as exc:
+        return broken_file(name, f"cannot parse ({bug(exc)})")
+
+
+def problem_from(error: DbTestActionError, path: Path) -> ParseProblem:
+    """An input error as a problem of the report: named, shown, and the report still written."""
+    text = str(error)
+    prefix = f"{path}: "
+    return ParseProblem(str(path), text[len(prefix) :] if text.startswith(prefix) else text)
 
 
 def display_path(path: Path, cwd: Path) -> str:

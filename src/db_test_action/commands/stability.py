@@ -22,13 +22,15 @@ from typing import Any
 from db_test_action.commands.files import (
     display_path,
     load_table,
+    parse_junit_safely,
+    problem_from,
     read_history_file,
     write_history_file,
     write_output,
 )
 from db_test_action.config import resolve_report_config
 from db_test_action.errors import EXIT_ENV, EXIT_GATE, EXIT_OK, EXIT_USAGE, DbTestActionError
-from db_test_action.junit.files import expand_paths, parse_junit_file
+from db_test_action.junit.files import expand_paths
 from db_test_action.publish import gha
 from db_test_action.publish.client import DEFAULT_API_URL, PublishError, Retrier, RetryPolicy, connect
 from db_test_action.publish.tracking import (
@@ -65,6 +67,7 @@ TRUE = ("1", "true", "yes", "on")
 FALSE = ("", "0", "false", "no", "off")
 SCHEMA = "db-test-action-stability"
 SCHEMA_VERSION = 1
+MAX_RUNS = 10_000  # --expect-runs: runs in one night; bounds the per-run table
 
 HELP = f"""\
 Read the JUnit XML of a nightly run (every shard, repeat and rerun; files, directories or globs) and the
@@ -181,7 +184,9 @@ class _Settings:
             return ",".join(str(v) for v in value)
         return default if value is None else str(value)
 
-    def number(self, name: str, default: int | None, minimum: int = 1, kind: Callable = int) -> Any:
+    def number(
+        self, name: str, default: int | None, minimum: int = 1, kind: Callable = int, maximum: int = 1_000_000
+    ) -> Any:
         value = self.raw(name)
         if value is None:
             return default
@@ -191,6 +196,8 @@ class _Settings:
             raise DbTestActionError(f"--{name.replace('_', '-')}: {value!r} is not a number") from None
         if number < minimum:
             raise DbTestActionError(f"--{name.replace('_', '-')}: must be at least {minimum}, got {value}")
+        if number > maximum:  # bounded memory: a count of runs, nights or tests, never unbounded
+            raise DbTestActionError(f"--{name.replace('_', '-')}: must be at most {maximum}, got {value}")
         return number
 
     def flag(self, name: str) -> bool:
@@ -249,9 +256,12 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
     if not args.paths:
         raise DbTestActionError("stability: give the nightly run's JUnit XML files, directories or globs")
     files, missing = expand_paths(args.paths)
-    parsed = [parse_junit_file(path, display_path(path, cwd)) for path in files]
+    parsed = [parse_junit_safely(path, display_path(path, cwd)) for path in files]
     observed = observe(
-        parsed, report_config.categories, report_config.classes, st.number("expect_runs", None)
+        parsed,
+        report_config.categories,
+        report_config.classes,
+        st.number("expect_runs", None, maximum=MAX_RUNS),
     )
     observed = dataclasses.replace(observed, problems=observed.problems + missing)
     tonight = night_of(observed, label, commit)
@@ -260,8 +270,17 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
     previous: tuple[Night, ...] = ()
     branch_file: BranchFile | None = None
     can_write_branch = False
+    history_ok = True
     if history_file:
-        previous = read_history_file(Path(history_file)) or ()
+        try:
+            previous = read_history_file(Path(history_file)) or ()
+        except DbTestActionError as exc:
+            # Tonight's outputs are still written (the promise); the damaged file is kept, not overwritten.
+            history_ok = False
+            observed = dataclasses.replace(
+                observed, problems=(*observed.problems, problem_from(exc, Path(history_file)))
+            )
+            _io(f"{exc}; tonight's report is written, the history file is left as it is")
         _io(
             f"history {history_file}: {len(previous)} earlier nights"
             if previous
@@ -272,7 +291,14 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
             branch_file = load_branch_file(github.gh, github.retrier, github.repository, branch, branch_path)
             can_write_branch = True
             if branch_file is not None:
-                previous = parse_history(branch_file.text, f"{branch}:{branch_path}")
+                try:
+                    previous = parse_history(branch_file.text, f"{branch}:{branch_path}")
+                except DbTestActionError as exc:
+                    can_write_branch = False  # never overwrite a history we could not read
+                    where = f"{branch}:{branch_path}"
+                    observed = dataclasses.replace(
+                        observed, problems=(*observed.problems, problem_from(exc, Path(where)))
+                    )
             _io(f"history on branch {branch}: {len(previous)} earlier nights")
         except PublishError as exc:
             _io(f"cannot read the history from branch {branch}: {exc}; it will not be overwritten tonight")
@@ -289,7 +315,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
     except OSError as exc:
         _io(f"{env.get('GITHUB_STEP_SUMMARY')}: cannot write the job summary ({exc.strerror})")
     nights = add_night(previous, tonight, keep)
-    if history_file:
+    if history_file and history_ok:
         write_history_file(Path(history_file), nights)
         _io(f"history {history_file}: {len(nights)} nights written")
 

@@ -26,7 +26,7 @@ from db_test_action.publish.client import (
     Retrier,
     RetryPolicy,
 )
-from db_test_action.report.markdown import markdown_closers
+from db_test_action.report.textsafety import fit_with_closers, neutralize
 
 COMMENT_MAX_CHARS = 65536  # GitHub rejects longer issue comments with 422
 COMMENT_RESERVE_CHARS = (
@@ -111,33 +111,49 @@ def fingerprint_line(key: str, fingerprint: str) -> str:
     return f"<!-- db-test-action:{key}:fingerprint={fingerprint} -->"
 
 
+def footer(key: str, fingerprint: str) -> str:
+    """Our structural footer: the last two lines of every comment we post, and the only place where the
+    marker and the fingerprint count (a marker quoted in test output in the body above means nothing)."""
+    return f"{marker(key)}\n{fingerprint_line(key, fingerprint)}"
+
+
 def comment_body(pub: Publication) -> str:
-    """Markdown + marker + fingerprint, cut to GitHub's comment limit (the report JSON keeps everything)."""
-    tail = f"\n\n{marker(pub.key)}\n{fingerprint_line(pub.key, pub.fingerprint)}\n"
-    markdown = pub.markdown
-    budget = COMMENT_MAX_CHARS - len(tail)
-    if len(markdown) > budget:
-        note = "\n\n> **Note:** this comment was cut to GitHub's size limit; see the job summary.\n"
-        head = markdown[: budget - len(note) - 200]  # room for the closers
-        head = head[: head.rindex("\n")] if "\n" in head else head
-        markdown = head + markdown_closers(head) + note
+    """Markdown + footer, cut to GitHub's comment limit (the report JSON keeps everything)."""
+    tail = f"\n\n{footer(pub.key, pub.fingerprint)}\n"
+    note = "\n\n> **Note:** this comment was cut to GitHub's size limit; see the job summary.\n"
+    markdown = fit_with_closers(neutralize(pub.markdown), COMMENT_MAX_CHARS - len(tail), note)
     return markdown.rstrip("\n") + tail
 
 
+def _footer_lines(body: str) -> tuple[str, str] | None:
+    lines = body.rstrip().splitlines()
+    return (lines[-2].strip(), lines[-1].strip()) if len(lines) >= 2 else None
+
+
 def fingerprint_in(body: str, key: str) -> str | None:
+    """The fingerprint in the body's footer for `key`; a fingerprint line anywhere else is ignored."""
+    last = _footer_lines(body)
     prefix = f"<!-- db-test-action:{key}:fingerprint="
-    for line in body.splitlines():
-        if line.startswith(prefix) and line.endswith(" -->"):
-            return line[len(prefix) : -len(" -->")]
-    return None
+    if (
+        last is None
+        or last[0] != marker(key)
+        or not last[1].startswith(prefix)
+        or not last[1].endswith(" -->")
+    ):
+        return None
+    return last[1][len(prefix) : -len(" -->")]
 
 
 def find_sticky(comments: Iterable[Comment], key: str, login: str) -> Comment | None:
-    """The first comment carrying our marker *and* written by us; a copied marker in someone else's
-    comment is ignored, so we never edit (or fail trying to edit) another user's words."""
+    """The first comment written by us whose footer carries our marker for `key`; a copied marker in
+    someone else's comment, or quoted in the body of one of ours, is ignored, so we never edit another
+    user's words or another key's comment."""
     mark = marker(key)
     for comment in comments:
-        if mark in comment.body and comment.author.casefold() == login.casefold():
+        last = _footer_lines(comment.body) or ("", comment.body.strip())
+        # marker then fingerprint (every comment we post), or the marker as the very last line
+        is_ours = last[0] == mark and last[1].startswith(f"<!-- db-test-action:{key}:fingerprint=")
+        if (is_ours or last[1] == mark) and comment.author.casefold() == login.casefold():
             return comment
     return None
 

@@ -22,6 +22,7 @@ from db_test_action.model import (
     TestResult,
     Verdict,
 )
+from db_test_action.report.textsafety import markdown_closers, neutralize
 
 GITHUB_COMMENT_MAX = 65536
 ZWJ = "\u200d"
@@ -41,28 +42,9 @@ _PHASE_LABEL = {"setup": "setup error", "teardown": "teardown error", "call": "f
 # --- escaping -------------------------------------------------------------------------------------------
 
 
-def markdown_closers(text: str) -> str:
-    """What closes the code fence and `<details>` left open where `text` was cut ("" when nothing is),
-    so the note that follows a cut renders as text instead of disappearing into a block."""
-    fence: str | None = None
-    open_details = 0
-    for line in text.splitlines():
-        stripped = line.strip()
-        if fence is None:
-            opener = re.match(r"(`{3,}|~{3,})", stripped)
-            if opener:
-                fence = opener.group(1)
-                continue
-            open_details += stripped.count("<details") - stripped.count("</details>")
-        elif len(stripped) >= len(fence) and set(stripped) == {fence[0]}:
-            fence = None
-    closers = ([fence] if fence else []) + ["</details>"] * max(open_details, 0)
-    return "\n" + "\n".join(closers) if closers else ""
-
-
 def inline(text: str, limit: int = 300) -> str:
     """Untrusted text for prose and table cells: one line, no Markdown/HTML effect, no @mention."""
-    text = " ".join(text.split())
+    text = " ".join(neutralize(text).split())
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     text = html.escape(text, quote=False)
@@ -77,7 +59,7 @@ def cell(text: str, limit: int = 120) -> str:
 def code(text: str, limit: int = 120, *, in_table: bool = True) -> str:
     """A short code span for ids; in tables `|` is escaped as `\\|` (GFM honours that even inside spans,
     and shows the backslash anywhere else). Mentions in code are not links: the text stays exact."""
-    text = " ".join(text.split())
+    text = " ".join(neutralize(text).split())
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     ticks = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
@@ -88,6 +70,7 @@ def code(text: str, limit: int = 120, *, in_table: bool = True) -> str:
 
 def fenced(text: str) -> str:
     """A code block no content can break out of: the fence outgrows any backtick run inside."""
+    text = neutralize(text)
     longest = max((len(m) for m in re.findall(r"`{3,}", text)), default=0)
     fence = "`" * max(3, longest + 1)
     return f"{fence}text\n{text}\n{fence}"
