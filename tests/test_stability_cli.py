@@ -242,7 +242,6 @@ def test_dry_run_writes_nothing_to_github(nights, cli, cli_env, tmp_path, httpse
         ((), "stability: give the nightly run's JUnit XML"),
         (("RESULTS", "--fail-on", "sometimes"), "--fail-on: 'sometimes' is not valid"),
         (("RESULTS", "--window", "0"), "--window: must be at least 1, got 0"),
-        (("RESULTS", "--history", "bad.jsonl"), "bad.jsonl:1: not JSON"),
         (("RESULTS", "--tracking-issue"), "--repository: None is not OWNER/REPO"),
     ],
 )

@@ -4,11 +4,13 @@ One table (`SETTINGS`) names each scalar setting's pyproject key, env variable a
 the action input and the key stay the same word. Nested tables (`categories`, `budgets`, `classes`)
 come only from the TOML file (budgets also from `--budget KEY=VALUE`). Bad values raise one-line
 errors naming the file, table and key. Other commands may keep their own keys in the same table:
-unknown top-level keys are left alone, unknown keys inside our sub-tables are errors (typos).
+unknown keys, at the top of the table or inside our sub-tables, are errors (typos would otherwise pass
+silently); durations and ratios must be finite (TOML allows nan and inf).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,17 +31,22 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(value)
     if isinstance(value, int | float):
-        if value < 0:
+        if not math.isfinite(value) or value < 0:  # TOML's nan/inf: a budget that never fails
             raise ValueError(value)
         return float(value)
     if isinstance(value, str):
         text = value.strip()
         if re.fullmatch(r"\d+(?:\.\d+)?", text):
+            if not math.isfinite(float(text)):
+                raise ValueError(value)
             return float(text)
         match = _DURATION_RE.match(text)
         if match and text and any(match.groups()):
             h, m, s, ms = (float(g) if g else 0.0 for g in match.groups())
-            return h * 3600 + m * 60 + s + ms / 1000
+            seconds = h * 3600 + m * 60 + s + ms / 1000
+            if not math.isfinite(seconds):  # "9999…9h" overflows to inf
+                raise ValueError(value)
+            return seconds
     raise ValueError(value)
 
 
@@ -106,6 +113,8 @@ _BUDGET_KEYS = {
     "regression-min": "regression_min_s",
 }
 _RATIO_KEYS = {"warn-at": "warn_at", "regression-ratio": "regression_ratio"}
+# Every key the commands read from the table: SETTINGS, the sub-tables, and `stability` (its command).
+TOP_LEVEL_KEYS = frozenset({*(s.key for s in SETTINGS), "budgets", "categories", "classes", "stability"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +135,11 @@ def resolve_report_config(
     flags: Mapping[str, Any], env: Mapping[str, str], table: Mapping[str, Any], where: str = "pyproject.toml"
 ) -> ReportConfig:
     """Merge the sources: `flags` holds parsed-or-raw CLI values (None = not given), keyed like SETTINGS."""
+    unknown = sorted(str(k) for k in table if k not in TOP_LEVEL_KEYS)
+    if unknown:
+        raise DbTestActionError(
+            f"{where}: unknown key {unknown[0]!r}; use one of {', '.join(sorted(TOP_LEVEL_KEYS))}"
+        )
     values: dict[str, Any] = {}
     for setting in SETTINGS:
         attr = setting.key.replace("-", "_")
@@ -172,6 +186,16 @@ def _show(value: object) -> str:
     return f'"{value}"' if isinstance(value, str) else repr(value)
 
 
+def _ratio(value: object, where: str) -> float:
+    """A fraction such as warn-at 0.8: finite and in (0, 10) (nan would make every comparison false)."""
+    if isinstance(value, bool):
+        raise DbTestActionError(f"{where}: {_show(value)} is not valid; use a fraction like 0.8")
+    ratio = _parse(float, value, where, "a fraction like 0.8")
+    if not 0 < ratio < 10:  # also false for nan
+        raise DbTestActionError(f"{where}: {_show(value)} is out of range; use a fraction like 0.8")
+    return ratio
+
+
 def _budgets(table: object, where: str) -> Budgets:
     if not isinstance(table, dict):
         raise DbTestActionError(f"{where}: must be a table of durations")
@@ -180,10 +204,7 @@ def _budgets(table: object, where: str) -> Budgets:
         if key in _BUDGET_KEYS:
             kwargs[_BUDGET_KEYS[key]] = _duration(value, f"{where} {key}", allow_zero=key == "regression-min")
         elif key in _RATIO_KEYS:
-            ratio = _parse(float, value, f"{where} {key}", "a fraction like 0.8")
-            if not 0 < ratio < 10:
-                raise DbTestActionError(f"{where} {key}: {value!r} is out of range; use a fraction like 0.8")
-            kwargs[_RATIO_KEYS[key]] = ratio
+            kwargs[_RATIO_KEYS[key]] = _ratio(value, f"{where} {key}")
         elif key == "categories" and isinstance(value, dict):
             kwargs["categories"] = tuple(
                 (
@@ -219,9 +240,7 @@ def _apply_budget_flags(budgets: Budgets, items: Sequence[str]) -> Budgets:
                 budgets, **{_BUDGET_KEYS[key]: _duration(value, where, allow_zero=key == "regression-min")}
             )
         elif key in _RATIO_KEYS:
-            budgets = replace(
-                budgets, **{_RATIO_KEYS[key]: _parse(float, value, where, "a fraction like 0.8")}
-            )
+            budgets = replace(budgets, **{_RATIO_KEYS[key]: _ratio(value, where)})
         else:
             raise DbTestActionError(
                 f"{where}: unknown budget {key!r}; use suite, average-test, category.NAME, …"

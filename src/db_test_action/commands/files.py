@@ -64,6 +64,24 @@ def parse_junit_safely(path: Path, name: str) -> ParsedFile:
         return broken_file(name, f"cannot parse ({bug(exc)})")
 
 
+def unique_files(files: Sequence[Path]) -> tuple[Path, ...]:
+    """One entry per file on disk: the same file reached by two paths (`results/x.xml` and
+    `./results/../results/x.xml`, a symlink, a hard link) would count its runs twice and make a
+    passing test look repeated or flaky."""
+    seen: set[tuple[int, int] | str] = set()
+    out = []
+    for path in files:
+        try:
+            st = path.stat()
+            key: tuple[int, int] | str = (st.st_dev, st.st_ino)
+        except OSError:
+            key = str(path.resolve())
+        if key not in seen:
+            seen.add(key)
+            out.append(path)
+    return tuple(out)
+
+
 def problem_from(error: DbTestActionError, path: Path) -> ParseProblem:
     """An input error as a problem of the report: named, shown, and the report still written."""
     text = str(error)
@@ -99,11 +117,20 @@ def load_table(config: Path | None, cwd: Path) -> tuple[dict[str, Any], str]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise DbTestActionError(f"{path}: cannot read ({exc.strerror}); check --config") from None
+    except UnicodeDecodeError:
+        raise DbTestActionError(f"{path}: not UTF-8 text; fix the file") from None
     except tomllib.TOMLDecodeError as exc:
         raise DbTestActionError(f"{path}: not valid TOML ({exc}); fix the file") from None
+    except RecursionError:
+        raise DbTestActionError(f"{path}: nested too deeply; fix the file") from None
     if "tool" in data or config is None:
-        table = data.get("tool", {}).get("db-test-action", {})
-        return (table if isinstance(table, dict) else {}), f"{path.name} [{TABLE}]"
+        tool = data.get("tool", {})
+        if not isinstance(tool, dict):
+            raise DbTestActionError(f"{path}: tool must be a table ([tool.db-test-action]); fix the file")
+        table = tool.get("db-test-action", {})
+        if not isinstance(table, dict):
+            raise DbTestActionError(f"{path}: tool.db-test-action must be a table; fix the file")
+        return table, f"{path.name} [{TABLE}]"
     return data, str(path.name)
 
 

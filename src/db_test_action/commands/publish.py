@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import sys
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ from db_test_action.publish.publisher import (
     pull_request_from_event,
 )
 
+MAX_WAIT_S = 3600.0  # --max-wait: one overall deadline for the comment, finite and at most an hour
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("", "0", "false", "no", "off")
 
@@ -112,7 +114,14 @@ def _flag(args: argparse.Namespace, name: str, env: Mapping[str, str]) -> bool:
     raise DbTestActionError(f"DB_TEST_ACTION_{name.upper()}: {value!r} is not a boolean; use true or false")
 
 
-def _number(args: argparse.Namespace, name: str, env: Mapping[str, str], kind: type, default: Any) -> Any:
+def _number(
+    args: argparse.Namespace,
+    name: str,
+    env: Mapping[str, str],
+    kind: type,
+    default: Any,
+    maximum: float = 1 << 31,
+) -> Any:
     value = _setting(args, name, env)
     if value is None:
         return default
@@ -120,8 +129,12 @@ def _number(args: argparse.Namespace, name: str, env: Mapping[str, str], kind: t
         number = kind(value)
     except ValueError:
         raise DbTestActionError(f"--{name.replace('_', '-')}: {value!r} is not a number") from None
+    if not math.isfinite(number):  # nan/inf would lift every cap (e.g. --max-wait's deadline)
+        raise DbTestActionError(f"--{name.replace('_', '-')}: {value!r} is not a finite number")
     if number < 0:
         raise DbTestActionError(f"--{name.replace('_', '-')}: must be 0 or more, got {value}")
+    if number > maximum:
+        raise DbTestActionError(f"--{name.replace('_', '-')}: must be at most {maximum:g}, got {value}")
     return number
 
 
@@ -140,6 +153,8 @@ def read_event(path: str) -> dict[str, Any]:
         data = json.loads(_read_text(path, "event"))
     except json.JSONDecodeError as exc:
         raise DbTestActionError(f"{path}:{exc.lineno}: event payload is not JSON ({exc.msg})") from None
+    except RecursionError:
+        raise DbTestActionError(f"{path}: event payload is nested too deeply") from None
     if not isinstance(data, dict):
         raise DbTestActionError(f"{path}: event payload is not a JSON object")
     return data
@@ -184,6 +199,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> PublishSe
         raise DbTestActionError(f"DB_TEST_ACTION_COMMENT_MODE: {mode!r} is not one of {choices}") from None
     repository = _setting(args, "repository", env, "GITHUB_REPOSITORY")
     target: int | RunHead | None = None
+    event_problem: str | None = None
     # With comments off (shard jobs, local runs) nothing is posted: the repository and event don't matter,
     # and a runner that reports an odd GITHUB_REPOSITORY must not fail the summary and annotations.
     if comment_mode is not CommentMode.OFF:
@@ -192,9 +208,13 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> PublishSe
         target = _number(args, "pr", env, int, None)
         if target is None:
             event_file = _setting(args, "event_file", env, "GITHUB_EVENT_PATH")
-            target = pull_request_from_event(read_event(event_file), repository) if event_file else None
+            try:
+                target = pull_request_from_event(read_event(event_file), repository) if event_file else None
+            except DbTestActionError as exc:
+                event_problem = str(exc)
     default_policy = RetryPolicy()
     return PublishSettings(
+        event_problem=event_problem,
         repository=repository,
         token=_setting(args, "token", env, "GITHUB_TOKEN"),
         api_url=_setting(args, "api_url", env, "GITHUB_API_URL") or DEFAULT_API_URL,
@@ -205,8 +225,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> PublishSe
         is_dry_run=_flag(args, "dry_run", env),
         fail_on_publish_error=_flag(args, "fail_on_publish_error", env),
         retry=RetryPolicy(
-            retries=_number(args, "retries", env, int, default_policy.retries),
-            max_wait_s=_number(args, "max_wait", env, float, default_policy.max_wait_s),
+            retries=_number(args, "retries", env, int, default_policy.retries, 100),
+            max_wait_s=_number(args, "max_wait", env, float, default_policy.max_wait_s, MAX_WAIT_S),
         ),
     )
 

@@ -28,6 +28,7 @@ from db_test_action.commands.files import (
     parse_junit_safely,
     problem_from,
     read_json,
+    unique_files,
     write_output,
 )
 from db_test_action.config import resolve_report_config
@@ -124,6 +125,7 @@ def run(args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path |
             "report: give JUnit XML files, directories or globs (or --manifest)", EXIT_USAGE
         )
     files, missing = expand_paths(paths)
+    files = unique_files(files)
     missing = (*input_problems, *missing)
     dirs = _result_dirs(paths, files)
     log_paths = find_server_logs(dirs, args.server_log)

@@ -25,6 +25,7 @@ from db_test_action.commands.files import (
     parse_junit_safely,
     problem_from,
     read_history_file,
+    unique_files,
     write_history_file,
     write_output,
 )
@@ -256,6 +257,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
     if not args.paths:
         raise DbTestActionError("stability: give the nightly run's JUnit XML files, directories or globs")
     files, missing = expand_paths(args.paths)
+    files = unique_files(files)
     parsed = [parse_junit_safely(path, display_path(path, cwd)) for path in files]
     observed = observe(
         parsed,
@@ -281,11 +283,12 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
                 observed, problems=(*observed.problems, problem_from(exc, Path(history_file)))
             )
             _io(f"{exc}; tonight's report is written, the history file is left as it is")
-        _io(
-            f"history {history_file}: {len(previous)} earlier nights"
-            if previous
-            else f"history {history_file}: none yet"
-        )
+        else:
+            _io(
+                f"history {history_file}: {len(previous)} earlier nights"
+                if previous
+                else f"history {history_file}: none yet"
+            )
     if branch and github is not None:
         try:
             branch_file = load_branch_file(github.gh, github.retrier, github.repository, branch, branch_path)

@@ -9,6 +9,7 @@ The decisions (which comment is ours, create or update or skip, which annotation
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -91,6 +92,9 @@ class PublishSettings:
     is_dry_run: bool = False
     fail_on_publish_error: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Why the event payload could not say which PR this is: reported after the summary and annotations
+    # are written (they never depend on the event), then exit 2 without a comment.
+    event_problem: str | None = None
 
 
 # --- pure decisions -------------------------------------------------------------------------------
@@ -167,26 +171,44 @@ def decide_comment(mode: CommentMode, pub: Publication, existing: Comment | None
     return CommentAction.CREATE if existing is None else CommentAction.UPDATE
 
 
+def _dig(value: Any, *keys: str) -> Any:
+    """value[k1][k2]… through mappings only; None as soon as a level is missing or not a mapping."""
+    for key in keys:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _number(value: Any) -> int | None:
+    return value if type(value) is int and 0 < value < 1 << 31 else None
+
+
 def pull_request_from_event(payload: Mapping[str, Any], repository: str | None) -> int | RunHead | None:
-    """The PR this event is about: a number, a workflow_run head to look up, or None (push, schedule…)."""
-    pr = payload.get("pull_request")
-    if isinstance(pr, Mapping) and isinstance(pr.get("number"), int):
-        return int(pr["number"])  # pull_request, pull_request_target, pull_request_review…
-    issue = payload.get("issue")
-    if isinstance(issue, Mapping) and issue.get("pull_request") and isinstance(issue.get("number"), int):
-        return int(issue["number"])  # issue_comment on a PR
+    """The PR this event is about: a number, a workflow_run head to look up, or None (push, schedule…).
+
+    The payload may come from a fork's run (the two-workflow pattern): every level is checked for its
+    type, so a malformed payload means "no pull request", never a crash.
+    """
+    number = _number(_dig(payload, "pull_request", "number"))
+    if number is not None:
+        return number  # pull_request, pull_request_target, pull_request_review…
+    if _dig(payload, "issue", "pull_request") and _number(_dig(payload, "issue", "number")) is not None:
+        return _number(_dig(payload, "issue", "number"))  # issue_comment on a PR
     run = payload.get("workflow_run")
     if not isinstance(run, Mapping) or run.get("event") not in ("pull_request", "pull_request_target"):
         return None
     suffix = f"/repos/{repository}".casefold() if repository else None
-    for item in run.get("pull_requests") or ():
-        base_url = str(((item.get("base") or {}).get("repo") or {}).get("url", ""))
-        if isinstance(item.get("number"), int) and (suffix is None or base_url.casefold().endswith(suffix)):
-            return int(item["number"])
+    items = run.get("pull_requests")
+    for item in items if isinstance(items, list) else ():
+        base_url = str(_dig(item, "base", "repo", "url") or "")
+        found = _number(_dig(item, "number"))
+        if found is not None and (suffix is None or base_url.casefold().endswith(suffix)):
+            return found
     # Fork PRs: GitHub leaves pull_requests empty; find it by the head repository's owner:branch and SHA.
-    owner = ((run.get("head_repository") or {}).get("owner") or {}).get("login")
+    owner = _dig(run, "head_repository", "owner", "login")
     branch, sha = run.get("head_branch"), run.get("head_sha")
-    if owner and branch and sha:
+    if all(isinstance(v, str) and v and len(v) < 256 for v in (owner, branch, sha)):
         return RunHead(owner=str(owner), branch=str(branch), sha=str(sha))
     return None
 
@@ -275,6 +297,9 @@ def publish(
         io.log(f"{env.get('GITHUB_STEP_SUMMARY')}: cannot write the job summary ({exc.strerror})")
     if settings.comment_mode is CommentMode.OFF:
         return EXIT_OK
+    if settings.event_problem:
+        io.log(f"{settings.event_problem}; no comment (the summary and annotations are written)")
+        return EXIT_USAGE
     if settings.pull_request is None:
         io.log("this event is not about a pull request; no comment")
         return EXIT_OK
@@ -286,7 +311,12 @@ def publish(
         raise DbTestActionError("publish: no token; pass --token or set GITHUB_TOKEN", EXIT_USAGE)
     retrier = Retrier(settings.retry, sleep=sleep, clock=clock, log=io.log)
     try:
-        return _comment(pub, settings, retrier, io)
+        return within_deadline(
+            lambda: _comment(pub, settings, retrier, io),
+            settings.retry.max_wait_s,
+            f"github: no answer within --max-wait {settings.retry.max_wait_s:g}s (connecting, reading and "
+            "retrying together)",
+        )
     except PublishError as exc:
         hint = FORK_HINT if exc.is_permission else "the report is in the job summary and the report JSON"
         io.log(f"comment not posted: {exc}; {hint}")
@@ -295,9 +325,37 @@ def publish(
         return EXIT_ENV if settings.fail_on_publish_error else EXIT_OK
 
 
+def within_deadline(work: Callable[[], int], deadline_s: float, message: str) -> int:
+    """Run `work` with one overall wall-clock deadline, including time spent inside requests.
+
+    Why a thread: socket timeouts bound each read, not a server that trickles one byte at a time, and a
+    signal alarm would only work in the main thread. At the deadline we stop waiting and report; the
+    abandoned daemon thread ends with the process (our only remaining work is to exit).
+    """
+    box: list[Any] = []
+
+    def target() -> None:
+        try:
+            box.append((True, work()))
+        except BaseException as exc:  # handed to the caller's thread below
+            box.append((False, exc))
+
+    worker = threading.Thread(target=target, name="db-test-action-publish", daemon=True)
+    worker.start()
+    worker.join(timeout=deadline_s)
+    if not box:
+        raise PublishError(message)
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return int(value)
+
+
 def _comment(pub: Publication, settings: PublishSettings, retrier: Retrier, io: _Io) -> int:
     repo = settings.repository or ""
-    gh = client.connect(settings.token or "", settings.api_url)
+    # Per-request socket timeout within the overall deadline (which `within_deadline` enforces).
+    timeout = max(1, min(30, int(settings.retry.max_wait_s)))
+    gh = client.connect(settings.token or "", settings.api_url, timeout_s=timeout)
     target = settings.pull_request
     if isinstance(target, RunHead):
         head = target

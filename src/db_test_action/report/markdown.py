@@ -22,7 +22,7 @@ from db_test_action.model import (
     TestResult,
     Verdict,
 )
-from db_test_action.report.textsafety import markdown_closers, neutralize
+from db_test_action.report.textsafety import fit_with_closers, neutralize
 
 GITHUB_COMMENT_MAX = 65536
 ZWJ = "\u200d"
@@ -145,15 +145,14 @@ def levels(per_cause: int) -> tuple[Detail, ...]:
 def render_markdown(report: Report, max_chars: int = GITHUB_COMMENT_MAX) -> str:
     """The whole comment, at most `max_chars` characters (GitHub rejects longer comments)."""
     for detail in levels(report.details_per_cause):
-        text = _document(report, detail)
+        # neutralize the whole page too: no untrusted text may reach it un-escaped by any path
+        text = neutralize(_document(report, detail))
         if len(text) <= max_chars:
             return text
     note = (
         "\n\n_… cut here to fit GitHub's comment limit; see the JSON report or the job log for the rest._\n"
     )
-    cut = text[: max(0, max_chars - len(note) - 200)]  # room for the closers
-    cut = cut[: cut.rfind("\n")] if "\n" in cut else cut
-    return (cut + markdown_closers(cut) + note)[:max_chars]
+    return fit_with_closers(text, max_chars, note)
 
 
 def _document(report: Report, detail: Detail) -> str:

@@ -29,6 +29,9 @@ __all__ = [
 ]
 
 
+CONSOLE_PROBLEMS = 20  # a summary after a cap: 10,000 missing shards must not flood the job log
+
+
 def render_console(report: Report) -> str:
     """A few plain lines for the job log: verdict, counts, time, causes, budgets, problems, gate."""
     t = report.totals
@@ -75,8 +78,10 @@ def render_console(report: Report) -> str:
         )
     for reg in report.regressions:
         lines.append(f"slower than base: {reg.name} {duration(reg.base_s)} → {duration(reg.actual_s)}")
-    for problem in report.problems:
+    for problem in report.problems[:CONSOLE_PROBLEMS]:
         lines.append(f"problem: {problem}")
+    if len(report.problems) > CONSOLE_PROBLEMS:  # the rest are in the Markdown and the JSON
+        lines.append(f"problem: and {len(report.problems) - CONSOLE_PROBLEMS} more (see the report JSON)")
     server = report.server
     if server is not None and not server.is_available:
         lines.append(server.note or "server evidence unavailable")
