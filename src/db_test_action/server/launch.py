@@ -16,16 +16,14 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
 
-import psycopg
-from psycopg import sql
-
-from db_test_action.errors import EXIT_ENV, EXIT_USAGE, DbTestActionError
-from db_test_action.server.binaries import find_bin_dir, package_for_extension, server_major
+from db_test_action.errors import EXIT_ENV, DbTestActionError
+from db_test_action.server.binaries import find_bin_dir, server_major
+from db_test_action.server.databases import prepare_databases, use_external
+from db_test_action.server.info import SUPERUSER, ServerInfo, parse_url, redact
 from db_test_action.server.log import copy_server_log, server_log_settings
 from db_test_action.server.procs import (
     die_with_parent,
@@ -37,9 +35,20 @@ from db_test_action.server.procs import (
 )
 from db_test_action.server.reaper import Reaper, remove_ours, write_marker
 
-__all__ = ["LaunchOptions", "LocalServer", "ServerInfo", "pid_alive", "stop_process"]
+# Re-exported: callers import these from here, the launcher's public face.
+__all__ = [
+    "SUPERUSER",
+    "LaunchOptions",
+    "LocalServer",
+    "ServerInfo",
+    "parse_url",
+    "pid_alive",
+    "prepare_databases",
+    "redact",
+    "stop_process",
+    "use_external",
+]
 
-SUPERUSER = "postgres"
 # Throwaway-friendly: durability off (the data dir is deleted anyway), enough connections for xdist
 # workers that each hold a pool, and no autovacuum noise during short suites.
 FAST_SETTINGS = {
@@ -69,67 +78,6 @@ class LaunchOptions:
     # Detached (`postgres start`): the server outlives this process once its state file is written, so it
     # gets no parent-death signal; owned (`-- CMD`, `run`, tests): it dies with us, whatever kills us.
     detached: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class ServerInfo:
-    """Everything a client (or `postgres stop`) needs; this is also the state file's content."""
-
-    host: str
-    port: int
-    user: str
-    database: str
-    password: str | None = None
-    data_dir: str | None = None  # None: not ours (external URL mode)
-    pid: int | None = None
-    version: int | None = None
-    log_file: str | None = None  # the server's stderr: start-up and fatal messages
-    server_log_dir: str | None = None  # the logging collector's directory
-    server_log_format: str | None = None  # "jsonlog" (PostgreSQL 15+) or "csvlog"
-    owner_token: str | None = None  # also in data_dir's marker file: `postgres stop` deletes only that dir
-
-    def url(self, database: str | None = None) -> str:
-        auth = quote(self.user, safe="")
-        if self.password:
-            auth += ":" + quote(self.password, safe="")
-        return f"postgresql://{auth}@{self.host}:{self.port}/{quote(database or self.database, safe='')}"
-
-    def env(self) -> dict[str, str]:
-        """The variables a test suite reads: DATABASE_URL plus libpq's own PG* names."""
-        values = {
-            "DATABASE_URL": self.url(),
-            "PGHOST": self.host,
-            "PGPORT": str(self.port),
-            "PGUSER": self.user,
-            "PGDATABASE": self.database,
-        }
-        if self.password:
-            values["PGPASSWORD"] = self.password
-        return values
-
-
-def parse_url(url: str) -> ServerInfo:
-    """A `postgresql://` URL as ServerInfo; also accepts SQLAlchemy's `postgresql+asyncpg://`."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.split("+", 1)[0]
-    if scheme not in ("postgresql", "postgres") or not parts.hostname:
-        raise DbTestActionError(
-            f"--database-url: {redact(url)!r} is not a postgresql://user@host:port/db URL", EXIT_USAGE
-        )
-    return ServerInfo(
-        host=parts.hostname,
-        port=parts.port or 5432,
-        user=unquote(parts.username or SUPERUSER),
-        password=unquote(parts.password) if parts.password else None,
-        database=unquote(parts.path.lstrip("/")) or "postgres",
-    )
-
-
-def redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@", 1)
-    return url
 
 
 def _unprivileged_user() -> pwd.struct_passwd | None:
@@ -419,68 +367,6 @@ def _bind_failed(log: Path, log_dir: Path | None) -> bool:
         for path in log_dir.glob("*"):
             path.unlink(missing_ok=True)
     return found
-
-
-def prepare_databases(
-    info: ServerInfo, extensions: Sequence[str], *, major: int | None, in_template: bool
-) -> None:
-    """Create the extensions (in template1 when we own the server) and the target database."""
-    try:
-        with psycopg.connect(info.url("postgres"), autocommit=True, connect_timeout=10) as conn:
-            _check_available(conn, info, extensions, major)
-            if in_template:
-                # Every database created later (per run, per xdist worker) inherits the extensions.
-                with psycopg.connect(info.url("template1"), autocommit=True, connect_timeout=10) as tpl:
-                    _create_extensions(tpl, extensions)
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (info.database,)).fetchone()
-            if not exists:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(info.database)))
-        with psycopg.connect(info.url(), autocommit=True, connect_timeout=10) as conn:
-            _create_extensions(conn, extensions)
-    except psycopg.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DbTestActionError(
-            f"{redact(info.url())}: {first}; check the server and the user's rights", EXIT_ENV
-        ) from None
-
-
-def _check_available(
-    conn: psycopg.Connection, info: ServerInfo, extensions: Sequence[str], major: int | None
-) -> None:
-    rows = conn.execute("SELECT name FROM pg_available_extensions WHERE name = ANY(%s)", (list(extensions),))
-    available = {row[0] for row in rows}
-    missing = [name for name in extensions if name not in available]
-    if missing:
-        if major is None:
-            major = int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000  # type: ignore[index]
-        packages = ", ".join(sorted({package_for_extension(name, major) for name in missing}))
-        raise DbTestActionError(
-            f"extensions: {', '.join(missing)} not available on {info.host}:{info.port} "
-            f"(PostgreSQL {major}); install {packages} on the server",
-            EXIT_ENV,
-        )
-
-
-def _create_extensions(conn: psycopg.Connection, extensions: Sequence[str]) -> None:
-    for name in extensions:
-        conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(name)))
-
-
-def use_external(url: str, extensions: Sequence[str]) -> ServerInfo:
-    """External mode: check an existing server answers, install the extensions, and describe it."""
-    info = parse_url(url)
-    try:
-        with psycopg.connect(info.url(), autocommit=True, connect_timeout=5) as conn:
-            is_super = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
-    except psycopg.OperationalError as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DbTestActionError(
-            f"--database-url {redact(url)}: cannot connect ({first}); check the URL and that the server is up",
-            EXIT_ENV,
-        ) from None
-    # Only a superuser may touch template1; otherwise the extensions live in the target database only.
-    prepare_databases(info, extensions, major=None, in_template=bool(is_super and is_super[0]))
-    return info
 
 
 @contextlib.contextmanager
