@@ -171,6 +171,18 @@ def test_concurrent_starts_of_one_name_start_one_server(cli, cli_env, data_root,
     _assert_nothing_left(data_root)
 
 
+def test_a_state_file_that_cannot_be_written_stops_the_started_server(data_root, tmp_path, capsys) -> None:
+    from db_test_action.cli import main
+
+    state = tmp_path / "state" / "state.json"
+    state.parent.mkdir(mode=0o700)
+    state.with_suffix(f".{os.getpid()}.tmp").mkdir()  # the temp file's name is taken: the write fails
+    code = main(["postgres", "start", "--state-file", str(state), "--data-root", str(data_root)])
+    assert code == 3 and "cannot write the state file" in capsys.readouterr().err
+    _assert_nothing_left(data_root)
+    assert not state.exists()
+
+
 def test_stop_returns_only_when_every_server_process_is_gone(data_root) -> None:
     server = LocalServer(LaunchOptions(data_root=str(data_root)))
     info = server.start()

@@ -46,17 +46,22 @@ def default_state_file(name: str = "default", env: Mapping[str, str] | None = No
 
 
 def write_state(path: Path, info: ServerInfo) -> None:
+    """Write atomically (temp file + rename), 0600 from the first byte: the file may hold a password."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     _check_private(path.parent)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    # 0600 from the first byte: the file may hold a password.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(dataclasses.asdict(info), indent=2))
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+    try:
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(dataclasses.asdict(info), indent=2))
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    except OSError as exc:
+        raise DbTestActionError(
+            f"{path}: cannot write the state file ({exc.strerror}); check the directory", EXIT_ENV
+        ) from None
 
 
 def _check_private(directory: Path) -> None:
