@@ -99,8 +99,10 @@ def test_signal_during_detached_start_leaves_nothing(cli, cli_env, data_root, tm
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_signal_to_postgres_exec_leaves_nothing(cli, cli_env, data_root, tmp_path, sig) -> None:
     marker = tmp_path / "started"
+    pidfile = tmp_path / "cmd.pid"
     proc = subprocess.Popen(
-        [*cli, "postgres", "--data-root", str(data_root), "--", "sh", "-c", f"touch {marker}; exec sleep 120"],
+        [*cli, "postgres", "--data-root", str(data_root), "--", "sh", "-c",
+         f"echo $$ > {pidfile}; touch {marker}; exec sleep 120"],
         env=cli_env, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -112,6 +114,8 @@ def test_signal_to_postgres_exec_leaves_nothing(cli, cli_env, data_root, tmp_pat
         proc.kill()
         proc.wait()
     _assert_nothing_left(data_root)
+    cmd_pid = int(pidfile.read_text())
+    _wait_for(lambda: not pid_alive(cmd_pid), what="CMD ended with its owner")
 
 
 SLOW_SUITE = """
@@ -142,6 +146,20 @@ def test_signal_to_run_leaves_nothing(cli, cli_env, data_root, tmp_path, sig) ->
         proc.kill()
         proc.wait()
     _assert_nothing_left(data_root)
+    _wait_for(lambda: not _pytest_of(suite), what="pytest ended with its owner")
+
+
+def _pytest_of(suite: Path) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"pytest" in argv and os.fsencode(str(suite)) in argv and pid_alive(int(proc.name)):
+                found.append(int(proc.name))
+    return found
 
 
 def test_concurrent_starts_of_one_name_start_one_server(cli, cli_env, data_root, tmp_path) -> None:

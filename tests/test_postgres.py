@@ -154,7 +154,12 @@ def test_signal_to_postgres_exec_leaves_no_server_and_no_data_dir(
     )
     try:
         _wait_for(marker.exists)
-        ours = _postgres_pids() - before
+        # only servers under this test's data root: other tests and users may start servers meanwhile
+        ours = {
+            p
+            for p in _postgres_pids() - before
+            if str(root).encode() in Path(f"/proc/{p}/cmdline").read_bytes()
+        }
         assert ours, "server not seen while the command ran"
         proc.send_signal(sig)
         code = proc.wait(timeout=30)

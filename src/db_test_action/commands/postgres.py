@@ -21,6 +21,7 @@ from db_test_action.server.launch import (
     signals_as_exit,
     use_external,
 )
+from db_test_action.server.procs import die_with_parent
 from db_test_action.server.state import (
     default_state_file,
     is_running,
@@ -176,7 +177,8 @@ def run_with_server(args: argparse.Namespace, cmd: list[str]) -> int:
             info = use_external(args.database_url, args.extensions) if server is None else server.start()
             env = {**os.environ, **info.env()}
             try:
-                child = subprocess.Popen(cmd, env=env)
+                # CMD gets SIGTERM if we die (even by SIGKILL): it must not run on against a reaped server.
+                child = subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent(signal.SIGTERM))
             except OSError as exc:
                 raise DbTestActionError(
                     f"postgres -- {cmd[0]}: cannot run ({exc.strerror})", EXIT_USAGE

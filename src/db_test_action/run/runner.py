@@ -36,6 +36,7 @@ from db_test_action.errors import EXIT_ENV, EXIT_GATE, EXIT_USAGE, DbTestActionE
 from db_test_action.run.files import clean_tail, crash_reason, synthetic_junit, write_manifest
 from db_test_action.run.sharding import split_tests
 from db_test_action.server.launch import ServerInfo, redact
+from db_test_action.server.procs import die_with_parent
 
 PYTEST_EXIT = {
     0: "ok",
@@ -206,9 +207,11 @@ class _Child:
         self.log = log
         self._fh = open(log, "w", encoding="utf-8", errors="replace")  # noqa: SIM115 (closed in wait)
         try:
+            # SIGTERM when we die (even by SIGKILL): pytest must not run on against a reaped server.
             self.proc = subprocess.Popen(
                 cmd, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 text=True, errors="replace", start_new_session=True,
+                preexec_fn=die_with_parent(signal.SIGTERM),
             )  # fmt: skip
         except OSError as exc:
             self._fh.close()
