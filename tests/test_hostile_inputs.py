@@ -67,6 +67,9 @@ MANIFESTS = {
     "wrong-shape": b'{"version": 1, "shards": "two", "tests": []}',
     "not-json": b'{"version": 1, "shards": ',
     "deep": b"[" * 100_000 + b"]" * 100_000,
+    "huge-int": b'{"version": 1, "shards": '
+    + b"9" * 5000
+    + b"}",  # found by the fuzzer: json raises ValueError
 }
 
 
@@ -144,9 +147,17 @@ def test_the_same_file_by_two_paths_counts_once(cli, cli_env, results, tmp_path)
     assert report["totals"]["passed"] == 1 and not any(t["status"] == "flaky" for t in report["tests"])
 
 
-def test_an_unreadable_history_still_writes_tonights_outputs(cli, cli_env, results, tmp_path):
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        b'{"format": "db-test-action-history", "version": 1, "ids": ["a"]}\n{"night": [\xff\n',
+        b'{"format": "db-test-action-history", "version": 1, "ids": ["a"]}\n{"night": '
+        + b"9" * 5000
+        + b"}\n",
+    ],
+)
+def test_an_unreadable_history_still_writes_tonights_outputs(cli, cli_env, results, tmp_path, damaged):
     history = tmp_path / "history.jsonl"
-    damaged = b'{"format": "db-test-action-history", "version": 1, "ids": ["a"]}\n{"night": [\xff\n'
     history.write_bytes(damaged)
     out = subprocess.run(
         [*cli, "stability", "results", "--history", str(history), "--markdown", "out/s.md", "--json", "out/s.json"],
@@ -339,16 +350,23 @@ def test_many_unclosed_details_still_fit_a_comment():
     assert head.count("<details>") == head.count("</details>")
 
 
-def test_a_malformed_event_file_still_writes_summary_and_annotations(cli, cli_env, tmp_path):
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'{"pull_request": {"number": [7]}, "x": ' + b"[" * 10, "event payload is not JSON"),
+        (b'{"pull_request": {"number": ' + b"9" * 5000 + b"}}", "event payload is not usable JSON"),  # fuzzer
+    ],
+)
+def test_a_malformed_event_file_still_writes_summary_and_annotations(cli, cli_env, tmp_path, raw, expected):
     event = tmp_path / "event.json"
-    event.write_bytes(b'{"pull_request": {"number": [7]}, "x": ' + b"[" * 10)
+    event.write_bytes(raw)
     report = tmp_path / "r.md"
     report.write_text("## the report\n")
     env = {**cli_env, "GITHUB_ACTIONS": "true", "GITHUB_EVENT_PATH": str(event), "GITHUB_TOKEN": "t",
            "GITHUB_REPOSITORY": "o/r", "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md")}  # fmt: skip
     out = subprocess.run([*cli, "publish", "--markdown", str(report)], env=env, capture_output=True, text=True,
                          timeout=60)  # fmt: skip
-    assert out.returncode == EXIT_USAGE and "event payload is not JSON" in out.stderr, out.stderr
+    assert out.returncode == EXIT_USAGE and expected in out.stderr, out.stderr
     assert (tmp_path / "summary.md").read_text() == "## the report\n"
 
 

@@ -46,6 +46,8 @@ def read_json(path: Path, flag: str) -> Any:
         ) from None
     except json.JSONDecodeError as exc:
         raise DbTestActionError(f"{path}:{exc.lineno}: {flag} file is not JSON ({exc.msg})") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise DbTestActionError(f"{path}: {flag} file is not usable JSON ({str(exc)[:100]})") from None
     except RecursionError:
         raise DbTestActionError(
             f"{path}: {flag} file is nested too deeply; pass the file the tool wrote"

@@ -153,6 +153,8 @@ def read_event(path: str) -> dict[str, Any]:
         data = json.loads(_read_text(path, "event"))
     except json.JSONDecodeError as exc:
         raise DbTestActionError(f"{path}:{exc.lineno}: event payload is not JSON ({exc.msg})") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise DbTestActionError(f"{path}: event payload is not usable JSON ({str(exc)[:100]})") from None
     except RecursionError:
         raise DbTestActionError(f"{path}: event payload is nested too deeply") from None
     if not isinstance(data, dict):
@@ -170,6 +172,10 @@ def publication_from_report_json(path: str, key: str, markdown: str | None = Non
     except json.JSONDecodeError as exc:
         raise DbTestActionError(
             f"{path}:{exc.lineno}: report is not JSON ({exc.msg}); pass `report --json`"
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        raise DbTestActionError(
+            f"{path}: report is not usable JSON ({type(exc).__name__}); pass `report --json`"
         ) from None
     report = report_from_dict(data, where=path)
     if markdown is None:

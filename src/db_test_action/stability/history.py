@@ -113,6 +113,10 @@ def _json(line: str, where: str, number: int) -> Any:
         return json.loads(line)
     except json.JSONDecodeError as exc:
         raise DbTestActionError(f"{where}:{number}: not JSON ({exc.msg}); fix or drop this line") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise DbTestActionError(
+            f"{where}:{number}: not usable JSON ({str(exc)[:100]}); fix or drop this line"
+        ) from None
     except RecursionError:
         raise DbTestActionError(f"{where}:{number}: nested too deeply; fix or drop this line") from None
 
