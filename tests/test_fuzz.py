@@ -24,10 +24,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from db_test_action.cli import build_parser
 from db_test_action.commands import report as report_cmd
 from db_test_action.commands.files import load_table, read_json
 from db_test_action.commands.publish import read_event
-from db_test_action.config import resolve_report_config
+from db_test_action.config.report import resolve_report_config
 from db_test_action.errors import EXIT_INTERNAL, DbTestActionError
 from db_test_action.publish.publisher import pull_request_from_event
 from db_test_action.report.build import validate_manifest
@@ -123,11 +124,14 @@ EMPTY_CONFIG = Path(tempfile.mkdtemp(prefix="dta-fuzz-config-")) / "empty.toml"
 EMPTY_CONFIG.write_text("")  # never the pyproject.toml of whatever directory the fuzzer runs in
 
 
-def _report_args(paths: list[str], **extra: Any) -> argparse.Namespace:
-    base = {"paths": paths, "config": EMPTY_CONFIG, "markdown": None, "json": None, "base": None, "manifest": None,
-            "shard": None, "expect_files": None, "fail_on": None, "title": None, "budget": None,
-            "server_log": []}  # fmt: skip
-    return argparse.Namespace(**{**base, **extra})
+def _report_args(paths: list[str], **extra: Path) -> argparse.Namespace:
+    """The report command's own parser: the fuzzer drives exactly what the CLI would."""
+    argv = ["report", *paths, "--config", str(EMPTY_CONFIG)]
+    for flag, value in extra.items():
+        argv += [f"--{flag}", str(value)]
+    args = build_parser(load=("report",)).parse_args(argv)
+    args.passthrough = []
+    return args
 
 
 def _run_report(workdir: Path, **extra: Any) -> None:

@@ -175,12 +175,12 @@ def test_an_unreadable_history_still_writes_tonights_outputs(cli, cli_env, resul
 @pytest.mark.parametrize(
     ("command", "args", "config", "expected"),
     [
-        ("stability", ("--expect-runs", str(10**12)), None, "--expect-runs: must be at most"),
-        ("report", ("--budget", "warn-at=nan"), None, "out of range"),
+        ("stability", ("--expect-runs", str(10**12)), None, "use a whole number from 1 to 10000"),
+        ("report", ("--budget", "warn-at=nan"), None, "use a fraction like 0.8"),
         ("report", ("--budget", "suite=" + "9" * 400 + "h"), None, "is not a duration"),
         ("report", (), "[tool.db-test-action.budgets]\nsuite = nan\n", "is not a duration"),
         ("report", (), "[tool.db-test-action.budgets]\nsuite = inf\n", "is not a duration"),
-        ("report", (), "[tool.db-test-action.budgets]\nwarn-at = nan\n", "out of range"),
+        ("report", (), "[tool.db-test-action.budgets]\nwarn-at = nan\n", "use a fraction like 0.8"),
         ("report", (), 'tool = "db-test-action"\n', "tool must be a table"),
         ("report", (), "[tool.db-test-action]\nfail-onn = 'errors'\n", "unknown key 'fail-onn'"),
     ],

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from db_test_action.config import resolve_report_config
+from db_test_action.config.report import resolve_report_config
 from db_test_action.junit.parse import ParsedFile, parse_junit_bytes, parse_junit_chunks
 from db_test_action.model import report_json
 from db_test_action.report.build import build_report
