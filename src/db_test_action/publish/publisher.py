@@ -9,7 +9,6 @@ The decisions (which comment is ours, create or update or skip, which annotation
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -311,7 +310,7 @@ def publish(
         raise DbTestActionError("publish: no token; pass --token or set GITHUB_TOKEN", EXIT_USAGE)
     retrier = Retrier(settings.retry, sleep=sleep, clock=clock, log=io.log)
     try:
-        return within_deadline(
+        return client.within_deadline(
             lambda: _comment(pub, settings, retrier, io),
             settings.retry.max_wait_s,
             f"github: no answer within --max-wait {settings.retry.max_wait_s:g}s (connecting, reading and "
@@ -323,32 +322,6 @@ def publish(
         if env.get("GITHUB_ACTIONS") == "true":
             io.say(gha.annotation("warning", f"{exc}; {hint}", title="db-test-action PR comment not posted"))
         return EXIT_ENV if settings.fail_on_publish_error else EXIT_OK
-
-
-def within_deadline(work: Callable[[], int], deadline_s: float, message: str) -> int:
-    """Run `work` with one overall wall-clock deadline, including time spent inside requests.
-
-    Why a thread: socket timeouts bound each read, not a server that trickles one byte at a time, and a
-    signal alarm would only work in the main thread. At the deadline we stop waiting and report; the
-    abandoned daemon thread ends with the process (our only remaining work is to exit).
-    """
-    box: list[Any] = []
-
-    def target() -> None:
-        try:
-            box.append((True, work()))
-        except BaseException as exc:  # handed to the caller's thread below
-            box.append((False, exc))
-
-    worker = threading.Thread(target=target, name="db-test-action-publish", daemon=True)
-    worker.start()
-    worker.join(timeout=deadline_s)
-    if not box:
-        raise PublishError(message)
-    ok, value = box[0]
-    if not ok:
-        raise value
-    return int(value)
 
 
 def _comment(pub: Publication, settings: PublishSettings, retrier: Retrier, io: _Io) -> int:
