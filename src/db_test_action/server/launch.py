@@ -307,6 +307,9 @@ class LocalServer:
             if self._wait_ready(data, log):
                 return port
             self._kill()
+            # The logging collector outlives a postmaster that failed to bind; once it is gone too, its
+            # files hold the bind error (it may not have written it yet while it runs).
+            wait_gone(processes_in(self._tmp), 10.0)
             if not _bind_failed(log, log_dir):
                 break
         raise DbTestActionError(f"postgres: server did not start ({_tail(log)}); see {log}", EXIT_ENV)
