@@ -22,6 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # Subprocesses that say `python` (a --db-setup command, a suite's own scripts) get the interpreter running
 # the tests, as in an activated virtualenv, never whatever Python the machine has first on PATH.
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+# A test that asks for a server major this machine lacks must get the error, never a real apt-get run
+# (tests/test_install.py lifts this for its stand-in apt).
+os.environ["DB_TEST_ACTION_NO_INSTALL"] = "1"
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +63,7 @@ def cli_env() -> dict[str, str]:
     """Environment for CLI subprocesses: no GitHub env files leaking in from an outer run."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "DB_TEST_ACTION_"))}
     env["PYTHONUNBUFFERED"] = "1"
+    env["DB_TEST_ACTION_NO_INSTALL"] = "1"
     return env
 
 

@@ -16,6 +16,9 @@ ENV_PROGRESS = "DB_TEST_ACTION_PLUGIN_PROGRESS"
 RUNNER_ENV = (ENV_SHARD, ENV_RUN, ENV_SELECT, ENV_COLLECT, ENV_PROGRESS)
 PROPERTY_NAMES = ("shard", "run", "attempt", "worker")
 MAIN_WORKER = "main"  # the `worker` value without xdist
+# Our own connections (create/drop databases, extensions): the report leaves them out when it looks for
+# databases the suite used instead of the fresh one.
+TOOL_APP = "db-test-action"
 
 
 def application_name(worker: str, node_id: str) -> str:

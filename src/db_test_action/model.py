@@ -220,6 +220,9 @@ class ServerLogSummary:
     ambiguous: int = 0
     unattributed: int = 0
     examples: tuple[ServerRecord, ...] = ()  # a few of the unattributed errors
+    # Databases clients of the suite connected to that the run did not create (the log's connection
+    # lines): a suite that ignores DATABASE_URL, so repeats and shards share its state.
+    foreign_databases: tuple[str, ...] = ()
     problems: tuple[ParseProblem, ...] = ()  # damaged log records: evidence is partial, results are not
 
     @property
@@ -369,6 +372,12 @@ class Report:
     quarantined: tuple[TestResult, ...] = ()
     # The runner's manifest planned no tests here (a shard beyond the test count): zero tests is expected.
     is_empty_planned: bool = False
+    # Against --base (the default branch's report): failing tests that did not fail there, and budgets
+    # over now that were not over there; the `regressions` gate fails on these only. Without a base every
+    # failure and breach is new (`has_base` false).
+    new_failures: tuple[str, ...] = ()
+    new_breaches: tuple[str, ...] = ()
+    has_base: bool = False
 
     @property
     def is_green(self) -> bool:

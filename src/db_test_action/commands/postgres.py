@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from db_test_action.commands.files import load_table
 from db_test_action.config.settings import resolve
 from db_test_action.errors import EXIT_ENV, EXIT_USAGE, DbTestActionError
 from db_test_action.publish import gha
-from db_test_action.server.binaries import find_bin_dir
+from db_test_action.server.info import SUPERUSER, parse_url_driver, parse_url_envs
+from db_test_action.server.install import NO_INSTALL_ENV, ensure_server
 from db_test_action.server.launch import (
     LaunchOptions,
     LocalServer,
@@ -38,7 +41,14 @@ stop     stop the server named by the state file and remove its data dir
 status   say whether it runs (exit 0) or not (exit 3)
 url      print its DATABASE_URL
 bin      print the server bin dir that would be used (exit 3 when none: install postgresql)
+install  install the server packages with apt when missing (PGDG repository for other majors), print the bin dir
 -- CMD   start a server, run CMD with DATABASE_URL/PG* set, stop it, exit with CMD's status"""
+
+
+GENERATED_PASSWORD = ":generated:"  # `--password` without a value: a generated password
+LAUNCH_KEYS = ("database_url", "user", "password", "port", "database", "locale", "server_settings",
+               "url_driver", "db_url_env", "no_install")  # fmt: skip
+RUN_KEYS = ("python", "plugin_path", "db_per_worker", "db_setup")
 
 
 def split_list(value: str) -> tuple[str, ...]:
@@ -52,7 +62,10 @@ def add_launch_options(parser: argparse.ArgumentParser) -> None:
         "--pg-bin", metavar="DIR", help="server bin dir (default: PG_BIN, pg_config, newest found)"
     )
     group.add_argument("--postgres-version", type=int, metavar="N", help="major version to use, e.g. 16")
-    group.add_argument("--database", default="test", help="database to create (default: %(default)s)")
+    group.add_argument(
+        "--database",
+        help="database to create (default: test; with `run`: every run's database gets this name)",
+    )
     group.add_argument(
         "--extensions",
         default="pgcrypto",
@@ -60,7 +73,43 @@ def add_launch_options(parser: argparse.ArgumentParser) -> None:
         help="comma-separated extensions, installed in template1 too (default: pgcrypto; '' for none)",
     )
     group.add_argument("--max-connections", type=int, default=300, metavar="N", help="(default: %(default)s)")
-    group.add_argument("--password", action="store_true", help="require a generated password on TCP")
+    group.add_argument(
+        "--password",
+        nargs="?",
+        const=GENERATED_PASSWORD,
+        metavar="PW",
+        help="require this password on TCP (no value: a generated one); for a conftest that hard-codes it",
+    )
+    group.add_argument(
+        "--user",
+        help=f"the role the suite connects as, created as the cluster's superuser (default: {SUPERUSER})",
+    )
+    group.add_argument("--port", metavar="N", help="(default: a free port)")
+    group.add_argument(
+        "--locale",
+        help="the cluster's locale, e.g. en_US.UTF-8 (ORDER BY on text follows it; default: C.UTF-8)",
+    )
+    group.add_argument(
+        "--server-settings",
+        metavar="LINES",
+        help="server settings, newline-separated name=value lines, each passed as `-c name=value`",
+    )
+    group.add_argument(
+        "--url-driver",
+        metavar="DRIVER",
+        help="scheme of DATABASE_URL: asyncpg, psycopg, psycopg2 or a literal one (postgresql+asyncpg)",
+    )
+    group.add_argument(
+        "--db-url-env",
+        metavar="NAMES",
+        help="more variables that get the database URL, comma-separated (the plugin uses the first)",
+    )
+    group.add_argument(
+        "--no-install",
+        action="store_true",
+        default=None,
+        help=f"never apt-get install the server when it is missing (also {NO_INSTALL_ENV}=1)",
+    )
     group.add_argument(
         "--data-root",
         metavar="DIR",
@@ -73,9 +122,34 @@ def add_launch_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def resolve_database_url(args: argparse.Namespace, command: str) -> None:
-    """--database-url > DB_TEST_ACTION_DATABASE_URL, resolved when the command runs (not at parser build)."""
-    args.database_url = resolve(command, vars(args), os.environ)["database_url"]
+_SETTING_NAME = re.compile(r"^[a-z_][a-z0-9_.]*$")
+
+
+def parse_server_settings(text: str) -> tuple[tuple[str, str], ...]:
+    """`max_locks_per_transaction=256` lines (or commas) → pairs; a bad line is a one-line error."""
+    pairs = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        name = name.strip().lower()
+        if not sep or not _SETTING_NAME.match(name):
+            raise DbTestActionError(
+                f"--server-settings: {line!r} is not name=value; write e.g. max_locks_per_transaction=256",
+                EXIT_USAGE,
+            )
+        pairs.append((name, value.strip().strip("'\"")))
+    return tuple(pairs)
+
+
+def resolve_launch_settings(args: argparse.Namespace, command: str) -> None:
+    """Flag > DB_TEST_ACTION_<KEY> > [tool.db-test-action] > default for the server and URL settings,
+    resolved when the command runs (not at parser build); the action passes its inputs as the variables."""
+    table, where = load_table(None, Path.cwd())
+    resolved = resolve(command, vars(args), os.environ, table, where)
+    for key in LAUNCH_KEYS + (RUN_KEYS if command == "run" else ()):
+        setattr(args, key, resolved[key])
 
 
 def launch_options(args: argparse.Namespace) -> LaunchOptions:
@@ -84,11 +158,26 @@ def launch_options(args: argparse.Namespace) -> LaunchOptions:
     return LaunchOptions(
         pg_bin=args.pg_bin,
         version=args.postgres_version,
-        database=args.database,
+        database=args.database or "test",
         extensions=args.extensions,
         max_connections=args.max_connections,
-        use_password=args.password,
+        use_password=args.password is not None,
+        password=None if args.password in (None, GENERATED_PASSWORD) else args.password,
         data_root=args.data_root,
+        settings=parse_server_settings(args.server_settings),
+        locale=args.locale,
+        port=args.port,
+        user=args.user,
+        no_install=args.no_install,
+    )
+
+
+def suite_url_options(args: argparse.Namespace, info: ServerInfo) -> ServerInfo:
+    """The server as the suite expects to see it: --url-driver and --db-url-env applied."""
+    return dataclasses.replace(
+        info,
+        url_driver=parse_url_driver(args.url_driver) or info.url_driver,
+        url_envs=parse_url_envs(args.db_url_env) or tuple(info.url_envs),
     )
 
 
@@ -98,10 +187,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="start/stop a throwaway PostgreSQL with pgcrypto, or run a command against one",
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="db-test-action postgres {start,stop,status,url,bin} [options] | postgres [options] -- CMD ARGS…",
+        usage="db-test-action postgres {start,stop,status,url,bin,install} [options] | postgres [options] -- CMD ARGS…",
     )
     parser.add_argument(
-        "action", nargs="?", choices=["start", "stop", "status", "url", "bin"], help=argparse.SUPPRESS
+        "action",
+        nargs="?",
+        choices=["start", "stop", "status", "url", "bin", "install"],
+        help=argparse.SUPPRESS,
     )
     parser.add_argument(
         "--name", default="default", help="names the state file, to run several (default: %(default)s)"
@@ -112,7 +204,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    resolve_database_url(args, "postgres")
+    resolve_launch_settings(args, "postgres")
     state = args.state_file or default_state_file(args.name)
     if args.passthrough:
         if args.action:
@@ -128,7 +220,10 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "start":
         return start(args, state)
     if args.action == "bin":
-        print(find_bin_dir(args.pg_bin, args.postgres_version))
+        print(ensure_server(args.pg_bin, args.postgres_version, no_install=True))
+        return 0
+    if args.action == "install":
+        print(ensure_server(args.pg_bin, args.postgres_version, no_install=False))
         return 0
     if args.action == "stop":
         info = stop_detached(state)
@@ -136,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     info = read_state(state)
     if args.action == "url":
-        print(info.url())
+        print(info.suite_url())
         return 0
     running = info.data_dir is None or is_running(info)  # external servers: the state just records the URL
     print(f"{'running' if running else 'not running'}: {redact(info.url())} (pid {info.pid}, state {state})")
@@ -166,11 +261,11 @@ def start(args: argparse.Namespace, state: Path) -> int:
                     EXIT_USAGE,
                 )
         if args.database_url:
-            info = use_external(args.database_url, args.extensions)
+            info = suite_url_options(args, use_external(args.database_url, args.extensions))
             write_state(state, info)
         else:
             server = LocalServer(dataclasses.replace(launch_options(args), detached=True))
-            info = server.start()
+            info = suite_url_options(args, server.start())
             try:
                 write_state(state, info)
             except BaseException:
@@ -186,7 +281,7 @@ def run_with_server(args: argparse.Namespace, cmd: list[str]) -> int:
     with signals_as_exit():
         try:
             info = use_external(args.database_url, args.extensions) if server is None else server.start()
-            env = {**os.environ, **info.env()}
+            env = {**os.environ, **suite_url_options(args, info).env()}
             try:
                 # CMD gets SIGTERM if we die (even by SIGKILL): it must not run on against a reaped server.
                 child = subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent(signal.SIGTERM))

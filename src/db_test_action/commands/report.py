@@ -25,9 +25,9 @@ from db_test_action.commands.files import (
     bug,
     display_path,
     load_table,
-    parse_junit_safely,
     problem_from,
     read_json,
+    read_result_files,
     unique_files,
     write_chunks,
     write_output,
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path |
     log_paths = find_server_logs(dirs, args.server_log)
     all_tests: list | None = [] if args.junit_out else None
     with _without_gc():
-        parsed = [parse_junit_safely(path, display_path(path, cwd)) for path in files]
+        parsed = read_result_files(unique_files(files), cwd)
         server_logs, server_problems = [], []
         for log in log_paths:
             name = display_path(log, cwd)

@@ -13,10 +13,23 @@ import shlex
 import sys
 from pathlib import Path
 
-from db_test_action.commands.postgres import add_launch_options, launch_options, resolve_database_url
+from db_test_action.commands.postgres import (
+    add_launch_options,
+    launch_options,
+    resolve_launch_settings,
+    suite_url_options,
+)
 from db_test_action.errors import EXIT_GATE, EXIT_USAGE, DbTestActionError
-from db_test_action.run.runner import Databases, RunPlan, run_shard, stop_on_signals, worse_exit
+from db_test_action.run.databases import Databases
+from db_test_action.run.runner import (
+    RunPlan,
+    plugin_installed,
+    run_shard,
+    stop_on_signals,
+    worse_exit,
+)
 from db_test_action.run.sharding import parse_durations
+from db_test_action.server.info import parse_url_envs
 from db_test_action.server.launch import LocalServer, ServerInfo, use_external
 from db_test_action.server.log import copy_server_log
 from db_test_action.server.state import default_state_file, read_state
@@ -121,8 +134,45 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="do not capture the server's log (server-shard-I.jsonl, the report's server evidence)",
     )
+    group.add_argument(
+        "--python",
+        metavar="EXE",
+        help="the project's Python, which runs pytest (default: the one running this tool)",
+    )
+    group.add_argument(
+        "--db-per-worker",
+        action="store_true",
+        default=None,
+        help="each xdist worker its own database cloned from a template (the plugin's --db-per-worker)",
+    )
+    group.add_argument(
+        "--db-setup",
+        metavar="SETUP",
+        help="schema setup run once into the template: a command, pkg.mod:func or .sql files (with --db-per-worker)",
+    )
+    group.add_argument(
+        "--plugin-path",
+        metavar="DIR",
+        help="load the pytest plugin from DIR (PYTHONPATH) when the project's Python does not have it "
+        "installed; how the action keeps the tool out of the project's environment",
+    )
     add_launch_options(parser)
     parser.set_defaults(handler=run)
+
+
+def _plugin_env(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    """What the plugin inside pytest reads (it takes settings from DB_TEST_ACTION_<INI KEY>)."""
+    env: dict[str, str] = {}
+    if args.db_setup and not args.db_per_worker:
+        raise DbTestActionError("--db-setup: runs into the per-worker template; add --db-per-worker")
+    if args.db_per_worker:
+        env["DB_TEST_ACTION_DB_PER_WORKER"] = "true"
+        if args.db_setup:
+            env["DB_TEST_ACTION_DB_SETUP"] = args.db_setup
+    names = parse_url_envs(args.db_url_env)
+    if names:
+        env["DB_TEST_ACTION_DB_URL_ENV"] = names[0]  # the plugin gives each worker its database there
+    return tuple(env.items())
 
 
 def _load_durations(path: Path | None) -> dict[str, float]:
@@ -167,6 +217,12 @@ def plan_from_args(args: argparse.Namespace) -> RunPlan:
         group_scopes=not args.no_group_scopes,
         show_output=show,
         progress_tty=is_tty,
+        python=args.python or sys.executable,
+        database=args.database,
+        extra_env=_plugin_env(args),
+        plugin_path=args.plugin_path,
+        load_plugin=bool(args.plugin_path)
+        and not plugin_installed(args.python or sys.executable, os.environ),
     )
 
 
@@ -185,7 +241,7 @@ def _detached(name_or_file: str) -> ServerInfo:
 
 
 def run(args: argparse.Namespace) -> int:
-    resolve_database_url(args, "run")
+    resolve_launch_settings(args, "run")
     plan = plan_from_args(args)
     log_name = None if args.no_server_log else _server_log_name(plan)
     opts = dataclasses.replace(
@@ -209,6 +265,7 @@ def run(args: argparse.Namespace) -> int:
                 info = use_external(args.database_url, args.extensions)
             else:
                 info = server.start()
+            info = suite_url_options(args, info)
             # A detached server of ours counts as owned: its template1 holds the extensions.
             databases = Databases(info, owns_server=server is not None or info.data_dir is not None)
             code, outcomes = 0, []

@@ -22,11 +22,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from db_test_action.commands.files import (
-    display_path,
     load_table,
-    parse_junit_safely,
     problem_from,
     read_history_file,
+    read_result_files,
     unique_files,
     write_history_file,
     write_output,
@@ -99,6 +98,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     h = p.add_argument_group("history")
     h.add_argument("--history", metavar="FILE", help="local history file: read if present, then rewritten")
+    h.add_argument(
+        "--history-artifact",
+        metavar="NAME",
+        help="first fetch --history FILE from the newest artifact NAME of a default-branch run (GitHub API); "
+        "failing to ask is an error, only no such artifact is a first night",
+    )
     h.add_argument(
         "--history-branch", metavar="BRANCH", help=f"keep the history on this branch, e.g. {DEFAULT_BRANCH}"
     )
@@ -203,13 +208,15 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
             "stability: no results given; pass the nightly run's JUnit XML files, directories or globs"
         )
     files, missing = expand_paths(args.paths)
-    files = unique_files(files)
-    parsed = [parse_junit_safely(path, display_path(path, cwd)) for path in files]
+    parsed = read_result_files(unique_files(files), cwd)
     observed = observe(parsed, report_config.categories, report_config.classes, st["expect_runs"])
     observed = dataclasses.replace(observed, problems=observed.problems + missing)
     tonight = night_of(observed, label, commit)
 
-    github = _GitHub.maybe(st, is_dry_run) if (branch or wants_issue) else None
+    artifact = st["history_artifact"]
+    github = _GitHub.maybe(st, is_dry_run) if (branch or wants_issue or artifact) else None
+    if artifact and github is not None:
+        fetch_history_artifact(github, artifact, history_file)
     previous: tuple[Night, ...] = ()
     branch_file: BranchFile | None = None
     can_write_branch = False
@@ -276,6 +283,33 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
     if github is not None and github.failed and st["fail_on_publish_error"]:
         return EXIT_ENV
     return EXIT_OK if report.is_green else EXIT_GATE
+
+
+def fetch_history_artifact(github: _GitHub, name: str, history_file: str | None) -> None:
+    """Write the previous night's history (the newest default-branch artifact `name`) to `history_file`."""
+    if not history_file:
+        raise DbTestActionError(
+            "--history-artifact: needs a local history file; give --history FILE too (tonight's is written there)"
+        )
+    from db_test_action.publish.artifacts import fetch_history  # PyGithub: only when GitHub is used
+
+    client, _tracking = _github_modules()
+    try:
+        found = fetch_history(
+            github.gh, github.retrier, github.repository, name, github.settings.token, Path(history_file).name
+        )
+    except client.PublishError as exc:
+        raise DbTestActionError(
+            f"--history-artifact {name}: {exc}; without the earlier nights the gates would start over "
+            "(grant `actions: read`, or drop --history-artifact to begin a new history)",
+            EXIT_ENV,
+        ) from None
+    if found is None:
+        _io(f"history artifact {name}: none from the default branch yet; this is the first night")
+        return
+    Path(history_file).parent.mkdir(parents=True, exist_ok=True)
+    Path(history_file).write_text(found.text, encoding="utf-8")
+    _io(f"history artifact {name}: from workflow run {found.run_id} (artifact {found.artifact_id})")
 
 
 @dataclasses.dataclass

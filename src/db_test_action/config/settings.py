@@ -60,6 +60,7 @@ class Setting:
 
 _P, _R, _S, _PS = ("publish",), ("report",), ("stability",), ("publish", "stability")
 _PLUGIN = ("plugin",)
+_PR = ("postgres", "run")
 _BOOL, _WHOLE, _COUNT, _SECS = (
     "true or false",
     "a whole number ≥ 1",
@@ -71,7 +72,11 @@ _ST = "stability"
 SETTINGS: tuple[Setting, ...] = (
     # report
     Setting(
-        "fail-on", _R, v.parse_fail_on, ("errors", "failures"), "errors, failures, budgets, flaky or none"
+        "fail-on",
+        _R,
+        v.parse_fail_on,
+        ("errors", "failures"),
+        "errors, failures, budgets, flaky, regressions or none",
     ),
     Setting("title", _R, v.text, "Test results", "a string"),
     Setting("expect-files", _R, v.whole(1), None, _WHOLE),
@@ -102,6 +107,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("fail-on-publish-error", _PS, v.parse_bool, False, _BOOL, table=None),
     # stability ([tool.db-test-action.stability] for what describes the suite, not the machine or token)
     Setting("history", _S, v.text, None, "a file path", table=None),
+    Setting("history-artifact", _S, v.text, None, "an artifact name", table=None),
     Setting("history-branch", _S, v.text, None, f"a branch name, e.g. {DEFAULT_BRANCH}", table=_ST),
     Setting("history-path", _S, v.text, DEFAULT_HISTORY_PATH, "a path on the branch", table=_ST),
     Setting("keep-nights", _S, v.whole(1), DEFAULT_KEEP_NIGHTS, _WHOLE, table=_ST),
@@ -127,8 +133,23 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("label", _S, v.text, DEFAULT_LABEL, "a label name", table=_ST),
     Setting("issue-key", _S, v.text, "stability", "a short word", table=_ST),
     Setting("close-after", _S, v.whole(0), 3, _COUNT, table=_ST),
-    # postgres / run
-    Setting("database-url", ("postgres", "run"), v.text, None, "a postgresql:// URL", table=None),
+    # postgres / run: the server, and the URL the suite expects (docs/action-runtime.md)
+    Setting("database-url", _PR, v.text, None, "a postgresql:// URL", table=None),
+    Setting("user", _PR, v.text, "postgres", "a role name, e.g. app", table=None),
+    Setting("password", _PR, v.text, None, "a password", table=None),
+    Setting("port", _PR, v.port, None, "a port number, 1-65535", table=None),
+    Setting("database", _PR, v.text, None, "a database name, e.g. app_test", table=None),
+    Setting("locale", _PR, v.text, "C.UTF-8", "a locale, e.g. en_US.UTF-8"),
+    Setting("server-settings", _PR, v.text, "", "name=value lines, e.g. max_locks_per_transaction=256"),
+    Setting(
+        "url-driver", _PR, v.text, "", "asyncpg, psycopg, psycopg2 or a scheme such as postgresql+asyncpg"
+    ),
+    Setting("db-url-env", _PR, v.text, "", "environment variable names, e.g. TEST_DATABASE_URL"),
+    Setting("no-install", _PR, v.parse_bool, False, _BOOL, table=None),
+    Setting("python", ("run",), v.text, None, "the project's Python executable", table=None),
+    Setting("plugin-path", ("run",), v.text, None, "a directory holding db_test_action", table=None),
+    Setting("db-per-worker", ("run",), v.parse_bool, False, _BOOL),
+    Setting("db-setup", ("run",), v.text, "", "a command, module:function or .sql paths"),
     # the pytest plugin (ini keys db_*)
     Setting("db-per-worker", _PLUGIN, v.parse_bool, False, _BOOL, table=None),
     Setting("db-setup", _PLUGIN, v.text, None, "a command, module:function or .sql paths", table=None),

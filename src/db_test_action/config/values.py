@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 TRUE = frozenset(("1", "true", "yes", "on"))
 FALSE = frozenset(("", "0", "false", "no", "off"))
-REPORT_GATES = ("errors", "failures", "budgets", "flaky")
+REPORT_GATES = ("errors", "failures", "budgets", "flaky", "regressions")
 STABILITY_GATES = ("consecutive", "broken", "newly-flaky", "flaky")
 RESET_MODES = ("truncate", "clone")  # plugin.template.ResetMode's values
 
@@ -141,3 +141,11 @@ def repository(value: object) -> str:
     if name.count("/") != 1 or not all(name.split("/")):
         raise ValueError(value)
     return name
+
+
+def port(value: object) -> int:
+    """A TCP port, 1..65535."""
+    number = whole(1)(value)
+    if number > 65535:
+        raise ValueError(value)
+    return number

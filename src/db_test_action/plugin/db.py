@@ -46,7 +46,7 @@ from db_test_action.plugin.template import (
     session_names,
     with_database,
 )
-from db_test_action.server.launch import redact
+from db_test_action.server.info import redact
 
 ENV_SESSION = "DB_TEST_ACTION_DB_SESSION"  # set by the owner for its xdist workers (JSON)
 MAIN_WORKER = "main"  # the database name suffix of the controller / the only process

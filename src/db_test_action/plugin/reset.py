@@ -23,7 +23,7 @@ from db_test_action.plugin.template import (
     connect,
     with_database,
 )
-from db_test_action.server.launch import redact
+from db_test_action.server.info import redact
 
 LOCK_TIMEOUT_MS = 10_000  # a test still holding a transaction must not hang the suite
 DELETE_MAX_BYTES = 1 << 20  # above this, a dirty table is truncated (DELETE leaves dead rows behind)

@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 
 from db_test_action.errors import EXIT_ENV, DbTestActionError
-from db_test_action.server.launch import redact
+from db_test_action.server.info import redact
 
 SEED_SCHEMA = "db_test_action_seed"  # snapshots of rows the setup inserted (only when it inserted any)
 MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1

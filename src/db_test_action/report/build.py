@@ -39,7 +39,13 @@ from db_test_action.report.budgets import (
     with_category_budgets,
 )
 from db_test_action.report.classify import category_for, classify_failure, default_category, group_causes
-from db_test_action.report.evidence import ServerEvent, TestWindow, attribute_events, to_record
+from db_test_action.report.evidence import (
+    ServerEvent,
+    TestWindow,
+    attribute_events,
+    foreign_databases,
+    to_record,
+)
 
 _PROBLEM = frozenset(s for s in Status if s.is_problem)
 _COLUMN = {
@@ -124,7 +130,30 @@ def build_report(
         quarantined=quarantined_tests(tests),
         is_empty_planned=manifest is not None and not _planned(manifest),
     )
-    return decide(report)
+    return decide(with_base(report, base))
+
+
+_FAILING = frozenset({Status.FAILED, Status.SETUP_ERROR, Status.TEARDOWN_ERROR})
+
+
+def with_base(report: Report, base: Report | None) -> Report:
+    """What is new against the base branch's report: failing tests and budget breaches it did not have.
+
+    A test the base report does not list as failing counts as new (it passed there, or did not exist);
+    without a base, everything failing is new, so `--fail-on regressions` never passes by missing input.
+    """
+    failing = [t.test_id for t in report.tests if t.status in _FAILING]
+    over = [b.key or b.name for b in report.budgets if b.status is BudgetStatus.OVER]
+    if base is None:
+        return replace(report, new_failures=tuple(failing), new_breaches=tuple(over), has_base=False)
+    was_failing = {t.test_id for t in base.tests if t.status in _FAILING}
+    was_over = {b.key or b.name for b in base.budgets if b.status is BudgetStatus.OVER}
+    return replace(
+        report,
+        new_failures=tuple(t for t in failing if t not in was_failing),
+        new_breaches=tuple(b for b in over if b not in was_over),
+        has_base=True,
+    )
 
 
 def _planned(manifest: Mapping[str, Any]) -> dict[str, int]:
@@ -183,6 +212,7 @@ def attach_server_evidence(
         ambiguous=len(result.unattributed) - len(result.in_no_window),
         unattributed=len(result.in_no_window),
         examples=tuple(examples),
+        foreign_databases=foreign_databases(events, windows),
     )
     return tuple(shown), summary
 
@@ -315,6 +345,7 @@ def decide(report: Report) -> Report:
         "failures": t.failed > 0,
         "budgets": over,
         "flaky": t.flaky > 0,
+        "regressions": bool(report.new_failures or report.new_breaches),
     }
     gates += [gate for gate in report.fail_on if tripped.get(gate)]
     return replace(report, verdict=verdict, gate_failures=tuple(gates))

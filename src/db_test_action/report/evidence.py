@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from db_test_action.contract import TOOL_APP
 from db_test_action.model import ParseProblem, ServerRecord
 
 # csvlog columns, PostgreSQL 13+ (14 adds leader_pid and query_id at the end).
@@ -289,3 +290,36 @@ def to_record(event: ServerEvent, source: str) -> ServerRecord:
         pid=event.pid,
         source=source,
     )
+
+
+SERVER_DATABASES = frozenset({"postgres", "template0", "template1"})
+
+
+def foreign_databases(events: Iterable[ServerEvent], windows: Sequence[TestWindow]) -> tuple[str, ...]:
+    """Databases client backends used that are neither a test's own (its DATABASE_URL, as the plugin
+    recorded it) nor derived from one (`<db>_gw0`, a sibling `<db-prefix>_template`), nor the server's own."""
+    own = {w.database for w in windows if w.database}
+    if not own:
+        return ()  # no window says which database the tests had: nothing to compare with
+    stems = {db.rsplit("_", 1)[0] for db in own}
+    found: set[str] = set()
+    for event in events:
+        db = event.database
+        if (
+            not db
+            or db in own
+            or db in SERVER_DATABASES
+            or event.backend_type not in (None, "client backend")
+        ):
+            continue
+        # The runner's own connections (creating, preparing, dropping databases); the connection line
+        # carries the name in its message only, the record's field is set after it is logged.
+        if event.application_name == TOOL_APP or event.message.endswith(f"application_name={TOOL_APP}"):
+            continue
+        if (
+            any(db.startswith(o + "_") or o.startswith(db + "_") for o in own)
+            or db.rsplit("_", 1)[0] in stems
+        ):
+            continue
+        found.add(db)
+    return tuple(sorted(found))

@@ -171,6 +171,10 @@ def _document(report: Report, detail: Detail) -> str:
     parts += _causes(report, detail)
     parts += _details(report, detail)
     parts += _unreported_server_errors(report, detail)
+    if "regressions" in report.fail_on:
+        parts += ["", regressions_line(report)]
+    if report.server is not None and report.server.foreign_databases:
+        parts += ["", "⚠️ " + foreign_note(report.server.foreign_databases)]
     parts += _budgets(report, detail)
     gate = "passed" if report.is_green else f"failed ({', '.join(report.gate_failures)})"
     fail_on = ", ".join(report.fail_on) or "nothing"
@@ -187,6 +191,33 @@ def server_note(server: ServerLogSummary) -> str:
     files = f"{len(server.files)} server log{'s' if len(server.files) != 1 else ''}"
     damaged = f", {len(server.problems)} damaged records" if server.problems else ""
     return f"{files}: {server.errors} errors, {server.attributed} shown with failing tests{damaged}"
+
+
+def regressions_line(report: Report) -> str:
+    """`--fail-on regressions`: what is new against the base branch, the only thing that gates."""
+    base = "against the base report" if report.has_base else "no base report: everything counts as new"
+    if not report.new_failures and not report.new_breaches:
+        return f"**Regressions** ({base}): none."
+    bits = []
+    if report.new_failures:
+        shown = ", ".join(code(t, 100, in_table=False) for t in report.new_failures[:5])
+        more = f" +{len(report.new_failures) - 5} more" if len(report.new_failures) > 5 else ""
+        bits.append(f"{len(report.new_failures)} new failing test(s): {shown}{more}")
+    if report.new_breaches:
+        bits.append(
+            "budgets newly over: " + ", ".join(code(b, 60, in_table=False) for b in report.new_breaches)
+        )
+    return f"**Regressions** ({base}): " + "; ".join(bits) + "."
+
+
+def foreign_note(names: tuple[str, ...]) -> str:
+    """The suite connected to databases the run did not create: `--repeat` is no longer a fresh start."""
+    shown = ", ".join(code(name, 63, in_table=False) for name in names[:3])
+    more = f" (+{len(names) - 3} more)" if len(names) > 3 else ""
+    return (
+        f"the suite used {shown}{more}, not the fresh database: repeats share state "
+        "(read DATABASE_URL in the suite, or give its name as `database`)"
+    )
 
 
 def _unreported_server_errors(report: Report, detail: Detail) -> list[str]:

@@ -32,6 +32,10 @@ __all__ = [
 CONSOLE_PROBLEMS = 20  # a summary after a cap: 10,000 missing shards must not flood the job log
 
 
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 def render_console(report: Report) -> str:
     """A few plain lines for the job log: verdict, counts, time, causes, budgets, problems, gate."""
     t = report.totals
@@ -82,6 +86,11 @@ def render_console(report: Report) -> str:
         lines.append(f"problem: {problem}")
     if len(report.problems) > CONSOLE_PROBLEMS:  # the rest are in the Markdown and the JSON
         lines.append(f"problem: and {len(report.problems) - CONSOLE_PROBLEMS} more (see the report JSON)")
+    if "regressions" in report.fail_on:
+        lines.append(
+            f"regressions ({'vs base' if report.has_base else 'no base: all new'}): "
+            f"{len(report.new_failures)} new failing tests, {len(report.new_breaches)} budgets newly over"
+        )
     server = report.server
     if server is not None and not server.is_available:
         lines.append(server.note or "server evidence unavailable")
@@ -93,6 +102,12 @@ def render_console(report: Report) -> str:
         if server.examples:
             lines.append(f"  e.g. {server.examples[0].lines[0]}")
         lines += [f"  damaged: {p}" for p in server.problems[:3]]
+        if server.foreign_databases:
+            lines.append(
+                f"warning: the suite used {', '.join(map(_printable, server.foreign_databases))}, "
+                "not the fresh database: "
+                "repeats share state"
+            )
     gate = "passed" if report.is_green else f"FAILED ({', '.join(report.gate_failures)})"
     lines.append(f"gate (fail on {', '.join(report.fail_on) or 'nothing'}): {gate}")
     return "\n".join(lines) + "\n"

@@ -28,14 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-import psycopg
-from psycopg import sql
-
 from db_test_action.contract import ENV_COLLECT, ENV_PROGRESS, ENV_RUN, ENV_SELECT, ENV_SHARD
-from db_test_action.errors import EXIT_ENV, EXIT_GATE, EXIT_USAGE, DbTestActionError
+from db_test_action.errors import EXIT_GATE, EXIT_USAGE, DbTestActionError
+from db_test_action.run.databases import Databases
 from db_test_action.run.files import clean_tail, crash_reason, synthetic_junit, write_manifest
 from db_test_action.run.sharding import split_tests
-from db_test_action.server.launch import ServerInfo, redact
+from db_test_action.server.info import ServerInfo
 from db_test_action.server.procs import die_with_parent
 
 PYTEST_EXIT = {
@@ -68,6 +66,14 @@ class RunPlan:
     # no server evidence.
     server: str = "ours"
     server_log: str | None = None
+    # `--database NAME`: every run's fresh database gets this exact name (dropped and re-created per run),
+    # for a suite that hard-codes it; None: a unique name per run.
+    database: str | None = None
+    extra_env: tuple[tuple[str, str], ...] = ()  # for the plugin: --db-per-worker, --db-setup
+    # `--plugin-path`: the plugin is not installed in the project's environment (the action keeps the
+    # tool apart): this directory goes on PYTHONPATH and `-p db_test_action.plugin` loads it.
+    plugin_path: str | None = None
+    load_plugin: bool = False  # pass `-p db_test_action.plugin`: not installed there, so not autoloaded
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +104,40 @@ def _needs_explicit_plugins(env: Mapping[str, str]) -> bool:
     return bool(env.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"))
 
 
+def _load_ours(plan: RunPlan, env: Mapping[str, str]) -> bool:
+    return _needs_explicit_plugins(env) or plan.load_plugin
+
+
+def plugin_installed(python: str, env: Mapping[str, str]) -> bool:
+    """Whether the project's Python has our pytest11 entry point (then `-p` would register it twice)."""
+    probe = (
+        "import importlib.metadata as m, sys; "
+        "sys.exit(0 if any(e.name == 'db_test_action' for e in m.entry_points(group='pytest11')) else 1)"
+    )
+    clean = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    try:
+        out = subprocess.run([python, "-c", probe], env=clean, capture_output=True, check=False, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise DbTestActionError(
+            f"--python {python}: cannot run it ({exc}); give the project's Python"
+        ) from None
+    return out.returncode == 0
+
+
+def child_env(plan: RunPlan, env: Mapping[str, str]) -> dict[str, str]:
+    """The pytest child's environment: the plugin's directory first on PYTHONPATH when it is not installed."""
+    if not plan.plugin_path:
+        return dict(env)
+    rest = env.get("PYTHONPATH")
+    return {**env, "PYTHONPATH": plan.plugin_path + (os.pathsep + rest if rest else "")}
+
+
 def pytest_command(plan: RunPlan, junit: Path, env: Mapping[str, str]) -> list[str]:
     cmd = [plan.python, "-m", "pytest", *plan.pytest_args, f"--junitxml={junit}"]
     if not any("junit_family" in a for a in plan.pytest_args):
         cmd += ["-o", "junit_family=xunit1"]  # keeps file= and line= on <testcase>; properties either way
     explicit = _needs_explicit_plugins(env)
-    if explicit:
+    if _load_ours(plan, env):
         cmd += ["-p", "db_test_action.plugin"]
     if plan.workers:
         cmd += (["-p", "xdist.plugin"] if explicit else []) + ["-n", plan.workers]
@@ -114,87 +148,13 @@ def pytest_command(plan: RunPlan, junit: Path, env: Mapping[str, str]) -> list[s
 
 def collect_command(plan: RunPlan, env: Mapping[str, str]) -> list[str]:
     cmd = [plan.python, "-m", "pytest", *plan.pytest_args, "--collect-only", "-q"]
-    if _needs_explicit_plugins(env):
+    if _load_ours(plan, env):
         cmd += ["-p", "db_test_action.plugin"]
     if any(
         a in ("-n", "--numprocesses") or a.startswith(("-n", "--numprocesses=")) for a in plan.pytest_args
     ):
         cmd += ["-n", "0"]  # collect in one process; the shard's own run may still use xdist
     return cmd
-
-
-# --- databases -----------------------------------------------------------------------------------------
-
-
-class Databases:
-    """Creates and drops the per-run databases on one server (ours or an external one)."""
-
-    def __init__(self, info: ServerInfo, *, owns_server: bool) -> None:
-        self.info = info
-        self.admin_db, self.template, self.major = self._inspect(owns_server)
-
-    def _inspect(self, owns_server: bool) -> tuple[str, str, int]:
-        if owns_server:
-            return "postgres", "template1", self.info.version or 13  # we put the extensions in template1
-        for admin in ("postgres", "template1", self.info.database):
-            with contextlib.suppress(psycopg.OperationalError):
-                with psycopg.connect(self.info.url(admin), autocommit=True, connect_timeout=10) as conn:
-                    row = conn.execute(
-                        "SELECT rolsuper, rolcreatedb, current_setting('server_version_num')::int "
-                        "FROM pg_roles WHERE rolname = current_user"
-                    ).fetchone()
-                assert row is not None
-                if not (row[0] or row[1]):
-                    raise DbTestActionError(
-                        f"--database-url {redact(self.info.url())}: user {self.info.user!r} may not create "
-                        "databases; grant CREATEDB (one fresh database per run needs it)",
-                        EXIT_ENV,
-                    )
-                if admin == self.info.database and not row[0]:
-                    raise DbTestActionError(
-                        f"--database-url {redact(self.info.url())}: cannot reach the postgres or template1 "
-                        f"database to clone {self.info.database!r} from outside it; allow connecting to postgres",
-                        EXIT_ENV,
-                    )
-                # A superuser got the extensions in template1 (use_external); otherwise they live in the
-                # target database only, so clone that (CREATE DATABASE … TEMPLATE needs it idle).
-                return admin, ("template1" if row[0] else self.info.database), row[2] // 10000
-        raise DbTestActionError(
-            f"--database-url {redact(self.info.url())}: cannot connect; check the URL and that the server is up",
-            EXIT_ENV,
-        )
-
-    def create(self, name: str) -> str:
-        stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(self.template)
-        )
-        try:
-            with psycopg.connect(self.info.url(self.admin_db), autocommit=True, connect_timeout=10) as conn:
-                conn.execute(stmt)
-        except psycopg.Error as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            fix = (
-                f"close other sessions on {self.template!r} (a database used as a template must be idle)"
-                if "being accessed by other users" in first
-                else "check the server and the user's rights"
-            )
-            raise DbTestActionError(f"create database {name}: {first}; {fix}", EXIT_ENV) from None
-        return self.info.url(name)
-
-    def drop(self, name: str) -> str | None:
-        """Drop a run's database; a failure is returned (and reported), never raised over the outcome."""
-        force = sql.SQL(" WITH (FORCE)") if self.major >= 13 else sql.SQL("")
-        stmt = sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)) + force
-        try:
-            with psycopg.connect(self.info.url(self.admin_db), autocommit=True, connect_timeout=10) as conn:
-                if self.major < 13:
-                    conn.execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-                    )
-                conn.execute(stmt)
-        except psycopg.Error as exc:
-            return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return None
 
 
 # --- the subprocess ------------------------------------------------------------------------------------
@@ -283,7 +243,9 @@ def run_shard(
     """Everything after the server is up; returns (exit code, outcomes). Raises only for our own errors."""
     results = plan.results_dir
     results.mkdir(parents=True, exist_ok=True)
-    base_env = {**os.environ, **info.env(), ENV_SHARD: str(plan.shard)}
+    base_env = child_env(
+        plan, {**os.environ, **info.env(), **dict(plan.extra_env), ENV_SHARD: str(plan.shard)}
+    )
     node_ids, code, output = collect_node_ids(plan, base_env)
     if node_ids is None or not node_ids:
         return _collection_failed(plan, code, output, say)
@@ -353,8 +315,16 @@ def _one_run(
     junit.unlink(missing_ok=True)
     progress_file = tmp / f"progress-{run}"
     progress_file.write_text("")
-    name = database_name(plan.shard, run)
+    name = plan.database or database_name(plan.shard, run)
     started = time.monotonic()
+    if plan.database:
+        if name == databases.template:
+            raise DbTestActionError(
+                f"--database {name}: it is the template the runs are cloned from on this server; "
+                "give the suite's database another name or use a server of our own",
+                EXIT_USAGE,
+            )
+        databases.drop(name)  # the previous run's (or the one `postgres start` prepared): fresh each run
     databases.create(name)
     try:
         db_info = dataclasses.replace(info, database=name)

@@ -16,14 +16,18 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from db_test_action.errors import EXIT_ENV, DbTestActionError
-from db_test_action.server.binaries import find_bin_dir, server_major
-from db_test_action.server.databases import prepare_databases, use_external
+import psycopg
+from psycopg import sql
+
+from db_test_action.contract import TOOL_APP
+from db_test_action.errors import EXIT_ENV, EXIT_USAGE, DbTestActionError
+from db_test_action.server.binaries import package_for_extension, server_major
 from db_test_action.server.info import SUPERUSER, ServerInfo, parse_url, redact
+from db_test_action.server.install import ensure_server
 from db_test_action.server.log import copy_server_log, server_log_settings
 from db_test_action.server.procs import (
     die_with_parent,
@@ -43,10 +47,8 @@ __all__ = [
     "ServerInfo",
     "parse_url",
     "pid_alive",
-    "prepare_databases",
     "redact",
     "stop_process",
-    "use_external",
 ]
 
 # Throwaway-friendly: durability off (the data dir is deleted anyway), enough connections for xdist
@@ -75,6 +77,11 @@ class LaunchOptions:
     settings: tuple[tuple[str, str], ...] = ()  # extra `-c name=value`, applied last
     server_log: bool = True  # machine-readable server log (jsonlog/csvlog) for server-side evidence
     log_copy_to: str | None = None  # on stop, append the server log here (the data dir is deleted)
+    locale: str = "C.UTF-8"  # the cluster's collation and ctype: ORDER BY on text follows it
+    port: int | None = None  # None: a free port
+    user: str = SUPERUSER  # the superuser initdb creates: the role a hard-coded conftest connects as
+    password: str | None = None  # this password on TCP (use_password: a generated one)
+    no_install: bool = False  # never apt-get install the server when its binaries are missing
     # Detached (`postgres start`): the server outlives this process once its state file is written, so it
     # gets no parent-death signal; owned (`-- CMD`, `run`, tests): it dies with us, whatever kills us.
     detached: bool = False
@@ -181,7 +188,7 @@ class LocalServer:
     def start(self) -> ServerInfo:
         opts = self.options
         try:
-            bin_dir = find_bin_dir(opts.pg_bin, opts.version)
+            bin_dir = ensure_server(opts.pg_bin, opts.version, no_install=opts.no_install)
             account = _unprivileged_user()
             root = Path(opts.data_root) if opts.data_root else default_data_root()
             if account is not None:
@@ -191,7 +198,7 @@ class LocalServer:
             write_marker(self._tmp, self._token)
             self._reaper.register_dir(self._tmp, self._token)
             data = self._tmp / "data"
-            password = secrets.token_urlsafe(18) if opts.use_password else None
+            password = opts.password or (secrets.token_urlsafe(18) if opts.use_password else None)
             self._initdb(bin_dir, data, account, password)
             major = server_major(bin_dir)
             log_dir, log_format = self._log_dir(account, major)
@@ -199,7 +206,7 @@ class LocalServer:
             info = ServerInfo(
                 host="127.0.0.1",
                 port=port,
-                user=SUPERUSER,
+                user=opts.user,
                 database=opts.database,
                 password=password,
                 data_dir=str(self._tmp),
@@ -230,8 +237,8 @@ class LocalServer:
         if account is not None:
             os.chown(self._tmp, account.pw_uid, account.pw_gid)
         cmd = [
-            str(bin_dir / "initdb"), "-D", str(data), "-U", SUPERUSER, "--no-sync", "-E", "UTF8",
-            "--locale=C", "--auth-local=trust", "--no-instructions",
+            str(bin_dir / "initdb"), "-D", str(data), "-U", self.options.user, "--no-sync", "-E", "UTF8",
+            f"--locale={self.options.locale}", "--auth-local=trust", "--no-instructions",
         ]  # fmt: skip
         if password:
             pwfile = self._tmp / "pwfile"
@@ -255,6 +262,12 @@ class LocalServer:
                 proc.wait()
         if proc.returncode != 0:
             last = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
+            if "locale" in (stderr or stdout):
+                raise DbTestActionError(
+                    f"--locale {self.options.locale}: initdb refused it ({last[0]}); use C.UTF-8, C or a "
+                    "locale `locale -a` lists",
+                    EXIT_USAGE,
+                )
             raise DbTestActionError(
                 f"{bin_dir}/initdb: failed ({last[0]}); check the data root is writable", EXIT_ENV
             )
@@ -268,10 +281,6 @@ class LocalServer:
         if account is not None:
             os.chown(log_dir, account.pw_uid, account.pw_gid)
         return log_dir, "jsonlog" if major >= 15 else "csvlog"
-
-    def _pick_port(self, attempt: int) -> int:
-        """A port free a moment ago; another launcher may grab it before the server binds (then we retry)."""
-        return _free_port()
 
     def _start_postgres(
         self,
@@ -312,7 +321,16 @@ class LocalServer:
             wait_gone(processes_in(self._tmp), 10.0)
             if not _bind_failed(log, log_dir):
                 break
+            if self.options.port:
+                raise DbTestActionError(
+                    f"--port {port}: in use by another process; pick another port or stop what listens there",
+                    EXIT_ENV,
+                )
         raise DbTestActionError(f"postgres: server did not start ({_tail(log)}); see {log}", EXIT_ENV)
+
+    def _pick_port(self, attempt: int) -> int:
+        """--port, else a port free a moment ago (another launcher may grab it before we bind: retried)."""
+        return self.options.port or _free_port()
 
     def _wait_ready(self, data: Path, log: Path) -> bool:
         """Poll postmaster.pid for the 'ready' status line; no fixed sleeps."""
@@ -370,6 +388,76 @@ def _bind_failed(log: Path, log_dir: Path | None) -> bool:
         for path in log_dir.glob("*"):
             path.unlink(missing_ok=True)
     return found
+
+
+def prepare_databases(
+    info: ServerInfo, extensions: Sequence[str], *, major: int | None, in_template: bool
+) -> None:
+    """Create the extensions (in template1 when we own the server) and the target database."""
+    try:
+        with psycopg.connect(
+            info.url("postgres"), autocommit=True, connect_timeout=10, application_name=TOOL_APP
+        ) as conn:
+            _check_available(conn, info, extensions, major)
+            if in_template:
+                # Every database created later (per run, per xdist worker) inherits the extensions.
+                with psycopg.connect(
+                    info.url("template1"), autocommit=True, connect_timeout=10, application_name=TOOL_APP
+                ) as tpl:
+                    _create_extensions(tpl, extensions)
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (info.database,)).fetchone()
+            if not exists:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(info.database)))
+        with psycopg.connect(
+            info.url(), autocommit=True, connect_timeout=10, application_name=TOOL_APP
+        ) as conn:
+            _create_extensions(conn, extensions)
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DbTestActionError(
+            f"{redact(info.url())}: {first}; check the server and the user's rights", EXIT_ENV
+        ) from None
+
+
+def _check_available(
+    conn: psycopg.Connection, info: ServerInfo, extensions: Sequence[str], major: int | None
+) -> None:
+    rows = conn.execute("SELECT name FROM pg_available_extensions WHERE name = ANY(%s)", (list(extensions),))
+    available = {row[0] for row in rows}
+    missing = [name for name in extensions if name not in available]
+    if missing:
+        if major is None:
+            major = int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000  # type: ignore[index]
+        packages = ", ".join(sorted({package_for_extension(name, major) for name in missing}))
+        raise DbTestActionError(
+            f"extensions: {', '.join(missing)} not available on {info.host}:{info.port} "
+            f"(PostgreSQL {major}); install {packages} on the server",
+            EXIT_ENV,
+        )
+
+
+def _create_extensions(conn: psycopg.Connection, extensions: Sequence[str]) -> None:
+    for name in extensions:
+        conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(name)))
+
+
+def use_external(url: str, extensions: Sequence[str]) -> ServerInfo:
+    """External mode: check an existing server answers, install the extensions, and describe it."""
+    info = parse_url(url)
+    try:
+        with psycopg.connect(
+            info.url(), autocommit=True, connect_timeout=5, application_name=TOOL_APP
+        ) as conn:
+            is_super = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    except psycopg.OperationalError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DbTestActionError(
+            f"--database-url {redact(url)}: cannot connect ({first}); check the URL and that the server is up",
+            EXIT_ENV,
+        ) from None
+    # Only a superuser may touch template1; otherwise the extensions live in the target database only.
+    prepare_databases(info, extensions, major=None, in_template=bool(is_super and is_super[0]))
+    return info
 
 
 @contextlib.contextmanager

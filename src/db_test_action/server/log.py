@@ -16,7 +16,8 @@ def server_log_settings(log_dir: Path, log_format: str) -> dict[str, str]:
     Errors come with their statement; lock waits and deadlocks with DETAIL naming the other process
     (deadlock_timeout short so a deadlocked teardown is reported in 0.1 s, not 1 s); timestamps in UTC
     so they compare with the plugin's; files rotate by size and copy_server_log keeps the newest 64 MB,
-    so a runaway suite cannot fill the disk.
+    so a runaway suite cannot fill the disk; connections are logged so the report can tell which
+    databases the suite really used.
     """
     return {
         "logging_collector": "on",
@@ -30,6 +31,9 @@ def server_log_settings(log_dir: Path, log_format: str) -> dict[str, str]:
         "log_min_messages": "warning",
         "log_min_error_statement": "error",
         "log_lock_waits": "on",
+        # One LOG line per connection, naming its database: how the report notices a suite that ignored
+        # DATABASE_URL and used a database of its own (which repeats then share).
+        "log_connections": "on",
         "deadlock_timeout": "100ms",
         "log_error_verbosity": "default",
     }

@@ -128,7 +128,10 @@ def read_state(path: Path) -> ServerInfo:
         data = json.loads(raw)
         if not isinstance(data, dict):
             raise TypeError("not an object")
-        info = ServerInfo(**data)
+        envs = data.get("url_envs", [])
+        if not isinstance(envs, list) or not all(isinstance(e, str) for e in envs):
+            raise TypeError("url_envs is not a list of names")
+        info = ServerInfo(**{**data, "url_envs": tuple(envs)})
         _check_types(info)
         return info
     except (ValueError, TypeError) as exc:
@@ -139,6 +142,8 @@ def read_state(path: Path) -> ServerInfo:
 
 def _check_types(info: ServerInfo) -> None:
     for field in dataclasses.fields(info):
+        if field.name == "url_envs":
+            continue  # checked above
         value = getattr(info, field.name)
         wanted = int if field.name in ("port", "pid", "version") else str
         if value is None and field.name not in ("host", "port", "user", "database"):
