@@ -131,7 +131,7 @@ def test_start_and_exec_install_after_one_line_unless_told_not_to(cli, shim, dat
             cli, {**env, **extra}, "postgres", "start", "--name", "x", "--postgres-version", "17", *args
         )
         assert refused.returncode == 3 and _calls(folder) == []
-        assert "not installing (--no-install / DB_TEST_ACTION_NO_INSTALL=1)" in refused.stderr
+        assert "installing is refused (--no-install / DB_TEST_ACTION_NO_INSTALL=1)" in refused.stderr
 
 
 def test_without_apt_the_error_names_database_url_and_services(cli, cli_env, tmp_path) -> None:

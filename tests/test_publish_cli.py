@@ -130,7 +130,10 @@ def test_push_event_writes_summary_and_skips_the_comment(
             {"DB_TEST_ACTION_COMMENT_MODE": "sometimes"},
             'DB_TEST_ACTION_COMMENT_MODE: "sometimes" is not valid; use off, always, changes or failures',
         ),
-        ({"GITHUB_EVENT_PATH": "/nonexistent/event.json"}, "/nonexistent/event.json: cannot read event file"),
+        (
+            {"GITHUB_EVENT_PATH": "/nonexistent/event.json"},
+            "publish: /nonexistent/event.json: cannot read event file",
+        ),
         ({"GITHUB_TOKEN": ""}, "publish: no token; pass --token or set GITHUB_TOKEN"),
         ({"GITHUB_REPOSITORY": "just-a-name"}, "--repository: 'just-a-name' is not OWNER/REPO"),
     ],

@@ -194,7 +194,8 @@ def test_empty_report_renders():
 
 
 def test_a_cut_inside_a_fence_or_details_closes_them_before_the_note() -> None:
-    from db_test_action.publish.gha import fit_summary, markdown_closers
+    from db_test_action.publish.gha import fit_summary
+    from db_test_action.report.textsafety import markdown_closers
 
     text = "<details>\n<summary>x</summary>\n\n````text\nline\n```\nstill inside\n"
     assert markdown_closers(text) == "\n````\n</details>"

@@ -149,7 +149,6 @@ def test_config_file_budgets_and_one_line_errors(cli, cli_env, results, tmp_path
     [
         ((), "report: no results given; pass JUnit XML files, directories or globs (or --manifest)"),
         (("x.xml", "--fail-on", "sometimes"), '--fail-on: "sometimes" is not valid'),
-        (("x.xml", "--base", "missing.json"), "missing.json: cannot read --base file"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(cli, cli_env, tmp_path, args, message):

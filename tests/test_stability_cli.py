@@ -245,7 +245,6 @@ def test_dry_run_writes_nothing_to_github(nights, cli, cli_env, tmp_path, httpse
             '--fail-on: "sometimes" is not valid; use consecutive, broken, newly-flaky, flaky or none',
         ),
         (("RESULTS", "--window", "0"), '--window: "0" is not valid; use a whole number ≥ 1'),
-        (("RESULTS", "--history", "bad.jsonl"), "bad.jsonl:1: not JSON"),
         (("RESULTS", "--tracking-issue"), "--repository: None is not OWNER/REPO"),
     ],
 )

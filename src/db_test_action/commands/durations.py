@@ -11,8 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from db_test_action.commands.files import parse_junit_safely, unique_files
 from db_test_action.errors import EXIT_USAGE, DbTestActionError
-from db_test_action.junit.files import expand_paths, parse_junit_file
+from db_test_action.junit.files import expand_paths
 from db_test_action.run.sharding import durations_from_occurrences, format_durations, parse_durations
 
 
@@ -38,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
     if problems and not files:
         raise DbTestActionError(str(problems[0]), EXIT_USAGE)
     occurrences = []
-    for path in files:
-        parsed = parse_junit_file(path)
+    for path in unique_files(files):
+        parsed = parse_junit_safely(path, str(path))
         if parsed.problem is not None:
             print(f"db-test-action: warning: {parsed.problem}", file=sys.stderr)
         occurrences.extend(parsed.occurrences)

@@ -18,7 +18,8 @@ from collections.abc import Iterable, Sequence
 from db_test_action.config.settings import TABLE
 from db_test_action.errors import DbTestActionError
 from db_test_action.junit.files import parse_junit_file
-from db_test_action.junit.parse import ParsedFile
+from db_test_action.junit.parse import ParsedFile, broken_file
+from db_test_action.model import ParseProblem
 
 if TYPE_CHECKING:
     from db_test_action.stability.nightly import Night
@@ -51,16 +52,66 @@ def write_chunks(path: Path, chunks: Iterable[bytes], flag: str) -> None:
 
 
 def read_json(path: Path, flag: str) -> Any:
+    """Parsed JSON, or a one-line error for every way an untrusted file can be bad (never a crash)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_bytes().decode("utf-8"))
     except OSError as exc:
         raise DbTestActionError(
             f"{path}: cannot read {flag} file ({exc.strerror}); check the path and its permissions"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise DbTestActionError(
+            f"{path}: {flag} file is not UTF-8 (byte {exc.start}); pass the file db-test-action wrote"
         ) from None
     except json.JSONDecodeError as exc:
         raise DbTestActionError(
             f"{path}:{exc.lineno}: {flag} file is not JSON ({exc.msg}); pass the file db-test-action wrote"
         ) from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise DbTestActionError(
+            f"{path}: {flag} file is not usable JSON ({str(exc)[:100]}); pass the file db-test-action wrote"
+        ) from None
+    except RecursionError:
+        raise DbTestActionError(
+            f"{path}: {flag} file is nested too deeply; pass the file db-test-action wrote"
+        ) from None
+
+
+def bug(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:200]}; please report this db-test-action bug"
+
+
+def parse_junit_safely(path: Path, name: str) -> ParsedFile:
+    """parse_junit_file, with any parser bug costing this one file (a named problem), never the report."""
+    try:
+        return parse_junit_file(path, name)
+    except Exception as exc:
+        return broken_file(name, f"cannot parse ({bug(exc)})")
+
+
+def unique_files(files: Sequence[Path]) -> tuple[Path, ...]:
+    """One entry per file on disk: the same file reached by two paths (`results/x.xml` and
+    `./results/../results/x.xml`, a symlink, a hard link) would count its runs twice and make a
+    passing test look repeated or flaky."""
+    seen: set[tuple[int, int] | str] = set()
+    out = []
+    for path in files:
+        try:
+            st = path.stat()
+            key: tuple[int, int] | str = (st.st_dev, st.st_ino)
+        except OSError:
+            key = str(path.resolve())
+        if key not in seen:
+            seen.add(key)
+            out.append(path)
+    return tuple(out)
+
+
+def problem_from(error: DbTestActionError, path: Path) -> ParseProblem:
+    """An input error as a problem of the report: named, shown, and the report still written."""
+    text = str(error)
+    prefix = f"{path}: "
+    return ParseProblem(str(path), text[len(prefix) :] if text.startswith(prefix) else text)
 
 
 def display_path(path: Path, cwd: Path) -> str:
@@ -91,11 +142,20 @@ def load_table(config: Path | None, cwd: Path) -> tuple[dict[str, Any], str]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise DbTestActionError(f"{path}: cannot read ({exc.strerror}); check --config") from None
+    except UnicodeDecodeError:
+        raise DbTestActionError(f"{path}: not UTF-8 text; fix the file") from None
     except tomllib.TOMLDecodeError as exc:
         raise DbTestActionError(f"{path}: not valid TOML ({exc}); fix the file") from None
+    except RecursionError:
+        raise DbTestActionError(f"{path}: nested too deeply; fix the file") from None
     if "tool" in data or config is None:
-        table = data.get("tool", {}).get("db-test-action", {})
-        return (table if isinstance(table, dict) else {}), f"{path.name} [{TABLE}]"
+        tool = data.get("tool", {})
+        if not isinstance(tool, dict):
+            raise DbTestActionError(f"{path}: tool must be a table ([tool.db-test-action]); fix the file")
+        table = tool.get("db-test-action", {})
+        if not isinstance(table, dict):
+            raise DbTestActionError(f"{path}: tool.db-test-action must be a table; fix the file")
+        return table, f"{path.name} [{TABLE}]"
     return data, str(path.name)
 
 
@@ -136,7 +196,7 @@ def write_history_file(path: Path, nights: Sequence[Night]) -> None:
 def read_result_files(files: Sequence[Path], cwd: Path) -> list[ParsedFile]:
     """Parse each JUnit file; a merged file we wrote (`report --junit-out`) is left out, with a note,
     because every test in it is already in the shard files beside it."""
-    parsed = [parse_junit_file(path, display_path(path, cwd)) for path in files]
+    parsed = [parse_junit_safely(path, display_path(path, cwd)) for path in files]
     for item in parsed:
         if item.is_merged:
             print(

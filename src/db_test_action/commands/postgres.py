@@ -25,7 +25,15 @@ from db_test_action.server.launch import (
     signals_as_exit,
     use_external,
 )
-from db_test_action.server.state import default_state_file, is_running, read_state, stop_detached, write_state
+from db_test_action.server.procs import die_with_parent
+from db_test_action.server.state import (
+    default_state_file,
+    is_running,
+    read_state,
+    state_lock,
+    stop_detached,
+    write_state,
+)
 
 HELP = """\
 start    start a server in the background, write a state file, print the variables
@@ -241,20 +249,29 @@ def _export(info: ServerInfo) -> None:
 
 
 def start(args: argparse.Namespace, state: Path) -> int:
-    if state.exists():
-        old = read_state(state)
-        if old.data_dir is None or is_running(old):
-            raise DbTestActionError(
-                f"{state}: a server is already recorded here ({redact(old.url())}); "
-                "stop it first or pass another --name",
-                EXIT_USAGE,
-            )
-    if args.database_url:
-        info = use_external(args.database_url, args.extensions)
-    else:
-        info = LocalServer(launch_options(args)).start()  # detached: no stop(), `postgres stop` does it
-    info = suite_url_options(args, info)
-    write_state(state, info)
+    """Start a detached server. Under the name's lock; SIGTERM/SIGHUP/SIGINT at any point stop what was
+    started; the server is handed over (reaper disarmed) only once its state file is written."""
+    with signals_as_exit(), state_lock(state):
+        if os.path.lexists(state):
+            old = read_state(state)
+            if old.data_dir is None or is_running(old):
+                raise DbTestActionError(
+                    f"{state}: a server is already recorded here ({redact(old.url())}); "
+                    "stop it first or pass another --name",
+                    EXIT_USAGE,
+                )
+        if args.database_url:
+            info = suite_url_options(args, use_external(args.database_url, args.extensions))
+            write_state(state, info)
+        else:
+            server = LocalServer(dataclasses.replace(launch_options(args), detached=True))
+            info = suite_url_options(args, server.start())
+            try:
+                write_state(state, info)
+            except BaseException:
+                server.stop()  # no state file, no way to stop it later: never leave it running
+                raise
+            server.detach()
     _export(info)
     return 0
 
@@ -266,7 +283,8 @@ def run_with_server(args: argparse.Namespace, cmd: list[str]) -> int:
             info = use_external(args.database_url, args.extensions) if server is None else server.start()
             env = {**os.environ, **suite_url_options(args, info).env()}
             try:
-                child = subprocess.Popen(cmd, env=env)
+                # CMD gets SIGTERM if we die (even by SIGKILL): it must not run on against a reaped server.
+                child = subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent(signal.SIGTERM))
             except OSError as exc:
                 raise DbTestActionError(
                     f"postgres -- {cmd[0]}: cannot run ({exc.strerror}); check the command name and PATH",

@@ -109,6 +109,14 @@ def read_event(path: str) -> dict[str, Any]:
         raise DbTestActionError(
             f"{path}:{exc.lineno}: event payload is not JSON ({exc.msg}); pass GitHub's event file (GITHUB_EVENT_PATH)"
         ) from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise DbTestActionError(
+            f"{path}: event payload is not usable JSON ({str(exc)[:100]}); pass GitHub's event file (GITHUB_EVENT_PATH)"
+        ) from None
+    except RecursionError:
+        raise DbTestActionError(
+            f"{path}: event payload is nested too deeply; pass GitHub's event file (GITHUB_EVENT_PATH)"
+        ) from None
     if not isinstance(data, dict):
         raise DbTestActionError(
             f"{path}: event payload is not a JSON object; pass GitHub's event file (GITHUB_EVENT_PATH)"
@@ -126,6 +134,10 @@ def publication_from_report_json(path: str, key: str, markdown: str | None = Non
     except json.JSONDecodeError as exc:
         raise DbTestActionError(
             f"{path}:{exc.lineno}: report is not JSON ({exc.msg}); pass `report --json`"
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        raise DbTestActionError(
+            f"{path}: report is not usable JSON ({type(exc).__name__}); pass `report --json`"
         ) from None
     report = report_from_dict(data, where=path)
     if markdown is None:
@@ -151,6 +163,7 @@ def settings_from(values: Mapping[str, Any], env: Mapping[str, str]) -> PublishS
     comment_mode = CommentMode(values["comment_mode"])
     repository = values["repository"]
     target: int | RunHead | None = None
+    event_problem: str | None = None
     # With comments off (shard jobs, local runs) nothing is posted: the repository and event don't matter,
     # and a runner that reports an odd GITHUB_REPOSITORY must not fail the summary and annotations.
     if comment_mode is not CommentMode.OFF:
@@ -160,8 +173,12 @@ def settings_from(values: Mapping[str, Any], env: Mapping[str, str]) -> PublishS
             )
         target = values["pr"]
         if target is None and values["event_file"]:
-            target = pull_request_from_event(read_event(values["event_file"]), repository)
+            try:
+                target = pull_request_from_event(read_event(values["event_file"]), repository)
+            except DbTestActionError as exc:  # reported after the summary and annotations are written
+                event_problem = str(exc)
     return PublishSettings(
+        event_problem=event_problem,
         repository=repository,
         token=values["token"],
         api_url=values["api_url"],

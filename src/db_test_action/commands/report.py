@@ -22,10 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from db_test_action.commands.files import (
+    bug,
     display_path,
     load_table,
+    problem_from,
     read_json,
     read_result_files,
+    unique_files,
     write_chunks,
     write_output,
 )
@@ -128,23 +131,19 @@ def run(args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path |
             "--shard: needs --manifest (the shard is checked against it); add --manifest RESULTS/manifest.json",
             EXIT_USAGE,
         )
-    manifest = read_json(args.manifest, "--manifest") if args.manifest else None
-    if manifest is not None:
-        manifest = validate_manifest(manifest, str(args.manifest))
-        if args.shard:
-            if not 1 <= args.shard <= manifest["shards"]:
-                raise DbTestActionError(
-                    f"--shard: {args.shard} is not a shard of {args.manifest}; use 1..{manifest['shards']}",
-                    EXIT_USAGE,
-                )
-            manifest = {**manifest, "only_shard": args.shard}
-    base = report_from_dict(read_json(args.base, "--base"), str(args.base)) if args.base else None
+    # Untrusted inputs (a fork's artifacts): each defect becomes a named problem and the report is still
+    # written (exit 2), never a crash and never a report missing for the Publish step to fill with a stale one.
+    input_problems: list[ParseProblem] = []
+    manifest = _load_manifest(args, input_problems)
+    base = _load_base(args.base, input_problems) if args.base else None
     paths = list(args.paths) or ([str(args.manifest.parent)] if args.manifest else [])
     if not paths:
         raise DbTestActionError(
             "report: no results given; pass JUnit XML files, directories or globs (or --manifest)", EXIT_USAGE
         )
     files, missing = expand_paths(paths)
+    files = unique_files(files)
+    missing = (*input_problems, *missing)
     dirs = _result_dirs(paths, files)
     log_paths = find_server_logs(dirs, args.server_log)
     all_tests: list | None = [] if args.junit_out else None
@@ -162,7 +161,11 @@ def run(args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path |
             except OSError as exc:
                 server_problems.append(ParseProblem(name, f"cannot read server log ({exc.strerror})"))
                 continue
-            events, problems = parse_server_log(text, name)
+            try:
+                events, problems = parse_server_log(text, name)
+            except Exception as exc:  # a parser bug must cost this file, not the report
+                server_problems.append(ParseProblem(name, f"cannot parse server log ({bug(exc)})"))
+                continue
             server_logs.append((name, events))
             server_problems += [dataclasses.replace(p, file=name) for p in problems]
         note = "" if log_paths else _server_note(dirs, args.manifest, manifest, parsed)
@@ -258,6 +261,59 @@ def _read(path: Path, what: str, problems: list[ParseProblem], cwd: Path) -> str
         return None
 
 
+def _load_manifest(args: argparse.Namespace, problems: list[ParseProblem]) -> dict[str, Any] | None:
+    if not args.manifest:
+        return None
+    try:
+        manifest = dict(validate_manifest(read_json(args.manifest, "--manifest"), str(args.manifest)))
+    except DbTestActionError as exc:
+        problems.append(problem_from(exc, args.manifest))
+        return None
+    if args.shard:
+        if not 1 <= args.shard <= manifest["shards"]:
+            raise DbTestActionError(
+                f"--shard: {args.shard} is not a shard of {args.manifest}; use 1..{manifest['shards']}",
+                EXIT_USAGE,
+            )
+        manifest["only_shard"] = args.shard
+    return manifest
+
+
+def _load_base(path: Path, problems: list[ParseProblem]) -> Report | None:
+    """The base branch's report, or None with a problem when it is unreadable or implausible."""
+    try:
+        data = read_json(path, "--base")
+        base = report_from_dict(data, str(path))
+        _check_times(base, str(path))
+        return base
+    except DbTestActionError as exc:
+        problems.append(problem_from(exc, path))
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError, RecursionError) as exc:
+        problems.append(ParseProblem(str(path), f"not a report written by `report --json` ({bug(exc)})"))
+    return None
+
+
+def _check_times(value: object, where: str) -> None:
+    """Every `*_s` duration must be a finite number >= 0: a negative or NaN base time would invent or
+    hide slowdowns."""
+    if isinstance(value, tuple):
+        for item in value:
+            _check_times(item, where)
+        return
+    if not dataclasses.is_dataclass(value):
+        return
+    for field in dataclasses.fields(value):
+        item = getattr(value, field.name)
+        if field.name.endswith("_s") and item is not None:
+            if not isinstance(item, (int, float)) or isinstance(item, bool) or not 0 <= item < 1e9:
+                raise DbTestActionError(
+                    f"{where}: {type(value).__name__}.{field.name} is {item!r}, not a duration in seconds "
+                    "(finite, >= 0); pass a report written by `report --json`"
+                )
+        else:
+            _check_times(item, where)
+
+
 SERVER_LOG_GLOBS = ("server*.jsonl", "server*.csv")
 NOT_OURS = "server evidence unavailable (server not started by db-test-action)"
 
@@ -293,7 +349,7 @@ def _server_note(dirs: tuple[Path, ...], manifest_path: Path | None, manifest: A
         if path.is_file() and (manifest_path is None or path.resolve() != manifest_path.resolve()):
             try:
                 manifests.append(json.loads(path.read_text(encoding="utf-8")))
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 continue
     keyed = [m for m in manifests if isinstance(m, dict) and "server_log" in m]
     names = sorted({str(m["server_log"]) for m in keyed if m["server_log"]})

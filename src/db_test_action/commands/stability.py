@@ -23,8 +23,10 @@ import orjson
 
 from db_test_action.commands.files import (
     load_table,
+    problem_from,
     read_history_file,
     read_result_files,
+    unique_files,
     write_history_file,
     write_output,
 )
@@ -206,7 +208,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
             "stability: no results given; pass the nightly run's JUnit XML files, directories or globs"
         )
     files, missing = expand_paths(args.paths)
-    parsed = read_result_files(files, cwd)
+    parsed = read_result_files(unique_files(files), cwd)
     observed = observe(parsed, report_config.categories, report_config.classes, st["expect_runs"])
     observed = dataclasses.replace(observed, problems=observed.problems + missing)
     tonight = night_of(observed, label, commit)
@@ -218,13 +220,23 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
     previous: tuple[Night, ...] = ()
     branch_file: BranchFile | None = None
     can_write_branch = False
+    history_ok = True
     if history_file:
-        previous = read_history_file(Path(history_file)) or ()
-        _io(
-            f"history {history_file}: {len(previous)} earlier nights"
-            if previous
-            else f"history {history_file}: none yet"
-        )
+        try:
+            previous = read_history_file(Path(history_file)) or ()
+        except DbTestActionError as exc:
+            # Tonight's outputs are still written (the promise); the damaged file is kept, not overwritten.
+            history_ok = False
+            observed = dataclasses.replace(
+                observed, problems=(*observed.problems, problem_from(exc, Path(history_file)))
+            )
+            _io(f"{exc}; tonight's report is written, the history file is left as it is")
+        else:
+            _io(
+                f"history {history_file}: {len(previous)} earlier nights"
+                if previous
+                else f"history {history_file}: none yet"
+            )
     if branch and github is not None:
         client, tracking = _github_modules()
         try:
@@ -233,7 +245,14 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
             )
             can_write_branch = True
             if branch_file is not None:
-                previous = parse_history(branch_file.text, f"{branch}:{branch_path}")
+                try:
+                    previous = parse_history(branch_file.text, f"{branch}:{branch_path}")
+                except DbTestActionError as exc:
+                    can_write_branch = False  # never overwrite a history we could not read
+                    where = Path(f"{branch}:{branch_path}")
+                    observed = dataclasses.replace(
+                        observed, problems=(*observed.problems, problem_from(exc, where))
+                    )
             _io(f"history on branch {branch}: {len(previous)} earlier nights")
         except client.PublishError as exc:
             _io(f"cannot read the history from branch {branch}: {exc}; it will not be overwritten tonight")
@@ -250,7 +269,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
     except OSError as exc:
         _io(f"{env.get('GITHUB_STEP_SUMMARY')}: cannot write the job summary ({exc.strerror})")
     nights = add_night(previous, tonight, keep)
-    if history_file:
+    if history_file and history_ok:
         write_history_file(Path(history_file), nights)
         _io(f"history {history_file}: {len(nights)} nights written")
 

@@ -1,7 +1,7 @@
 """The report's configuration: the scalar settings from the one table (settings.py) plus the nested
 tables only a TOML file can hold (`categories`, `budgets`, `classes`; budgets also from `--budget
-KEY=VALUE`). Bad values raise one-line errors naming the file, table and key; unknown keys inside our
-sub-tables are errors (typos).
+KEY=VALUE`). Bad values raise one-line errors naming the file, table and key; unknown keys, at the top
+of the table or inside our sub-tables, are errors (typos would otherwise pass silently).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from db_test_action.config.settings import TABLE, resolve, show
+from db_test_action.config.settings import SETTINGS, TABLE, resolve, show
 from db_test_action.config.values import parse_duration
 from db_test_action.errors import DbTestActionError
 from db_test_action.model import CategoryRule, CauseRule
@@ -45,6 +45,12 @@ _BUDGET_KEYS = {
     "regression-min": "regression_min_s",
 }
 _RATIO_KEYS = {"warn-at": "warn_at", "regression-ratio": "regression_ratio"}
+# Every key any command reads from [tool.db-test-action]: top-level settings, their sub-tables, ours.
+TOP_LEVEL_KEYS = frozenset(
+    {s.key for s in SETTINGS if s.table == ""}
+    | {s.table for s in SETTINGS if s.table}
+    | {"budgets", "categories", "classes"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +71,11 @@ def resolve_report_config(
     flags: Mapping[str, Any], env: Mapping[str, str], table: Mapping[str, Any], where: str = "pyproject.toml"
 ) -> ReportConfig:
     """Merge the sources: `flags` holds parsed-or-raw CLI values (None = not given), keyed like SETTINGS."""
+    unknown = sorted(str(k) for k in table if k not in TOP_LEVEL_KEYS)
+    if unknown:  # a typo would otherwise pass silently
+        raise DbTestActionError(
+            f"{where}: unknown key {unknown[0]!r}; use one of {', '.join(sorted(TOP_LEVEL_KEYS))}"
+        )
     values = resolve("report", flags, env, table, where)
     budgets = _budgets(table.get("budgets", {}), f"{where[:-1]}.budgets]" if where.endswith("]") else where)
     budgets = _apply_budget_flags(budgets, flags.get("budget") or ())

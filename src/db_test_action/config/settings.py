@@ -101,7 +101,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("repository", _PS, v.text, None, "OWNER/REPO", table=None, github="GITHUB_REPOSITORY"),
     Setting("api-url", _PS, v.text, DEFAULT_API_URL, "a URL", table=None, github="GITHUB_API_URL"),
     Setting("retries", _PS, v.whole(0), DEFAULT_RETRIES, _COUNT, table=None),
-    Setting("max-wait", _PS, v.seconds, DEFAULT_MAX_WAIT_S, _SECS, table=None),
+    # one overall deadline for the comment (connect, read and retry sleeps): finite, at most an hour
+    Setting("max-wait", _PS, v.seconds_up_to(3600), DEFAULT_MAX_WAIT_S, _SECS, table=None),
     Setting("dry-run", _PS, v.parse_bool, False, _BOOL, table=None),
     Setting("fail-on-publish-error", _PS, v.parse_bool, False, _BOOL, table=None),
     # stability ([tool.db-test-action.stability] for what describes the suite, not the machine or token)
@@ -123,7 +124,10 @@ SETTINGS: tuple[Setting, ...] = (
         "consecutive, broken, newly-flaky, flaky or none",
         table=_ST,
     ),
-    Setting("expect-runs", _S, v.whole(1), None, _WHOLE, table=None),
+    # runs in one night: bounded, since the per-run table grows with it
+    Setting(
+        "expect-runs", _S, v.whole(1, maximum=10_000), None, "a whole number from 1 to 10000", table=None
+    ),
     Setting("title", _S, v.text, "Nightly stability", "a string", table=_ST),
     Setting("tracking-issue", _S, v.parse_bool, False, _BOOL, table=None),
     Setting("label", _S, v.text, DEFAULT_LABEL, "a label name", table=_ST),

@@ -41,12 +41,14 @@ def parse_duration(value: object) -> float:
         return float(value)
     if isinstance(value, str):
         text = value.strip()
-        if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        if re.fullmatch(r"\d+(?:\.\d+)?", text) and math.isfinite(float(text)):
             return float(text)
         match = _DURATION_RE.match(text)
         if match and text and any(match.groups()):
             h, m, s, ms = (float(g) if g else 0.0 for g in match.groups())
-            return h * 3600 + m * 60 + s + ms / 1000
+            total = h * 3600 + m * 60 + s + ms / 1000
+            if math.isfinite(total):  # "9999…9h" overflows to inf: a budget that never fails
+                return total
     raise ValueError(value)
 
 
@@ -68,14 +70,14 @@ parse_fail_on = _gates(REPORT_GATES)
 parse_stability_gates = _gates(STABILITY_GATES)
 
 
-def whole(minimum: int) -> Callable[[object], int]:
-    """A whole number ≥ minimum (no floats, no booleans)."""
+def whole(minimum: int, maximum: int | None = None) -> Callable[[object], int]:
+    """A whole number ≥ minimum (and ≤ maximum when given; no floats, no booleans)."""
 
     def parse(value: object) -> int:
         if isinstance(value, bool | float):
             raise ValueError(value)
         number = int(str(value).strip())
-        if number < minimum:
+        if number < minimum or (maximum is not None and number > maximum):
             raise ValueError(value)
         return number
 
@@ -90,6 +92,18 @@ def seconds(value: object) -> float:
     if not math.isfinite(number) or number < 0:
         raise ValueError(value)
     return number
+
+
+def seconds_up_to(limit: float) -> Callable[[object], float]:
+    """`seconds`, at most `limit`: a deadline that must end (e.g. --max-wait, at most an hour)."""
+
+    def parse(value: object) -> float:
+        number = seconds(value)
+        if number > limit:
+            raise ValueError(value)
+        return number
+
+    return parse
 
 
 def choice(*choices: str) -> Callable[[object], str]:

@@ -11,10 +11,11 @@ did land is found on the next attempt instead of being posted twice.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import requests
 from github import Auth, Github, GithubException
@@ -142,6 +143,32 @@ class Retrier:
                 self.sleep(delay)
                 self.waited_s += delay
                 attempt += 1
+
+
+def within_deadline(work: Callable[[], int], deadline_s: float, message: str) -> int:
+    """Run `work` with one overall wall-clock deadline, including time spent inside requests.
+
+    Why a thread: socket timeouts bound each read, not a server that trickles one byte at a time, and a
+    signal alarm would only work in the main thread. At the deadline we stop waiting and report; the
+    abandoned daemon thread ends with the process (our only remaining work is to exit).
+    """
+    box: list[Any] = []
+
+    def target() -> None:
+        try:
+            box.append((True, work()))
+        except BaseException as exc:  # handed to the caller's thread below
+            box.append((False, exc))
+
+    worker = threading.Thread(target=target, name="db-test-action-publish", daemon=True)
+    worker.start()
+    worker.join(timeout=deadline_s)
+    if not box:
+        raise PublishError(message)
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return int(value)
 
 
 def connect(token: str, api_url: str, timeout_s: int = 30) -> Github:

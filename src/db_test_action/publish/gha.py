@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
-from db_test_action.report.markdown import markdown_closers
+from db_test_action.report.textsafety import fit_with_closers, neutralize
 
 
 def _append_pairs(path: str, values: Mapping[str, str]) -> None:
@@ -77,22 +77,16 @@ SUMMARY_LIMIT_BYTES = 1024 * 1024  # GitHub rejects a step summary above 1 MiB (
 def fit_summary(markdown: str, budget_bytes: int) -> str:
     """`markdown` cut to `budget_bytes` of UTF-8 at a line boundary, with a note saying what was left out.
 
-    An open code fence is closed so the rest of the page still renders; cutting mid-character is impossible
-    because we cut the encoded bytes and decode with `ignore`.
+    An open code fence and open `<details>` are closed so the rest of the page still renders, and the
+    closers and the note count against the budget too (an earlier step may have used most of the 1 MiB):
+    the result is never larger than `budget_bytes`, possibly empty.
     """
-    data = markdown.encode("utf-8")
-    if len(data) <= budget_bytes:
-        return markdown
-    note_reserve = 300
-    head = data[: max(budget_bytes - note_reserve, 0)].decode("utf-8", errors="ignore")
-    if "\n" in head:
-        head = head[: head.rindex("\n")]
-    left_out = len(data) - len(head.encode("utf-8"))
+    data_size = len(markdown.encode("utf-8"))
     note = (
-        f"{markdown_closers(head)}\n\n> **Note:** the job summary was trimmed to GitHub's 1 MiB limit; "
-        f"{left_out} bytes were left out. The full report is in the report JSON.\n"
+        "\n\n> **Note:** the job summary was trimmed to GitHub's 1 MiB limit; "
+        f"some of its {data_size} bytes were left out. The full report is in the report JSON.\n"
     )
-    return head + note
+    return fit_with_closers(markdown, budget_bytes, note, size=lambda t: len(t.encode("utf-8")), reserve=0)
 
 
 def append_summary(markdown: str, env: Mapping[str, str] | None = None) -> Path | None:
@@ -101,7 +95,10 @@ def append_summary(markdown: str, env: Mapping[str, str] | None = None) -> Path 
     if path is None:
         return None
     used = path.stat().st_size if path.exists() else 0
-    text = fit_summary(markdown, max(SUMMARY_LIMIT_BYTES - used, 0))
+    budget = max(SUMMARY_LIMIT_BYTES - used - 1, 0)  # 1: the newline we may add
+    text = fit_summary(neutralize(markdown), budget)
+    if not text:
+        return path  # an earlier step filled the summary: nothing of ours fits
     if not text.endswith("\n"):
         text += "\n"
     with open(path, "a", encoding="utf-8") as fh:
@@ -119,6 +116,7 @@ def console(text: str, env: Mapping[str, str] | None = None) -> str:
     """Console text as a step may print it: on Actions, fenced so that a `::error::` hidden in a test
     name or message (from a fork's artifact, say) cannot run as a workflow command."""
     env = os.environ if env is None else env
+    text = neutralize(text)  # no terminal escapes or bidi tricks from artifacts in the job log
     return stop_commands(text) + "\n" if env.get("GITHUB_ACTIONS") == "true" and text.strip() else text
 
 

@@ -27,7 +27,7 @@ from db_test_action.publish.client import (
     Retrier,
     RetryPolicy,
 )
-from db_test_action.report.markdown import markdown_closers
+from db_test_action.report.textsafety import fit_with_closers, neutralize
 
 COMMENT_MAX_CHARS = 65536  # GitHub rejects longer issue comments with 422
 COMMENT_RESERVE_CHARS = (
@@ -91,6 +91,9 @@ class PublishSettings:
     is_dry_run: bool = False
     fail_on_publish_error: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Why the event payload could not say which PR this is: reported after the summary and annotations
+    # are written (they never depend on the event), then exit 2 without a comment.
+    event_problem: str | None = None
 
 
 # --- pure decisions -------------------------------------------------------------------------------
@@ -111,33 +114,49 @@ def fingerprint_line(key: str, fingerprint: str) -> str:
     return f"<!-- db-test-action:{key}:fingerprint={fingerprint} -->"
 
 
+def footer(key: str, fingerprint: str) -> str:
+    """Our structural footer: the last two lines of every comment we post, and the only place where the
+    marker and the fingerprint count (a marker quoted in test output in the body above means nothing)."""
+    return f"{marker(key)}\n{fingerprint_line(key, fingerprint)}"
+
+
 def comment_body(pub: Publication) -> str:
-    """Markdown + marker + fingerprint, cut to GitHub's comment limit (the report JSON keeps everything)."""
-    tail = f"\n\n{marker(pub.key)}\n{fingerprint_line(pub.key, pub.fingerprint)}\n"
-    markdown = pub.markdown
-    budget = COMMENT_MAX_CHARS - len(tail)
-    if len(markdown) > budget:
-        note = "\n\n> **Note:** this comment was cut to GitHub's size limit; see the job summary.\n"
-        head = markdown[: budget - len(note) - 200]  # room for the closers
-        head = head[: head.rindex("\n")] if "\n" in head else head
-        markdown = head + markdown_closers(head) + note
+    """Markdown + footer, cut to GitHub's comment limit (the report JSON keeps everything)."""
+    tail = f"\n\n{footer(pub.key, pub.fingerprint)}\n"
+    note = "\n\n> **Note:** this comment was cut to GitHub's size limit; see the job summary.\n"
+    markdown = fit_with_closers(neutralize(pub.markdown), COMMENT_MAX_CHARS - len(tail), note)
     return markdown.rstrip("\n") + tail
 
 
+def _footer_lines(body: str) -> tuple[str, str] | None:
+    lines = body.rstrip().splitlines()
+    return (lines[-2].strip(), lines[-1].strip()) if len(lines) >= 2 else None
+
+
 def fingerprint_in(body: str, key: str) -> str | None:
+    """The fingerprint in the body's footer for `key`; a fingerprint line anywhere else is ignored."""
+    last = _footer_lines(body)
     prefix = f"<!-- db-test-action:{key}:fingerprint="
-    for line in body.splitlines():
-        if line.startswith(prefix) and line.endswith(" -->"):
-            return line[len(prefix) : -len(" -->")]
-    return None
+    if (
+        last is None
+        or last[0] != marker(key)
+        or not last[1].startswith(prefix)
+        or not last[1].endswith(" -->")
+    ):
+        return None
+    return last[1][len(prefix) : -len(" -->")]
 
 
 def find_sticky(comments: Iterable[Comment], key: str, login: str) -> Comment | None:
-    """The first comment carrying our marker *and* written by us; a copied marker in someone else's
-    comment is ignored, so we never edit (or fail trying to edit) another user's words."""
+    """The first comment written by us whose footer carries our marker for `key`; a copied marker in
+    someone else's comment, or quoted in the body of one of ours, is ignored, so we never edit another
+    user's words or another key's comment."""
     mark = marker(key)
     for comment in comments:
-        if mark in comment.body and comment.author.casefold() == login.casefold():
+        last = _footer_lines(comment.body) or ("", comment.body.strip())
+        # marker then fingerprint (every comment we post), or the marker as the very last line
+        is_ours = last[0] == mark and last[1].startswith(f"<!-- db-test-action:{key}:fingerprint=")
+        if (is_ours or last[1] == mark) and comment.author.casefold() == login.casefold():
             return comment
     return None
 
@@ -151,26 +170,44 @@ def decide_comment(mode: CommentMode, pub: Publication, existing: Comment | None
     return CommentAction.CREATE if existing is None else CommentAction.UPDATE
 
 
+def _dig(value: Any, *keys: str) -> Any:
+    """value[k1][k2]… through mappings only; None as soon as a level is missing or not a mapping."""
+    for key in keys:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _number(value: Any) -> int | None:
+    return value if type(value) is int and 0 < value < 1 << 31 else None
+
+
 def pull_request_from_event(payload: Mapping[str, Any], repository: str | None) -> int | RunHead | None:
-    """The PR this event is about: a number, a workflow_run head to look up, or None (push, schedule…)."""
-    pr = payload.get("pull_request")
-    if isinstance(pr, Mapping) and isinstance(pr.get("number"), int):
-        return int(pr["number"])  # pull_request, pull_request_target, pull_request_review…
-    issue = payload.get("issue")
-    if isinstance(issue, Mapping) and issue.get("pull_request") and isinstance(issue.get("number"), int):
-        return int(issue["number"])  # issue_comment on a PR
+    """The PR this event is about: a number, a workflow_run head to look up, or None (push, schedule…).
+
+    The payload may come from a fork's run (the two-workflow pattern): every level is checked for its
+    type, so a malformed payload means "no pull request", never a crash.
+    """
+    number = _number(_dig(payload, "pull_request", "number"))
+    if number is not None:
+        return number  # pull_request, pull_request_target, pull_request_review…
+    if _dig(payload, "issue", "pull_request") and _number(_dig(payload, "issue", "number")) is not None:
+        return _number(_dig(payload, "issue", "number"))  # issue_comment on a PR
     run = payload.get("workflow_run")
     if not isinstance(run, Mapping) or run.get("event") not in ("pull_request", "pull_request_target"):
         return None
     suffix = f"/repos/{repository}".casefold() if repository else None
-    for item in run.get("pull_requests") or ():
-        base_url = str(((item.get("base") or {}).get("repo") or {}).get("url", ""))
-        if isinstance(item.get("number"), int) and (suffix is None or base_url.casefold().endswith(suffix)):
-            return int(item["number"])
+    items = run.get("pull_requests")
+    for item in items if isinstance(items, list) else ():
+        base_url = str(_dig(item, "base", "repo", "url") or "")
+        found = _number(_dig(item, "number"))
+        if found is not None and (suffix is None or base_url.casefold().endswith(suffix)):
+            return found
     # Fork PRs: GitHub leaves pull_requests empty; find it by the head repository's owner:branch and SHA.
-    owner = ((run.get("head_repository") or {}).get("owner") or {}).get("login")
+    owner = _dig(run, "head_repository", "owner", "login")
     branch, sha = run.get("head_branch"), run.get("head_sha")
-    if owner and branch and sha:
+    if all(isinstance(v, str) and v and len(v) < 256 for v in (owner, branch, sha)):
         return RunHead(owner=str(owner), branch=str(branch), sha=str(sha))
     return None
 
@@ -259,6 +296,9 @@ def publish(
         io.log(f"{env.get('GITHUB_STEP_SUMMARY')}: cannot write the job summary ({exc.strerror})")
     if settings.comment_mode is CommentMode.OFF:
         return EXIT_OK
+    if settings.event_problem:
+        io.log(f"{settings.event_problem}; no comment (the summary and annotations are written)")
+        return EXIT_USAGE
     if settings.pull_request is None:
         io.log("this event is not about a pull request; no comment")
         return EXIT_OK
@@ -270,7 +310,12 @@ def publish(
         raise DbTestActionError("publish: no token; pass --token or set GITHUB_TOKEN", EXIT_USAGE)
     retrier = Retrier(settings.retry, sleep=sleep, clock=clock, log=io.log)
     try:
-        return _comment(pub, settings, retrier, io)
+        return client.within_deadline(
+            lambda: _comment(pub, settings, retrier, io),
+            settings.retry.max_wait_s,
+            f"github: no answer within --max-wait {settings.retry.max_wait_s:g}s (connecting, reading and "
+            "retrying together)",
+        )
     except PublishError as exc:
         hint = FORK_HINT if exc.is_permission else "the report is in the job summary and the report JSON"
         io.log(f"comment not posted: {exc}; {hint}")
@@ -281,7 +326,9 @@ def publish(
 
 def _comment(pub: Publication, settings: PublishSettings, retrier: Retrier, io: _Io) -> int:
     repo = settings.repository or ""
-    gh = client.connect(settings.token or "", settings.api_url)
+    # Per-request socket timeout within the overall deadline (which `within_deadline` enforces).
+    timeout = max(1, min(30, int(settings.retry.max_wait_s)))
+    gh = client.connect(settings.token or "", settings.api_url, timeout_s=timeout)
     target = settings.pull_request
     if isinstance(target, RunHead):
         head = target

@@ -24,6 +24,7 @@ from github import Github, GithubException, InputGitTreeElement
 
 from db_test_action.config.settings import DEFAULT_LABEL
 from db_test_action.publish.client import ACTIONS_BOT_LOGIN, Retrier, RetryPolicy, connect, viewer_login
+from db_test_action.report.textsafety import fit_with_closers, neutralize
 
 ISSUE_MAX_CHARS = 65536  # GitHub rejects longer issue bodies with 422
 
@@ -73,7 +74,13 @@ def tracking_marker(key: str) -> str:
 def find_tracking(issues: Iterable[TrackedIssue], key: str, login: str) -> tuple[TrackedIssue, ...]:
     """Ours, oldest first: the marker in the body and authored by us (never someone else's issue)."""
     mark = tracking_marker(key)
-    found = [i for i in issues if mark in i.body and i.author.casefold() == login.casefold()]
+    # only as the body's last line (our footer): a marker quoted in a test name above it means nothing
+    found = [
+        i
+        for i in issues
+        if (i.body.strip().splitlines() or [""])[-1].rstrip().endswith(mark)
+        and i.author.casefold() == login.casefold()
+    ]
     return tuple(sorted(found, key=lambda i: i.number))
 
 
@@ -90,11 +97,8 @@ def decide_tracking(
 def issue_body(markdown: str, key: str) -> str:
     """Markdown + marker, cut to GitHub's limit (the JSON report and job summary keep everything)."""
     tail = f"\n\n{tracking_marker(key)}\n"
-    budget = ISSUE_MAX_CHARS - len(tail)
-    if len(markdown) > budget:
-        note = "\n\n> **Note:** cut to GitHub's size limit; see the job summary.\n"
-        head = markdown[: budget - len(note)]
-        markdown = (head[: head.rindex("\n")] if "\n" in head else head) + note
+    note = "\n\n> **Note:** cut to GitHub's size limit; see the job summary.\n"
+    markdown = fit_with_closers(neutralize(markdown), ISSUE_MAX_CHARS - len(tail), note)
     return markdown.rstrip("\n") + tail
 
 

@@ -370,6 +370,9 @@ def check_expected_files(expected: int, files: Sequence[ResultFile]) -> tuple[Pa
     )
 
 
+MAX_MISSING_NAMED = 20
+
+
 def check_manifest(
     manifest: Mapping[str, Any], where: str, files: Sequence[ResultFile], test_ids: set[str]
 ) -> tuple[ParseProblem, ...]:
@@ -382,19 +385,39 @@ def check_manifest(
     # A file the runner wrote counts even without testcases: a shard with no tests (fewer tests than
     # shards) writes an empty one on purpose. A crashed run writes one with an error testcase.
     present = {(f.shard, f.run if f.run is not None else 1) for f in files if f.shard is not None}
+    runs_of: dict[int, set[int]] = {}
+    for shard, run in present:
+        runs_of.setdefault(shard, set()).add(run)
+    # Time and memory linear in the shards and the files present, never in shards × runs (a manifest
+    # may claim 10,000 × 10,000): the missing pairs are counted, and only the first few are named.
     problems = []
+    missing = 0
     for shard in [only] if only else range(1, shards + 1):
+        runs = runs_of.get(shard, set())
         # --until-failure stops a shard's repeats early: its runs 1..last are due, not all K.
-        last = max((r for s, r in present if s == shard), default=1)
-        due = min(last, repeat) if manifest.get("until_failure") else repeat
-        for run in range(1, due + 1):
-            if (shard, run) not in present:
+        due = min(max(runs, default=1), repeat) if manifest.get("until_failure") else repeat
+        absent = due - sum(1 for r in runs if 1 <= r <= due)
+        missing += absent
+        run = 1
+        while absent and len(problems) < MAX_MISSING_NAMED:
+            if run not in runs:
                 problems.append(
                     ParseProblem(
                         f"shard-{shard}-run-{run}.xml",
                         f"missing: shard {shard} run {run} of {shards}×{repeat} wrote no results; re-run shard {shard}",
                     )
                 )
+                absent -= 1
+            run += 1
+    if missing > len(problems):
+        problems.append(
+            ParseProblem(
+                where,
+                f"and {missing - len(problems)} more shard×run result files missing "
+                f"({missing} of {(1 if only else shards) * repeat}); "
+                "re-run the shards that did not report",
+            )
+        )
     planned = _planned(manifest)
     lost: dict[int, list[str]] = {}
     for test, shard in planned.items():

@@ -75,6 +75,8 @@ class ServerEvent:
 
 def _parse_time(value: str) -> float:
     # "2026-11-25 17:56:45.748 UTC": the launcher sets log_timezone=UTC.
+    if len(value) > 40:
+        raise ValueError(f"timestamp {value[:40]!r}… is too long")
     stamp = value.rsplit(" ", 1)[0] if value.endswith((" UTC", " GMT")) else value
     fmt = "%Y-%m-%d %H:%M:%S.%f" if "." in stamp else "%Y-%m-%d %H:%M:%S"
     return datetime.strptime(stamp, fmt).replace(tzinfo=timezone.utc).timestamp()
@@ -86,6 +88,8 @@ def _event(rec: dict[str, str | int | None]) -> ServerEvent:
         return str(value).strip() or None if value is not None else None
 
     pid = rec.get("pid")
+    if isinstance(pid, str) and pid.strip().isdigit() and len(pid.strip()) <= 10:
+        pid = int(pid)
     return ServerEvent(
         timestamp=_parse_time(str(rec["timestamp"])),
         severity=str(rec.get("error_severity") or "LOG"),
@@ -97,16 +101,25 @@ def _event(rec: dict[str, str | int | None]) -> ServerEvent:
         statement=text("statement"),
         database=text("dbname"),
         application_name=text("application_name"),
-        pid=int(pid) if pid not in (None, "") else None,
+        pid=pid if type(pid) is int and 0 < pid < 1 << 31 else None,  # never trusted to be a number
         backend_type=text("backend_type"),
     )
+
+
+# What a hostile record can raise: wrong types, huge or non-finite numbers, absurd nesting.
+BAD_RECORD = (ValueError, KeyError, TypeError, OverflowError, RecursionError)
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 200 else text[:200] + "…"
 
 
 def parse_server_log(raw: str, name: str) -> tuple[tuple[ServerEvent, ...], tuple[ParseProblem, ...]]:
     """A jsonlog (one object a line) or csvlog text, from the file `name`; bad records become ParseProblems."""
     events: list[ServerEvent] = []
     problems: list[ParseProblem] = []
-    if raw.lstrip().startswith("{"):
+    if raw[:4096].lstrip().startswith("{"):
         for number, line in enumerate(raw.splitlines(), 1):
             if not line.strip():
                 continue
@@ -115,16 +128,24 @@ def parse_server_log(raw: str, name: str) -> tuple[tuple[ServerEvent, ...], tupl
                 if not isinstance(record, dict):
                     raise ValueError(f"a JSON {type(record).__name__}, not an object")
                 events.append(_event(record))
-            except (ValueError, KeyError) as exc:
-                problems.append(ParseProblem(name, f"bad jsonlog record ({exc})", number))
+            except BAD_RECORD as exc:
+                problems.append(ParseProblem(name, f"bad jsonlog record ({_why(exc)})", number))
     else:
-        for number, row in enumerate(csv.reader(raw.splitlines(keepends=True)), 1):
-            if not row:
-                continue
+        # A statement may be longer than csv's default 128 KiB field limit; the launcher caps the whole
+        # log at 64 MiB, so that is the bound (a larger field is one bad record, not a crash).
+        csv.field_size_limit(max(csv.field_size_limit(), 64 << 20))
+        rows = csv.reader(raw.splitlines(keepends=True))
+        number = 0
+        while True:
+            number += 1
             try:
-                events.append(_event(dict(zip(CSV_COLUMNS, row, strict=False))))
-            except (ValueError, KeyError) as exc:
-                problems.append(ParseProblem(name, f"bad csvlog record ({exc})", number))
+                row = next(rows)
+                if row:
+                    events.append(_event(dict(zip(CSV_COLUMNS, row, strict=False))))
+            except StopIteration:
+                break
+            except (*BAD_RECORD, csv.Error) as exc:
+                problems.append(ParseProblem(name, f"bad csvlog record ({_why(exc)})", number))
     if len(problems) > 5:  # one line per file is enough to say it is damaged
         problems = [*problems[:5], ParseProblem(name, f"and {len(problems) - 5} more bad records")]
     return tuple(events), tuple(problems)

@@ -23,6 +23,7 @@ from db_test_action.model import (
     Verdict,
 )
 from db_test_action.report.hangs import hang_sentence
+from db_test_action.report.textsafety import fit_with_closers, neutralize
 
 GITHUB_COMMENT_MAX = 65536
 ZWJ = "\u200d"
@@ -42,28 +43,9 @@ _PHASE_LABEL = {"setup": "setup error", "teardown": "teardown error", "call": "f
 # --- escaping -------------------------------------------------------------------------------------------
 
 
-def markdown_closers(text: str) -> str:
-    """What closes the code fence and `<details>` left open where `text` was cut ("" when nothing is),
-    so the note that follows a cut renders as text instead of disappearing into a block."""
-    fence: str | None = None
-    open_details = 0
-    for line in text.splitlines():
-        stripped = line.strip()
-        if fence is None:
-            opener = re.match(r"(`{3,}|~{3,})", stripped)
-            if opener:
-                fence = opener.group(1)
-                continue
-            open_details += stripped.count("<details") - stripped.count("</details>")
-        elif len(stripped) >= len(fence) and set(stripped) == {fence[0]}:
-            fence = None
-    closers = ([fence] if fence else []) + ["</details>"] * max(open_details, 0)
-    return "\n" + "\n".join(closers) if closers else ""
-
-
 def inline(text: str, limit: int = 300) -> str:
     """Untrusted text for prose and table cells: one line, no Markdown/HTML effect, no @mention."""
-    text = " ".join(text.split())
+    text = " ".join(neutralize(text).split())
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     text = html.escape(text, quote=False)
@@ -78,7 +60,7 @@ def cell(text: str, limit: int = 120) -> str:
 def code(text: str, limit: int = 120, *, in_table: bool = True) -> str:
     """A short code span for ids; in tables `|` is escaped as `\\|` (GFM honours that even inside spans,
     and shows the backslash anywhere else). Mentions in code are not links: the text stays exact."""
-    text = " ".join(text.split())
+    text = " ".join(neutralize(text).split())
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     ticks = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
@@ -89,6 +71,7 @@ def code(text: str, limit: int = 120, *, in_table: bool = True) -> str:
 
 def fenced(text: str) -> str:
     """A code block no content can break out of: the fence outgrows any backtick run inside."""
+    text = neutralize(text)
     longest = max((len(m) for m in re.findall(r"`{3,}", text)), default=0)
     fence = "`" * max(3, longest + 1)
     return f"{fence}text\n{text}\n{fence}"
@@ -163,15 +146,14 @@ def levels(per_cause: int) -> tuple[Detail, ...]:
 def render_markdown(report: Report, max_chars: int = GITHUB_COMMENT_MAX) -> str:
     """The whole comment, at most `max_chars` characters (GitHub rejects longer comments)."""
     for detail in levels(report.details_per_cause):
-        text = _document(report, detail)
+        # neutralize the whole page too: no untrusted text may reach it un-escaped by any path
+        text = neutralize(_document(report, detail))
         if len(text) <= max_chars:
             return text
     note = (
         "\n\n_… cut here to fit GitHub's comment limit; see the JSON report or the job log for the rest._\n"
     )
-    cut = text[: max(0, max_chars - len(note) - 200)]  # room for the closers
-    cut = cut[: cut.rfind("\n")] if "\n" in cut else cut
-    return (cut + markdown_closers(cut) + note)[:max_chars]
+    return fit_with_closers(text, max_chars, note)
 
 
 def _document(report: Report, detail: Detail) -> str:

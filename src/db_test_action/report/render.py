@@ -30,6 +30,9 @@ __all__ = [
 ]
 
 
+CONSOLE_PROBLEMS = 20  # a summary after a cap: 10,000 missing shards must not flood the job log
+
+
 def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)
 
@@ -83,8 +86,10 @@ def render_console(report: Report) -> str:
         )
     for reg in report.regressions:
         lines.append(f"slower than base: {reg.name} {duration(reg.base_s)} → {duration(reg.actual_s)}")
-    for problem in report.problems:
+    for problem in report.problems[:CONSOLE_PROBLEMS]:
         lines.append(f"problem: {problem}")
+    if len(report.problems) > CONSOLE_PROBLEMS:  # the rest are in the Markdown and the JSON
+        lines.append(f"problem: and {len(report.problems) - CONSOLE_PROBLEMS} more (see the report JSON)")
     if "regressions" in report.fail_on:
         lines.append(
             f"regressions ({'vs base' if report.has_base else 'no base: all new'}): "

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from db_test_action.errors import EXIT_USAGE, DbTestActionError
+from db_test_action.server.procs import die_with_parent
 
 
 class Child:
@@ -33,6 +34,7 @@ class Child:
             self.proc = subprocess.Popen(
                 cmd, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 text=True, errors="replace", start_new_session=True,
+                preexec_fn=die_with_parent(signal.SIGTERM),  # pytest must not run on against a reaped server
             )  # fmt: skip
         except OSError as exc:
             self._fh.close()

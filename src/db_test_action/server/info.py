@@ -32,6 +32,7 @@ class ServerInfo:
     # What the suite expects: the URL's scheme (`url_driver`) and more variables holding the same URL.
     url_driver: str | None = None
     url_envs: tuple[str, ...] = ()
+    owner_token: str | None = None  # also in data_dir's marker file: `postgres stop` deletes only that dir
 
     def url(self, database: str | None = None) -> str:
         auth = quote(self.user, safe="")

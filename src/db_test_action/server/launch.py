@@ -11,7 +11,6 @@ import contextlib
 import os
 import pwd
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +29,27 @@ from db_test_action.server.binaries import package_for_extension, server_major
 from db_test_action.server.info import SUPERUSER, ServerInfo, parse_url, redact
 from db_test_action.server.install import ensure_server
 from db_test_action.server.log import copy_server_log, server_log_settings
+from db_test_action.server.procs import (
+    die_with_parent,
+    pid_alive,
+    processes_in,
+    signals_deferred,
+    stop_process,
+    wait_gone,
+)
+from db_test_action.server.reaper import Reaper, remove_ours, write_marker
+
+# Re-exported: callers import these from here, the launcher's public face.
+__all__ = [
+    "SUPERUSER",
+    "LaunchOptions",
+    "LocalServer",
+    "ServerInfo",
+    "parse_url",
+    "pid_alive",
+    "redact",
+    "stop_process",
+]
 
 # Throwaway-friendly: durability off (the data dir is deleted anyway), enough connections for xdist
 # workers that each hold a pool, and no autovacuum noise during short suites.
@@ -62,6 +82,9 @@ class LaunchOptions:
     user: str = SUPERUSER  # the superuser initdb creates: the role a hard-coded conftest connects as
     password: str | None = None  # this password on TCP (use_password: a generated one)
     no_install: bool = False  # never apt-get install the server when its binaries are missing
+    # Detached (`postgres start`): the server outlives this process once its state file is written, so it
+    # gets no parent-death signal; owned (`-- CMD`, `run`, tests): it dies with us, whatever kills us.
+    detached: bool = False
 
 
 def _unprivileged_user() -> pwd.struct_passwd | None:
@@ -139,13 +162,22 @@ def _tail(path: Path, lines: int = 5) -> str:
 
 
 class LocalServer:
-    """Context manager for a server we start and own; `stop()` is idempotent and always cleans up."""
+    """Context manager for a server we start and own; `stop()` is idempotent and always cleans up.
+
+    Lifecycle guarantees (docs/security.md): a reaper process is armed before anything is created, so
+    even `kill -9` of this process stops the server and deletes the data dir; an owned server also gets
+    a parent-death signal; `stop()` defers SIGINT/SIGTERM/SIGHUP until it is done and returns only when
+    every process of the server (backends, logging collector) is gone. `detach()` hands a started server
+    over to a state file (`postgres start`): from then on only `postgres stop` ends it.
+    """
 
     def __init__(self, options: LaunchOptions = LaunchOptions()) -> None:
         self.options = options
         self.info: ServerInfo | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._tmp: Path | None = None
+        self._token = secrets.token_hex(16)
+        self._reaper: Reaper | None = None
 
     def __enter__(self) -> ServerInfo:
         return self.start()
@@ -155,13 +187,16 @@ class LocalServer:
 
     def start(self) -> ServerInfo:
         opts = self.options
-        bin_dir = ensure_server(opts.pg_bin, opts.version, no_install=opts.no_install)
-        account = _unprivileged_user()
-        root = Path(opts.data_root) if opts.data_root else default_data_root()
-        if account is not None:
-            _check_reachable(root, account)
         try:
+            bin_dir = ensure_server(opts.pg_bin, opts.version, no_install=opts.no_install)
+            account = _unprivileged_user()
+            root = Path(opts.data_root) if opts.data_root else default_data_root()
+            if account is not None:
+                _check_reachable(root, account)
+            self._reaper = Reaper()
             self._tmp = Path(tempfile.mkdtemp(prefix="db-test-action-pg-", dir=root))
+            write_marker(self._tmp, self._token)
+            self._reaper.register_dir(self._tmp, self._token)
             data = self._tmp / "data"
             password = opts.password or (secrets.token_urlsafe(18) if opts.use_password else None)
             self._initdb(bin_dir, data, account, password)
@@ -180,6 +215,7 @@ class LocalServer:
                 log_file=str(self._tmp / "postgres.log"),
                 server_log_dir=str(log_dir) if log_dir else None,
                 server_log_format=log_format,
+                owner_token=self._token,
             )
             prepare_databases(info, opts.extensions, major=info.version, in_template=True)
             self.info = info
@@ -188,10 +224,16 @@ class LocalServer:
             self.stop()
             raise
 
+    def detach(self) -> None:
+        """The server now belongs to a state file: disarm the reaper and forget it (stop() is a no-op)."""
+        if self._reaper is not None:
+            self._reaper.disarm()
+        self._reaper, self._proc, self._tmp = None, None, None
+
     def _initdb(
         self, bin_dir: Path, data: Path, account: pwd.struct_passwd | None, password: str | None
     ) -> None:
-        assert self._tmp is not None
+        assert self._tmp is not None and self._reaper is not None
         if account is not None:
             os.chown(self._tmp, account.pw_uid, account.pw_gid)
         cmd = [
@@ -206,12 +248,21 @@ class LocalServer:
             cmd += ["--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
         else:
             cmd += ["--auth-host=trust"]  # host lines cover 127.0.0.1/::1 only: localhost-only trust
-        out = subprocess.run(
-            cmd, capture_output=True, text=True, cwd=self._tmp, check=False, **_run_as(account)
-        )
-        if out.returncode != 0:
-            last = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["no output"]
-            if "locale" in (out.stderr or out.stdout):
+        # initdb dies with us (it would otherwise re-create the dir the reaper deletes).
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+            cwd=self._tmp, preexec_fn=die_with_parent(signal.SIGKILL), **_run_as(account),
+        )  # fmt: skip
+        self._reaper.register_pid(proc.pid)
+        try:
+            stdout, stderr = proc.communicate()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if proc.returncode != 0:
+            last = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
+            if "locale" in (stderr or stdout):
                 raise DbTestActionError(
                     f"--locale {self.options.locale}: initdb refused it ({last[0]}); use C.UTF-8, C or a "
                     "locale `locale -a` lists",
@@ -239,14 +290,16 @@ class LocalServer:
         log_dir: Path | None,
         log_format: str | None,
     ) -> int:
-        assert self._tmp is not None
+        assert self._tmp is not None and self._reaper is not None
         log = self._tmp / "postgres.log"
         settings = dict(FAST_SETTINGS, max_connections=str(self.options.max_connections))
         if log_dir is not None and log_format is not None:
             settings.update(server_log_settings(log_dir, log_format))
         settings.update(dict(self.options.settings))
-        for _attempt in range(5):  # another launcher may grab the port between probe and bind
-            port = self.options.port or _free_port()
+        # An owned server gets SIGQUIT (immediate shutdown) when we die; a detached one must outlive us.
+        preexec = None if self.options.detached else die_with_parent(signal.SIGQUIT)
+        for attempt in range(5):
+            port = self._pick_port(attempt)
             cmd = [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(data),
                    "-c", "listen_addresses=127.0.0.1"]  # fmt: skip
             for name, value in settings.items():
@@ -257,11 +310,16 @@ class LocalServer:
                 # A new session: Ctrl-C in the terminal reaches us, and we stop the server in order.
                 self._proc = subprocess.Popen(
                     cmd, stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    cwd=self._tmp, start_new_session=True, **_run_as(account),
+                    cwd=self._tmp, start_new_session=True, preexec_fn=preexec, **_run_as(account),
                 )  # fmt: skip
+            self._reaper.register_pid(self._proc.pid)
             if self._wait_ready(data, log):
                 return port
-            if "could not bind" not in log.read_text(errors="replace"):
+            self._kill()
+            # The logging collector outlives a postmaster that failed to bind; once it is gone too, its
+            # files hold the bind error (it may not have written it yet while it runs).
+            wait_gone(processes_in(self._tmp), 10.0)
+            if not _bind_failed(log, log_dir):
                 break
             if self.options.port:
                 raise DbTestActionError(
@@ -269,6 +327,10 @@ class LocalServer:
                     EXIT_ENV,
                 )
         raise DbTestActionError(f"postgres: server did not start ({_tail(log)}); see {log}", EXIT_ENV)
+
+    def _pick_port(self, attempt: int) -> int:
+        """--port, else a port free a moment ago (another launcher may grab it before we bind: retried)."""
+        return self.options.port or _free_port()
 
     def _wait_ready(self, data: Path, log: Path) -> bool:
         """Poll postmaster.pid for the 'ready' status line; no fixed sleeps."""
@@ -295,45 +357,37 @@ class LocalServer:
         self._proc = None
 
     def stop(self) -> None:
-        self._kill()
-        if self._tmp is not None:
-            if self.options.log_copy_to:
-                copy_server_log(self._tmp / "log", Path(self.options.log_copy_to))
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
+        """Stop every process of the server, keep its log if asked, delete the data dir we created."""
+        with signals_deferred():
+            self._kill()
+            if self._tmp is not None:
+                wait_gone(processes_in(self._tmp), 10.0)
+                if self.options.log_copy_to:
+                    with contextlib.suppress(OSError):
+                        copy_server_log(self._tmp / "log", Path(self.options.log_copy_to))
+                remove_ours(self._tmp, self._token)
+                self._tmp = None
+            if self._reaper is not None:
+                self._reaper.disarm()
+                self._reaper = None
 
 
-def stop_process(pid: int, wait: object = None, timeout_s: float = 15.0) -> None:
-    """Fast shutdown (SIGINT), then immediate (SIGQUIT), then SIGKILL; works for non-children too."""
-    for sig, grace in ((signal.SIGINT, timeout_s), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        if callable(wait):
-            try:
-                wait(timeout=grace)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if not pid_alive(pid):
-                return
-            time.sleep(0.01)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers kill(0); /proc tells the truth on Linux.
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    return True
+def _bind_failed(log: Path, log_dir: Path | None) -> bool:
+    """Whether the server failed because the port was taken. The message goes to stderr (our log file)
+    before the logging collector starts and to the collector's files after, so read both; then clear
+    the collector's files so the failed attempt's records never reach the server evidence."""
+    texts = [log]
+    if log_dir is not None:
+        texts += sorted(log_dir.glob("*"))
+    found = False
+    for path in texts:
+        with contextlib.suppress(OSError):
+            text = path.read_text(errors="replace")
+            found = found or "could not bind" in text or "could not create any TCP/IP sockets" in text
+    if log_dir is not None:
+        for path in log_dir.glob("*"):
+            path.unlink(missing_ok=True)
+    return found
 
 
 def prepare_databases(
@@ -410,7 +464,12 @@ def use_external(url: str, extensions: Sequence[str]) -> ServerInfo:
 def signals_as_exit() -> Iterator[None]:
     """Turn SIGTERM/SIGHUP into SystemExit so `finally`/`__exit__` cleanup runs (main thread only)."""
 
+    fired: list[int] = []
+
     def _raise(signum: int, _frame: object) -> None:
+        if fired:  # the cleanup the first one started must not be cut short by a second
+            return
+        fired.append(signum)
         raise SystemExit(128 + signum)
 
     previous = {sig: signal.signal(sig, _raise) for sig in (signal.SIGTERM, signal.SIGHUP)}

@@ -93,9 +93,17 @@ def parse_history(text: str, where: str) -> tuple[Night, ...]:
     for number, line in enumerate(lines[1:], start=2):
         try:
             nights.append(_night(_json(line, where, number), ids_t, shared))
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            IndexError,
+            AttributeError,
+            OverflowError,
+            RecursionError,
+        ) as exc:
             raise DbTestActionError(
-                f"{where}:{number}: malformed night ({type(exc).__name__}: {exc}); fix or drop this line"
+                f"{where}:{number}: malformed night ({type(exc).__name__}: {str(exc)[:200]}); fix or drop this line"
             ) from None
     return tuple(nights)
 
@@ -105,6 +113,12 @@ def _json(line: str, where: str, number: int) -> Any:
         return json.loads(line)
     except json.JSONDecodeError as exc:
         raise DbTestActionError(f"{where}:{number}: not JSON ({exc.msg}); fix or drop this line") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise DbTestActionError(
+            f"{where}:{number}: not usable JSON ({str(exc)[:100]}); fix or drop this line"
+        ) from None
+    except RecursionError:
+        raise DbTestActionError(f"{where}:{number}: nested too deeply; fix or drop this line") from None
 
 
 def _night(data: Any, ids: tuple[str, ...], shared: dict[str, tuple[str, ...]]) -> Night:
@@ -120,7 +134,7 @@ def _night(data: Any, ids: tuple[str, ...], shared: dict[str, tuple[str, ...]]) 
             parts.extend(ids[start:end])
         present = shared[key] = tuple(parts)
     clean = _counts(data["clean"])
-    odd = tuple((ids[row[0]], _counts(row[1:])) for row in data.get("odd", ()))
+    odd = tuple((ids[_index(row[0], ids)], _counts(row[1:])) for row in data.get("odd", ()))
     runs = data.get("runs", "")
     if not isinstance(runs, str) or set(runs) - {"G", "x"}:
         raise ValueError(f"runs must be a string of G and x, got {runs!r}")
@@ -136,8 +150,14 @@ def _night(data: Any, ids: tuple[str, ...], shared: dict[str, tuple[str, ...]]) 
     )
 
 
+def _index(value: Any, ids: tuple[str, ...]) -> int:
+    if type(value) is not int or not 0 <= value < len(ids):
+        raise IndexError(f"test index {value!r} outside the id table")
+    return value
+
+
 def _counts(values: Any) -> TestCounts:
-    if not isinstance(values, list) or len(values) != 6 or not all(isinstance(v, int) for v in values):
+    if not isinstance(values, list) or len(values) != 6 or not all(type(v) is int and v >= 0 for v in values):
         raise ValueError(f"counts must be 6 whole numbers, got {values!r}")
     return TestCounts(*values)
 

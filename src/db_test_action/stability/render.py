@@ -32,6 +32,8 @@ _BARS = "▂▃▄▅▆▇█"
 TREND_TABLE_NIGHTS = 14
 SPARK_NIGHTS = 60
 
+MAX_PROBLEMS = 20  # listed; the rest are counted (a flood of broken files must not flood the page)
+
 
 def sparkline(values: Sequence[int | float]) -> str:
     """`▁` is zero; any non-zero value gets at least `▂`, so one flaky test never looks like none."""
@@ -112,8 +114,10 @@ def _render(report: StabilityReport, shown: int, unstable_total: int) -> str:
             f"**Gate failed:** {', '.join(report.gate_failures)} (fail on {', '.join(report.fail_on)})",
             "",
         ]
-    for problem in report.problems:
+    for problem in report.problems[:MAX_PROBLEMS]:
         out.append(f"- ⚠️ unreadable result file: {inline(str(problem), 400)}")
+    if len(report.problems) > MAX_PROBLEMS:
+        out.append(f"- ⚠️ and {len(report.problems) - MAX_PROBLEMS} more problems (see the JSON)")
     incomplete = [str(r.run) for r in report.runs if not r.is_complete]
     if incomplete:
         out.append(f"- ⚠️ incomplete runs (a shard is missing or broken): {', '.join(incomplete)}")
@@ -220,8 +224,10 @@ def render_stability_console(report: StabilityReport, max_tests: int = 20) -> st
         )
     for g in report.causes[:5]:
         lines.append(f"  cause {g.name}: {g.tests} tests, {g.occurrences} occurrences; hint: {g.hint}")
-    for problem in report.problems:
+    for problem in report.problems[:MAX_PROBLEMS]:
         lines.append(f"problem: {problem}")
+    if len(report.problems) > MAX_PROBLEMS:
+        lines.append(f"problem: and {len(report.problems) - MAX_PROBLEMS} more (see the JSON)")
     gate = "passed" if report.is_green else f"FAILED ({', '.join(report.gate_failures)})"
     lines.append(f"gate (fail on {', '.join(report.fail_on) or 'nothing'}): {gate}")
     return "\n".join(lines) + "\n"
