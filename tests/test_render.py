@@ -65,7 +65,7 @@ def test_report_from_dict_names_bad_fields(phases_report):
 def test_console_summary(phases_report):
     text = render_console(phases_report)
     assert text.splitlines()[0] == (
-        "Test results: FAILED — 10 tests: 3 passed, 3 failed, 1 setup error, 1 teardown error, 2 skipped"
+        "Test results: FAILED — 10 tests: 3 passed, 3 failed, 1 setup error, 2 teardown errors, 2 skipped"
     )
     assert "gate (fail on errors, failures): FAILED (errors, failures)" in text
 
@@ -78,7 +78,8 @@ def test_annotations_rank_fixture_errors_and_frequent_causes_first(phases_report
         "failed (other)",
     ]
     setup = notes[0]
-    assert (setup.level, setup.file, setup.line) == (Level.ERROR, "conftest.py", 6)
+    # A fixture error in conftest.py points at the test's own `def` (1-based), where a reviewer looks.
+    assert (setup.level, setup.file, setup.line) == (Level.ERROR, "tests/test_phases.py", 10)
     assert "Connection refused or closed:" in setup.message
     assert [n.rank for n in notes] == sorted(n.rank for n in notes)
     both = [n for n in notes if n.title.endswith("test_fails_and_teardown_error")]

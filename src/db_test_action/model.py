@@ -267,7 +267,14 @@ class BudgetStatus(str, Enum):
 
 @dataclass(frozen=True, slots=True)
 class Counts:
-    """Per category (or `all`): each test is counted in exactly one of the status columns."""
+    """Per category (or `all`), counted the way pytest counts them.
+
+    `passed`, `failed`, `flaky`, `skipped`, `xfailed` hold each test once (its status). `setup_errors` and
+    `teardown_errors` count the tests with such an error in *any* attempt, so a test that failed in its body
+    and errored in teardown is in `failed` and `teardown_errors` (pytest: "1 failed, 1 error"), and a flaky
+    test whose bad attempt was a fixture error is in `flaky` and `setup_errors`; `*_flaky` say how many of
+    the fixture errors belong to flaky tests (shown as `2 (1 flaky)`).
+    """
 
     name: str
     tests: int = 0
@@ -286,6 +293,13 @@ class Counts:
     duration_s: float = 0.0
     budget_s: float | None = None
     budget_status: BudgetStatus | None = None
+    setup_errors_flaky: int = 0
+    teardown_errors_flaky: int = 0
+
+    @property
+    def hard_fixture_errors(self) -> int:
+        """Setup/teardown errors of tests that did not pass on another attempt: what the errors gate sees."""
+        return self.setup_errors - self.setup_errors_flaky + self.teardown_errors - self.teardown_errors_flaky
 
 
 @dataclass(frozen=True, slots=True)

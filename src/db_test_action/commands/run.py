@@ -102,7 +102,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--pytest-output",
         choices=("auto", "show", "hide"),
         default="auto",
-        help="stream pytest's output (auto: when stderr is not a terminal; it is always in shard-I-run-K.log)",
+        help="stream pytest's output too (show), or not (hide; auto = hide): it is always in "
+        "shard-I-run-K.log, whose path each run's line prints",
     )
     group.add_argument(
         "--pytest-args",
@@ -145,7 +146,9 @@ def plan_from_args(args: argparse.Namespace) -> RunPlan:
     if args.reruns < 0:
         raise DbTestActionError(f"--reruns: must be 0 or more, got {args.reruns}")
     is_tty = sys.stderr.isatty()
-    show = args.pytest_output == "show" or (args.pytest_output == "auto" and not is_tty)
+    # pytest's own output goes to each run's log file (its path printed); the console keeps progress and
+    # the summary readable, however many runs. `show` streams it as well.
+    show = args.pytest_output == "show"
     try:
         extra = shlex.split(args.pytest_args)
     except ValueError as exc:
@@ -221,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
                 copy_server_log(Path(detached.server_log_dir), Path(opts.log_copy_to))
     for shard, outcome in outcomes:
         if outcome.crash:
-            if plan.progress_tty or not plan.show_output:
+            if not plan.show_output:
                 tail = (
                     outcome.junit.with_suffix(".log").read_text(errors="replace").strip().splitlines()[-15:]
                 )
@@ -230,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
                 f"run: shard {shard} run {outcome.run}: {outcome.crash}",
                 EXIT_USAGE if outcome.exit_code == 4 else EXIT_GATE,
             )
-    if code != 0 and plan.progress_tty and not plan.show_output:
+    if code != 0 and not plan.show_output:
         failing = next(o for _shard, o in outcomes if o.exit_code != 0)
         say(f"see {failing.junit.with_suffix('.log')} for pytest's output")
     print(f"results: {os.fspath(plan.results_dir)}")

@@ -188,6 +188,8 @@ class JUnitReader:
         test_id, file, line = derive_test_id(
             get("classname") or "", get("name") or "", get("file"), get("line"), self.index
         )
+        if line is not None and self.is_pytest:
+            line += 1  # pytest writes the 0-based line of the `def`; editors and GitHub count from 1
         rows, name = self.rows, self.name
         props = {**self.inherited, **self.case_props} if self.case_props else self.inherited
         if not props and not self.results:  # the common case, a clean pass without runner properties

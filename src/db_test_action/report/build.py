@@ -208,15 +208,42 @@ def _problem_order(test: TestResult) -> tuple[int, str]:
     return rank.get(test.status, 9), test.test_id
 
 
+_STATUS_COLUMNS = ("passed", "failed", "flaky", "skipped", "xfailed")
+_FIXTURE_COLUMNS = ("setup_errors", "teardown_errors", "setup_errors_flaky", "teardown_errors_flaky")
+
+
+def fixture_error_phases(test: TestResult) -> tuple[bool, bool]:
+    """(setup, teardown): did any attempt of this test error in that phase? (quarantined xfails do not)"""
+    setup = test.status is Status.SETUP_ERROR
+    teardown = test.status is Status.TEARDOWN_ERROR
+    for problem in test.problems:
+        if problem.outcome is Outcome.XFAILED:
+            continue
+        setup |= problem.phase is Phase.SETUP
+        teardown |= problem.phase is Phase.TEARDOWN
+    return setup, teardown
+
+
 def count_by_category(tests: Sequence[TestResult], durations: Mapping[str, float]) -> tuple[Counts, ...]:
+    """Status columns hold each test once; fixture-error columns every test that errored in that phase in
+    any attempt (see Counts) — pytest's own "1 failed, 1 error" for a body failure plus a teardown error."""
     columns: dict[str, dict[str, int]] = {}
     quarantine: dict[str, dict[str, int]] = {}
     for test in tests:  # one pass: 100,000 tests are common
-        column = _COLUMN[test.status]
         counts = columns.get(test.category)
         if counts is None:
-            counts = columns[test.category] = dict.fromkeys(_COLUMN.values(), 0)
-        counts[column] += 1
+            counts = columns[test.category] = dict.fromkeys(("tests", *_STATUS_COLUMNS, *_FIXTURE_COLUMNS), 0)
+        counts["tests"] += 1
+        column = _COLUMN[test.status]
+        if column in _STATUS_COLUMNS:
+            counts[column] += 1
+        if test.problems or column not in _STATUS_COLUMNS:
+            setup, teardown = fixture_error_phases(test)
+            flaky = test.status is Status.FLAKY
+            counts["setup_errors"] += setup
+            counts["teardown_errors"] += teardown
+            counts["setup_errors_flaky"] += setup and flaky
+            counts["teardown_errors_flaky"] += teardown and flaky
         if test.is_quarantined:
             q = quarantine.setdefault(test.category, dict.fromkeys(_QUARANTINE_COLUMNS, 0))
             q["quarantined"] += 1
@@ -225,7 +252,6 @@ def count_by_category(tests: Sequence[TestResult], durations: Mapping[str, float
     return tuple(
         Counts(
             name=name,
-            tests=sum(columns[name].values()),
             duration_s=durations.get(name, 0.0),
             **columns[name],
             **quarantine.get(name, {}),
@@ -245,7 +271,9 @@ def _quarantine_column(test: TestResult) -> str:
 
 
 def _sum_counts(counts: Sequence[Counts], name: str, duration_s: float) -> Counts:
-    columns = {column: sum(getattr(c, column) for c in counts) for column in _COLUMN.values()}
+    columns = {
+        column: sum(getattr(c, column) for c in counts) for column in (*_STATUS_COLUMNS, *_FIXTURE_COLUMNS)
+    }
     quarantine = {column: sum(getattr(c, column) for c in counts) for column in _QUARANTINE_COLUMNS}
     return Counts(
         name=name, tests=sum(c.tests for c in counts), duration_s=duration_s, **columns, **quarantine
@@ -287,7 +315,7 @@ def decide(report: Report) -> Report:
     """Verdict (worst thing seen) and which --fail-on gates tripped; re-run after any `replace`."""
     t = report.totals
     over = any(b.status is BudgetStatus.OVER for b in report.budgets) or bool(report.regressions)
-    broken = t.failed + t.setup_errors + t.teardown_errors
+    broken = t.failed + t.hard_fixture_errors
     if t.tests == 0 and not report.problems:
         verdict = Verdict.PASSED if report.is_empty_planned else Verdict.NO_TESTS
     elif broken:
@@ -306,7 +334,7 @@ def decide(report: Report) -> Report:
     if t.tests == 0 and not report.is_empty_planned:
         gates.append("no-tests")
     tripped = {
-        "errors": t.setup_errors + t.teardown_errors > 0,
+        "errors": t.hard_fixture_errors > 0,
         "failures": t.failed > 0,
         "budgets": over,
         "flaky": t.flaky > 0,

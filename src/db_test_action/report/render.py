@@ -9,6 +9,7 @@ import hashlib
 import json
 import re
 
+from db_test_action.junit.attempts import failing_line
 from db_test_action.model import Annotation, Level, Phase, Report, Status, report_to_dict
 from db_test_action.report.markdown import (
     GITHUB_COMMENT_MAX,
@@ -34,13 +35,14 @@ def render_console(report: Report) -> str:
     t = report.totals
     counts = ", ".join(
         f"{n} {label[:-1] if n == 1 and label.endswith('errors') else label}"
-        for n, label in (
-            (t.passed, "passed"),
-            (t.failed, "failed"),
-            (t.setup_errors, "setup errors"),
-            (t.teardown_errors, "teardown errors"),
-            (t.flaky, "flaky"),
-            (t.skipped + t.xfailed, "skipped"),
+        + (f" ({flaky} flaky)" if flaky else "")
+        for n, label, flaky in (
+            (t.passed, "passed", 0),
+            (t.failed, "failed", 0),
+            (t.setup_errors, "setup errors", t.setup_errors_flaky),
+            (t.teardown_errors, "teardown errors", t.teardown_errors_flaky),
+            (t.flaky, "flaky", 0),
+            (t.skipped + t.xfailed, "skipped", 0),
         )
         if n
     )
@@ -139,8 +141,8 @@ def annotations_for(report: Report) -> tuple[Annotation, ...]:
         if problem.cause.key != "other":
             message += f"\n\n{problem.cause.title}: {problem.cause.hint}"
         out.append(
-            Annotation(level, f"{what} ({problem.cause.key}): {test.test_id}", message, problem.file or test.file,
-                       problem.line if problem.file else test.line, rank)
+            Annotation(level, f"{what} ({problem.cause.key}): {test.test_id}", message,
+                       *failing_line(problem.text, test.file, test.line), rank)
         )  # fmt: skip
     out.sort(key=lambda a: (a.rank, a.title))
     return tuple(out)

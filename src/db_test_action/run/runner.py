@@ -385,7 +385,8 @@ def _one_run(
     crash = _check_result(plan, run, code, output, junit, log)
     summary = ", ".join(f"{n} {k}" for k, n in counts) or "no tests reported"
     say(
-        f"{label}: exit {code} ({PYTEST_EXIT.get(code, 'signal' if code < 0 else 'crashed')}), {summary} in {elapsed:.1f}s"
+        f"{label}: exit {code} ({PYTEST_EXIT.get(code, 'signal' if code < 0 else 'crashed')}), {summary} in "
+        f"{elapsed:.1f}s; pytest's output: {log}"
     )
     return RunOutcome(run, code, junit, name, elapsed, counts, crash)
 
