@@ -225,6 +225,34 @@ class ServerLogSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class Collision:
+    """Who collided: this test (on `worker`) and the other test the server log shows touching the same
+    object (`partner_id` None: the evidence names nobody, and the report says "partner unknown").
+
+    `object` is what they collided on (a constraint, table, function or extension); `evidence` says how
+    the partner was found (a deadlock's DETAIL, the other worker's logged statement).
+    """
+
+    test_id: str
+    worker: str | None
+    partner_id: str | None
+    partner_worker: str | None
+    object: str | None
+    cause: str
+    evidence: str = ""
+
+    def __str__(self) -> str:
+        me = f"{self.test_id} ({self.worker})" if self.worker else self.test_id
+        other = (
+            (f"{self.partner_id} ({self.partner_worker})" if self.partner_worker else str(self.partner_id))
+            if self.partner_id
+            else "partner unknown"
+        )
+        where = f' on "{self.object}"' if self.object else ""
+        return f"{me} × {other}{where}"
+
+
+@dataclass(frozen=True, slots=True)
 class TestResult:
     """Everything known about one test id across files, shards, runs and attempts."""
 
@@ -243,6 +271,7 @@ class TestResult:
     # On the `--quarantine` list: its failures are xfailed (not counted as failures) and kept in `problems`
     # with outcome XFAILED, so the report can show what failed without it blocking.
     is_quarantined: bool = False
+    collisions: tuple[Collision, ...] = ()  # shared-state failures: the other test, from server evidence
 
 
 # --- report ---------------------------------------------------------------------------------------

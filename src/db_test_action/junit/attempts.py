@@ -21,7 +21,7 @@ _LOCATION_RE = re.compile(r"^(?!/)(?![^\n]*site-packages)([^\s:]+\.py):(\d+): ",
 
 
 TestResultRow = namedtuple(  # type: ignore[misc]  # fields come from the model
-    "TestResultRow", [f.name for f in fields(TestResult)], defaults=((), (), False)
+    "TestResultRow", [f.name for f in fields(TestResult)], defaults=((), (), False, ())
 )
 _new_row = tuple.__new__  # TestResultRow(…) without namedtuple's Python-level __new__
 TestResultRow.__doc__ = """A test that ran once, cleanly (passed, skipped, xfailed): a `TestResult` as a named tuple.
@@ -68,7 +68,20 @@ def group_tests_lazily(
         # Quarantined tests take the long way: their xfailed failures become problems to show.
         status = _clean_status(occ.outcome) if test_id not in repeats and not occ.is_quarantined else None
         if status is not None:  # the common case (one clean execution): no attempt bookkeeping
-            row = (test_id, categorize(occ), occ.file, occ.line, status, 1, 0, occ.duration_s, (), (), False)
+            row = (
+                test_id,
+                categorize(occ),
+                occ.file,
+                occ.line,
+                status,
+                1,
+                0,
+                occ.duration_s,
+                (),
+                (),
+                False,
+                (),
+            )
             tests.append(_new_row(TestResultRow, row))
             continue
         per_source: dict[str, list[Occurrence]] = {}

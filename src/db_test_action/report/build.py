@@ -38,6 +38,7 @@ from db_test_action.report.budgets import (
     with_category_budgets,
 )
 from db_test_action.report.classify import category_for, classify_failure, default_category, group_causes
+from db_test_action.report.collisions import Evidence, created_relations, find_collisions, refine_causes
 from db_test_action.report.evidence import ServerEvent, TestWindow, attribute_events, to_record
 
 _PROBLEM = frozenset(s for s in Status if s.is_problem)
@@ -153,8 +154,16 @@ def attach_server_evidence(
     result = attribute_events(events, windows)
     by_test = dict(result.evidence)
     shown, attributed = [], 0
+    index = Evidence(events, windows) if any(by_test.get(t.test_id) for t in problem_tests) else None
+    created = created_relations(events) if index is not None else {}
+    own_windows: dict[str, list[TestWindow]] = {}
+    for window in windows:
+        own_windows.setdefault(window.test_id, []).append(window)
     for test in problem_tests:
         found = by_test.get(test.test_id, ())
+        if index is not None:
+            collisions = find_collisions(test.test_id, found, own_windows.get(test.test_id, ()), index)
+            test = refine_causes(test, collisions, created)
         if not found:
             shown.append(test)
             continue

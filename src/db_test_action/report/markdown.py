@@ -435,6 +435,16 @@ def _test_details(test: TestResult, group: CauseGroup, detail: Detail) -> list[s
     if not body:
         body.append("the failing attempt was a rerun; pytest's JUnit does not record rerun failures")
     content = []
+    collisions = [
+        c for c in test.collisions if c.cause == group.cause.key or group.cause.key == "concurrent-drop"
+    ]
+    for collision in (collisions or list(test.collisions))[:3]:
+        how = (
+            f" <sub>({inline(collision.evidence, 80)})</sub>"
+            if collision.evidence and collision.partner_id
+            else ""
+        )
+        content += [f"Collision: {inline(str(collision), 400)}{how}", ""]
     if test.server_log and detail.server_lines > 0:  # first: a few lines that explain the long traceback
         sources = sorted({r.source.rsplit("/", 1)[-1] for r in test.server_log if r.source})
         where = f" ({inline(', '.join(sources), 120)})" if sources else ""

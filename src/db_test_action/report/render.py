@@ -20,6 +20,21 @@ from db_test_action.report.markdown import (
 )
 
 QUARANTINE_CONSOLE_ROWS = 10
+COLLISION_CONSOLE_ROWS = 8
+
+
+def collision_pairs(tests) -> list[tuple[tuple[str, str, str | None], int]]:  # type: ignore[no-untyped-def]
+    """Collisions as `A (gw0)` / `B (gw1)` / object, most frequent first ("partner unknown" included)."""
+    counts: dict[tuple[str, str, str | None], int] = {}
+    for test in tests:
+        for c in test.collisions:
+            me = f"{c.test_id} ({c.worker})" if c.worker else c.test_id
+            other = f"{c.partner_id} ({c.partner_worker})" if c.partner_id else "partner unknown"
+            key = (me, other, c.object)
+            counts[key] = counts.get(key, 0) + 1
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0][0]))
+
+
 _VOLATILE = re.compile(r"0x[0-9a-fA-F]{6,}|/tmp/[^\s\"']*|pytest-\d+")
 __all__ = [
     "GITHUB_COMMENT_MAX",
@@ -69,6 +84,11 @@ def render_console(report: Report) -> str:
             cats = ", ".join(group.categories[:3]) + (" …" if len(group.categories) > 3 else "")
             lines.append(f"  {group.tests:>4} × {group.cause.key:<22} {cats}  e.g. {group.example_test}")
             lines.append(f"         hint: {group.cause.hint}")
+    pairs = collision_pairs(report.tests)
+    if pairs:
+        lines.append("collisions:")
+        for (a, b, obj), n in pairs[:COLLISION_CONSOLE_ROWS]:
+            lines.append(f"  {n:>4} × {a} × {b}" + (f' on "{obj}"' if obj else ""))
     over = [b for b in report.budgets if b.status.value != "ok"]
     for check in over:
         lines.append(

@@ -56,6 +56,7 @@ class LaunchOptions:
     settings: tuple[tuple[str, str], ...] = ()  # extra `-c name=value`, applied last
     server_log: bool = True  # machine-readable server log (jsonlog/csvlog) for server-side evidence
     log_copy_to: str | None = None  # on stop, append the server log here (the data dir is deleted)
+    log_statements: str = "mod"  # log_statement: none, ddl, mod (collision partners, the fixture doctor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,7 +292,7 @@ class LocalServer:
         log = self._tmp / "postgres.log"
         settings = dict(FAST_SETTINGS, max_connections=str(self.options.max_connections))
         if log_dir is not None and log_format is not None:
-            settings.update(server_log_settings(log_dir, log_format))
+            settings.update(server_log_settings(log_dir, log_format, self.options.log_statements))
         settings.update(dict(self.options.settings))
         for _attempt in range(5):  # another launcher may grab the port between probe and bind
             port = _free_port()
