@@ -121,7 +121,10 @@ def test_annotations_point_at_the_failing_line_one_based(tmp_path):
     by_id = {t.test_id: t for t in report.tests}
     assert by_id["tests/test_lines.py::test_assert"].line == def_assert  # pytest wrote def_assert - 1
     notes = {n.title.rsplit(": ", 1)[1]: n for n in annotations_for(report)}
-    assert (notes["tests/test_lines.py::test_assert"].file, notes["tests/test_lines.py::test_assert"].line) == (
+    assert (
+        notes["tests/test_lines.py::test_assert"].file,
+        notes["tests/test_lines.py::test_assert"].line,
+    ) == (
         "tests/test_lines.py",
         assert_line,
     )

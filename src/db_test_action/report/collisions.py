@@ -127,12 +127,16 @@ class Evidence:
 
     def test_at(self, worker: str, at: float, app: str | None) -> str | None:
         """The test that worker was running at `at` (its application_name's node id when it names one)."""
+        window = self.window_at(worker, at, app)
+        return window.test_id if window else None
+
+    def window_at(self, worker: str, at: float, app: str | None) -> TestWindow | None:
         live = [w for w in self.windows.get(worker, ()) if w.start - SLACK_S <= at <= w.end + SLACK_S]
         tail = app.split(" ", 1)[-1] if app and " " in app else ""
-        named = [w.test_id for w in live if tail and (w.test_id == tail or w.test_id.startswith(tail))]
+        named = [w for w in live if tail and (w.test_id == tail or w.test_id.startswith(tail))]
         if named:
             return named[0]
-        return live[0].test_id if len(live) == 1 else None
+        return live[0] if len(live) == 1 else None
 
     def statements_between(self, database: str | None, start: float, end: float) -> list[_Statement]:
         rows = self.statements.get(database, [])
@@ -250,13 +254,18 @@ def _partners(
     return None, [], ""
 
 
+LOOKBACK_S = 600.0  # how far back a partner's statement may lie (its test must still overlap the failing one)
+
+
 def _matching(event, worker, start, ev: Evidence, touches, better=None) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
-    """The other worker's test behind the *latest* statement on the same database, between the failing
-    test's start and the error, that touches the object (the row, function or table that is there now);
-    when `better` singles some out (the same key value), the latest of those."""
+    """The other worker's test behind the *latest* statement on the same database before the error that
+    touches the object (the row, function or table that is there now), provided that test's window
+    overlaps the failing test's; when `better` singles some out (the same key value), the latest of those."""
     rows = [
         s
-        for s in ev.statements_between(event.database, start - SLACK_S, event.timestamp + SLACK_S)
+        for s in ev.statements_between(
+            event.database, event.timestamp - LOOKBACK_S, event.timestamp + SLACK_S
+        )
         if s.pid != event.pid and touches(s)
     ]
     if better is not None and any(better(s) for s in rows):
@@ -266,8 +275,10 @@ def _matching(event, worker, start, ev: Evidence, touches, better=None) -> list[
         other = worker_of(app)
         if not other or other == worker:
             continue
-        test = ev.test_at(other, stmt.timestamp, app)
-        return [(other, test)] if test else []
+        window = ev.window_at(other, stmt.timestamp, app)
+        if window is None or window.end + SLACK_S < start:
+            continue  # that test had ended before the failing one began: not this collision
+        return [(other, window.test_id)]
     return []
 
 
