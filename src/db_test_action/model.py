@@ -100,6 +100,9 @@ class Occurrence:
     # The plugin's `--quarantine` list held this test: a failure in any phase was written as an xfail
     # (`quarantined (setup): …`), which the reader turns back into this phase and message.
     is_quarantined: bool = False
+    # `db-test-action doctor`: the plugin's JSON list of this attempt's fixture spans
+    # ([name, scope, "file:line", phase, start, end]), so a logged statement names the fixture that ran it.
+    fixtures: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,6 +389,24 @@ class SlowTest:
 
 
 @dataclass(frozen=True, slots=True)
+class DoctorFinding:
+    """A fixture anti-pattern the fixture doctor saw in a serial run, that fails under xdist.
+
+    `key`: ddl-per-test, schema-teardown-per-test, fixed-keys or connections-left-open; `evidence`: what
+    the statement log showed (counts); `tests`: how many tests and the first few; `fixture`: the fixture
+    (and its file:line) that ran most of it.
+    """
+
+    key: str
+    title: str
+    fix: str
+    evidence: tuple[str, ...]
+    test_count: int
+    tests: tuple[str, ...]
+    fixture: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     """The one model every output (Markdown, JSON, console, annotations) renders from."""
 
@@ -409,6 +430,8 @@ class Report:
     quarantined: tuple[TestResult, ...] = ()
     # The runner's manifest planned no tests here (a shard beyond the test count): zero tests is expected.
     is_empty_planned: bool = False
+    # The fixture doctor (a run with fixture spans and a statement log): None when it did not look.
+    doctor: tuple[DoctorFinding, ...] | None = None
 
     @property
     def is_green(self) -> bool:

@@ -93,6 +93,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path | None = None) -> int:
+    report = build_from_args(args, env, cwd)
+    write_outputs(report, args)
+    sys.stdout.write(gha.console(render_console(report)))
+    return exit_code(report)
+
+
+def build_from_args(
+    args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Report:
+    """The report the `report` flags describe (also `doctor`'s, over its own results dir)."""
     env = dict(os.environ) if env is None else env
     cwd = cwd or Path.cwd()
     table, where = load_table(args.config, cwd)
@@ -149,9 +159,7 @@ def run(args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path |
             server_note=note,
             server_problems=server_problems,
         )
-    _write_outputs(report, args)
-    sys.stdout.write(gha.console(render_console(report)))
-    return exit_code(report)
+    return report
 
 
 SERVER_LOG_GLOBS = ("server*.jsonl", "server*.csv")
@@ -223,7 +231,7 @@ def exit_code(report: Report) -> int:
     return EXIT_OK if report.is_green else EXIT_GATE
 
 
-def _write_outputs(report: Report, args: argparse.Namespace) -> None:
+def write_outputs(report: Report, args: argparse.Namespace) -> None:
     if args.markdown:
         write_output(args.markdown, render_markdown(report), "--markdown")
     if args.json:

@@ -197,7 +197,7 @@ class JUnitReader:
             rows.append(
                 _new_row(OccurrenceRow, (
                     test_id, file, line, Outcome.PASSED, None, _float(get("time")), "", "", name,
-                    *self.file_shard_run, None, None, (), None, None, None, None, False,
+                    *self.file_shard_run, None, None, (), None, None, None, None, False, None,
                 ))
             )  # fmt: skip
             return
@@ -226,7 +226,7 @@ class JUnitReader:
                     OccurrenceRow(
                         test_id, file, line, Outcome.FAILED, Phase.CALL, 0.0, r.message,
                         "".join(r.text).strip(), name, shard, run, attempt, worker, markers,
-                        started, finished, database, attempt_failure, is_quarantined,
+                        started, finished, database, attempt_failure, is_quarantined, None,
                     )
                 )  # fmt: skip
         results = [r for r in self.results if r.tag in _SEVERITY]
@@ -242,7 +242,7 @@ class JUnitReader:
             OccurrenceRow(
                 test_id, file, line, outcome, phase, _float(get("time")), message, text, name,
                 shard, run, attempt, worker, markers, started, finished, database, attempt_failure,
-                is_quarantined,
+                is_quarantined, props.get("fixtures") if props else None,
             )
         )  # fmt: skip
 

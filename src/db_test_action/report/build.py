@@ -39,6 +39,7 @@ from db_test_action.report.budgets import (
 )
 from db_test_action.report.classify import category_for, classify_failure, default_category, group_causes
 from db_test_action.report.collisions import Evidence, created_relations, find_collisions, refine_causes
+from db_test_action.report.doctor import diagnose
 from db_test_action.report.evidence import ServerEvent, TestWindow, attribute_events, to_record
 
 _PROBLEM = frozenset(s for s in Status if s.is_problem)
@@ -95,6 +96,9 @@ def build_report(
         regressions = find_regressions(timing, categories, base, b.regression_ratio, b.regression_min_s)
     problem_tests = tuple(sorted((t for t in tests if t.status in _PROBLEM), key=_problem_order))
     server = None
+    doctor = None
+    if server_logs and any(getattr(row, "fixtures", None) for row in occurrences):
+        doctor = diagnose(occurrences, [e for _name, events in server_logs for e in events])
     if server_logs:
         problem_tests, server = attach_server_evidence(occurrences, problem_tests, server_logs)
         server = replace(server, problems=tuple(server_problems))
@@ -119,6 +123,7 @@ def build_report(
         server=server,
         quarantined=quarantined_tests(tests),
         is_empty_planned=manifest is not None and not _planned(manifest),
+        doctor=doctor,
     )
     return decide(report)
 

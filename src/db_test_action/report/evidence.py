@@ -44,6 +44,7 @@ class ServerEvent:
     application_name: str | None = None
     pid: int | None = None
     backend_type: str | None = None
+    vxid: str | None = None  # the virtual transaction: statements run together (one drop_all)
 
     @property
     def is_error(self) -> bool:
@@ -98,6 +99,7 @@ def _event(rec: dict[str, str | int | None]) -> ServerEvent:
         application_name=text("application_name"),
         pid=int(pid) if pid not in (None, "") else None,
         backend_type=text("backend_type"),
+        vxid=text("vxid"),
     )
 
 

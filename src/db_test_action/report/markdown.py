@@ -23,6 +23,7 @@ from db_test_action.model import (
     TestResult,
     Verdict,
 )
+from db_test_action.report.sections import doctor_markdown
 
 GITHUB_COMMENT_MAX = 65536
 ZWJ = "\u200d"
@@ -188,6 +189,7 @@ def _document(report: Report, detail: Detail) -> str:
     parts += _categories(report, detail)
     parts += _quarantine(report, detail)
     parts += _causes(report, detail)
+    parts += doctor_markdown(report.doctor, inline, code)
     parts += _details(report, detail)
     parts += _unreported_server_errors(report, detail)
     parts += _budgets(report, detail)

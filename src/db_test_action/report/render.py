@@ -18,6 +18,7 @@ from db_test_action.report.markdown import (
     render_markdown,
     trim_lines,
 )
+from db_test_action.report.sections import doctor_console
 
 QUARANTINE_CONSOLE_ROWS = 10
 COLLISION_CONSOLE_ROWS = 8
@@ -89,6 +90,7 @@ def render_console(report: Report) -> str:
         lines.append("collisions:")
         for (a, b, obj), n in pairs[:COLLISION_CONSOLE_ROWS]:
             lines.append(f"  {n:>4} × {a} × {b}" + (f' on "{obj}"' if obj else ""))
+    lines += doctor_console(report.doctor)
     over = [b for b in report.budgets if b.status.value != "ok"]
     for check in over:
         lines.append(
