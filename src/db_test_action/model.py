@@ -243,6 +243,7 @@ class Collision:
     object: str | None
     cause: str
     evidence: str = ""
+    count: int = 1  # error records of this test that show the same pair (repeats, reruns)
 
     def __str__(self) -> str:
         me = f"{self.test_id} ({self.worker})" if self.worker else self.test_id

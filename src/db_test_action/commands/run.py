@@ -18,7 +18,7 @@ from db_test_action.errors import EXIT_GATE, EXIT_USAGE, DbTestActionError
 from db_test_action.run.runner import Databases, RunPlan, run_shard, stop_on_signals, worse_exit
 from db_test_action.run.sharding import parse_durations
 from db_test_action.server.launch import LocalServer, ServerInfo, use_external
-from db_test_action.server.log import copy_server_log
+from db_test_action.server.log import LOG_STATEMENTS, copy_server_log
 from db_test_action.server.state import default_state_file, read_state
 
 DEFAULT_DURATIONS = ".test_durations"  # pytest-split's default file name
@@ -118,6 +118,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="use the server `db-test-action postgres start --name NAME` started (its log is captured too)",
     )
     group.add_argument(
+        "--log-statements",
+        choices=LOG_STATEMENTS,
+        default="mod",
+        help="what the server log records besides errors: DDL and data-modifying statements with their "
+        "parameters, and connections (mod, the default: collision partners, the fixture doctor), DDL only, "
+        "or none",
+    )
+    group.add_argument(
         "--no-server-log",
         action="store_true",
         help="do not capture the server's log (server-shard-I.jsonl, the report's server evidence)",
@@ -189,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
     opts = dataclasses.replace(
         launch_options(args),
         server_log=not args.no_server_log,
+        log_statements=args.log_statements,
         log_copy_to=str(plan.results_dir.resolve() / log_name) if log_name else None,
     )
     detached = _detached(args.server_state) if args.server_state else None

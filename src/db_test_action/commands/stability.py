@@ -26,6 +26,7 @@ from db_test_action.commands.files import (
     write_history_file,
     write_output,
 )
+from db_test_action.commands.report import _result_dirs, find_server_logs
 from db_test_action.config import resolve_report_config
 from db_test_action.errors import EXIT_ENV, EXIT_GATE, EXIT_OK, EXIT_USAGE, DbTestActionError
 from db_test_action.junit.files import expand_paths, parse_junit_file
@@ -42,6 +43,9 @@ from db_test_action.publish.tracking import (
     save_branch_file,
     update_tracking_issue,
 )
+from db_test_action.report.build import build_report
+from db_test_action.report.evidence import parse_server_log
+from db_test_action.stability.conflicts import conflict_list
 from db_test_action.stability.history import (
     DEFAULT_KEEP,
     add_night,
@@ -279,6 +283,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
             github.failed = True
 
     report = build_stability(observed, tonight, previous, settings)
+    conflicts, unknown = _conflicts(parsed, args.paths, files, report_config, cwd)
+    report = dataclasses.replace(report, conflicts=conflicts, conflicts_unknown=unknown)
     markdown = render_stability_markdown(report)
     _write_outputs(report, markdown, args)
     sys.stdout.write(gha.console(render_stability_console(report)))
@@ -303,6 +309,22 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
     if github is not None and github.failed and st.flag("fail_on_publish_error"):
         return EXIT_ENV
     return EXIT_OK if report.is_green else EXIT_GATE
+
+
+def _conflicts(parsed, paths, files, config, cwd: Path):  # type: ignore[no-untyped-def]
+    """Collision partners from the server logs next to the results (none: an empty list)."""
+    logs = find_server_logs(_result_dirs(list(paths), files), [])
+    server_logs = []
+    for log in logs:
+        try:
+            text = log.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            _io(f"{log}: cannot read the server log ({exc.strerror}); no conflict list from it")
+            continue
+        server_logs.append((display_path(log, cwd), parse_server_log(text, str(log))[0]))
+    if not server_logs:
+        return (), 0
+    return conflict_list(build_report(parsed, config, server_logs=server_logs).tests)
 
 
 @dataclasses.dataclass

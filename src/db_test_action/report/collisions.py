@@ -172,12 +172,14 @@ def find_collisions(
         worker = window.worker if window else worker_of(event.application_name)
         start = window.start if window else event.timestamp - 1.0
         obj, partners, how = _partners(kind, event, worker, start, evidence)
-        if not partners:
-            key = (kind, obj, None)
-            out.setdefault(key, Collision(test_id, worker, None, None, obj, kind, how))
-        for partner_worker, partner_id in partners:
+        for partner_worker, partner_id in partners or [(None, None)]:
             key = (kind, obj, partner_id)
-            out.setdefault(key, Collision(test_id, worker, partner_id, partner_worker, obj, kind, how))
+            seen = out.get(key)
+            out[key] = (
+                replace(seen, count=seen.count + 1)
+                if seen
+                else Collision(test_id, worker, partner_id, partner_worker, obj, kind, how)
+            )
     return tuple(out.values())
 
 
