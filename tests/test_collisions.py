@@ -190,3 +190,31 @@ def test_partners_and_hints_from_the_server_log(cli, cli_env, tmp_path):
         f"test_pairs.py::test_reads_the_table ({gone.worker}) × test_pairs.py::test_drops_the_table"
         in console
     )
+
+
+def test_nightly_lists_the_pairs_that_collide(cli, cli_env, tmp_path):
+    _run_and_report(cli, cli_env, tmp_path)
+    out = tmp_path / "stability.json"
+    cmd = [
+        *cli,
+        "stability",
+        str(tmp_path / "results"),
+        "--json",
+        str(out),
+        "--markdown",
+        str(tmp_path / "s.md"),
+    ]
+    done = subprocess.run(cmd, cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=120)
+    assert done.returncode in (0, 1), done.stderr
+    conflicts = json.loads(out.read_text())["conflicts"]
+    pairs = {(tuple(c["tests"]), c["object"]) for c in conflicts}
+    assert (
+        ("test_pairs.py::test_drops_the_table", "test_pairs.py::test_reads_the_table"),
+        "shared_t",
+    ) in pairs
+    assert (("test_pairs.py::test_extension_left", "test_pairs.py::test_extension_right"), "citext") in pairs
+    assert "Tests that collide most" in (tmp_path / "s.md").read_text()
+    assert (
+        "collides 1×: test_pairs.py::test_drops_the_table × test_pairs.py::test_reads_the_table"
+        in done.stdout
+    )

@@ -107,7 +107,15 @@ def test_readme_demo_tells_the_same_story_under_cpu_load(cli, cli_env, tmp_path)
     # The console: progress and where pytest's output went, not pytest's output itself.
     assert "short test summary" not in done.stdout + done.stderr
     assert done.stderr.count("pytest's output: ") == 4
-    report_cmd = [*cli, "report", str(results), "--config", "examples/db-test-action.toml", "--json", str(out)]
+    report_cmd = [
+        *cli,
+        "report",
+        str(results),
+        "--config",
+        "examples/db-test-action.toml",
+        "--json",
+        str(out),
+    ]
     shown = subprocess.run(report_cmd, cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=300)
     assert shown.returncode == 1, shown.stderr
     report = report_from_dict(json.loads(out.read_text()))

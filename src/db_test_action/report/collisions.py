@@ -230,7 +230,8 @@ def _partners(
 
         return obj, _matching(event, worker, start, ev, same_ddl), "the other worker's concurrent DDL"
     if kind == "dependent-objects":
-        obj = _bare(event.message.split("cannot drop ", 1)[-1].split(" because", 1)[0].split()[-1])
+        dropped = re.search(r"cannot drop \S+ (\S+) because", event.message)
+        obj = _bare(dropped.group(1)) if dropped else None
         dependents = {_bare(d) for d in _DEPENDENT.findall(event.detail or "")}
 
         def creates_dependent(stmt: _Statement) -> bool:
