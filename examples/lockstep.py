@@ -43,8 +43,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from sqlalchemy import text
-from xdist.scheduler import LoadScheduling
 from sqlalchemy.ext.asyncio import AsyncConnection
+from xdist.scheduler import LoadScheduling
 
 STEPS = ("replace_functions", "create_all", "extra_table", "workspace", "drop_extra", "drop_all")
 # Pair index → scenario; the cascade moves by one pair between odd and even runs (see the docstring).
