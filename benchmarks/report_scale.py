@@ -1,17 +1,25 @@
 """`db-test-action report` on 100,000 testcases in 50 files, next to a plain junitparser load of the same files.
 
-Each contender runs in its own subprocess (fresh interpreter, this checkout's src/ first on the path) so
-peak RSS is its own; each runs --repeat times and the best time counts (the machine is shared), with the
-largest peak RSS. Printed: wall seconds (imports included), peak RSS, and our ratio to junitparser.
-For context, a whole-file defusedxml parse (the pure-Python ElementTree that defusedxml's fromstring uses)
-of the same files. Targets: ≤ 1.5× the junitparser load, < 10 s, < 500 MB.
+Two data sets, generated deterministically: "few failures" (~4 % fixture errors sharing 4 messages) and
+"failure-heavy" (benchmarks/junit_sets.py: ~4 % failing or erroring, each with a distinct ~2 KB pytest
+traceback, over the exceptions the classifier knows and several it does not). Each contender runs in its
+own subprocess (fresh interpreter, this checkout's src/ first on the path) so peak RSS is its own; each
+runs --repeat times and the best time counts, with the largest peak RSS. Printed: wall seconds and CPU
+seconds (user + system; on a shared machine the wall time mostly measures the neighbours), imports
+included, peak RSS, and our ratio to the junitparser load (parse + touch every case) by CPU time.
 
-    python benchmarks/report_scale.py [--tests 100000] [--files 50] [--repeat 3] [--keep DIR]
+Golden: the failure-heavy report's JSON content (parsed, keys sorted) must hash to GOLDEN, the digest of
+the report the code before this work wrote (commit 1667ec5); `--before REF` also runs that ref's report
+from `git archive` in the same run, for the before/after table, and compares the JSON directly.
+Targets on the failure-heavy set: ≤ 1.5× the junitparser load, < 80 MB peak RSS, identical JSON.
+
+    python benchmarks/report_scale.py [--tests 100000] [--files 50] [--repeat 3] [--keep DIR] [--before REF]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -21,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
+
+from junit_sets import generate_failure_heavy
 
 TRACEBACK = """\
     @pytest.fixture
@@ -44,18 +54,28 @@ KINDS = [
     ("DeadlockDetectedError", "deadlock detected"),
 ]
 
-CHILD_REPORT = """
-import resource, sys, time
-t = time.perf_counter()
+# Each child prints: wall seconds, CPU seconds, peak RSS (KB), and one word about what it did. Peak RSS is
+# the process's own high-water mark (VmHWM): Linux carries ru_maxrss across fork+exec, so a child
+# would report this (data-generating) parent's peak instead of its own.
+CPU = "(lambda r: r.ru_utime + r.ru_stime)(resource.getrusage(resource.RUSAGE_SELF))"
+HWM = (
+    "next((int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM:')),"
+    " resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+)
+
+CHILD_REPORT = f"""
+import contextlib, io, resource, sys, time
+t, c = time.perf_counter(), {CPU}
 from db_test_action.cli import main
-rc = main(["report", sys.argv[1], "--json", sys.argv[2], "--markdown", sys.argv[3], "--fail-on", "none"])
-print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, rc)
+with contextlib.redirect_stdout(io.StringIO()):
+    rc = main(["report", sys.argv[1], "--json", sys.argv[2], "--markdown", sys.argv[3], "--fail-on", "none"])
+print(time.perf_counter() - t, {CPU} - c, {HWM}, rc)
 """
 
-CHILD_JUNITPARSER = """
+CHILD_JUNITPARSER = f"""
 import resource, sys, time
 from pathlib import Path
-t = time.perf_counter()
+t, c = time.perf_counter(), {CPU}
 from junitparser import JUnitXml
 cases = failed = 0
 for path in sorted(Path(sys.argv[1]).glob("*.xml")):
@@ -65,7 +85,7 @@ for path in sorted(Path(sys.argv[1]).glob("*.xml")):
             for case in suite:
                 cases += 1
                 failed += bool(case.result)
-print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, cases)
+print(time.perf_counter() - t, {CPU} - c, {HWM}, cases)
 """
 
 
@@ -110,34 +130,75 @@ def generate(folder: Path, tests: int, files: int, seed: int = 7) -> int:
     return size
 
 
-CHILD_DEFUSEDXML = """
-import resource, sys, time
-from pathlib import Path
-t = time.perf_counter()
-import defusedxml.ElementTree as DET
-cases = 0
-for path in sorted(Path(sys.argv[1]).glob("*.xml")):
-    cases += sum(1 for _ in DET.fromstring(path.read_bytes(), forbid_dtd=True).iter("testcase"))
-print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, cases)
-"""
-
 SRC = Path(__file__).resolve().parent.parent / "src"
 
 
-def measure(code: str, *args: str, repeat: int = 1) -> tuple[float, float, str]:
-    """Best wall time and largest peak RSS (MB) of `repeat` fresh interpreters, plus the child's last word."""
+GOLDEN = "81858b003d4804186c6d8a7eb179aad064fe75db97ab67c8f82279acc584cd53"  # failure-heavy, 100k / 50
+
+
+class Figures:
+    """Best wall and CPU seconds, largest peak RSS (MB) of `repeat` fresh interpreters, the child's last word."""
+
+    def __init__(self, runs: list[tuple[float, float, float, str]]) -> None:
+        self.wall = min(r[0] for r in runs)
+        self.cpu = min(r[1] for r in runs)
+        self.mb = max(r[2] for r in runs)
+        self.word = runs[-1][3]
+
+    def row(self, label: str, extra: str = "") -> str:
+        return f"  {label:<38} {self.wall:6.2f} s wall {self.cpu:6.2f} s cpu {self.mb:6.0f} MB  {extra}"
+
+
+def measure(code: str, *args: str, repeat: int = 1, src: Path = SRC, cwd: Path | None = None) -> Figures:
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")])),
     }
     runs = []
     for _ in range(repeat):
         out = subprocess.run(
-            [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True, env=env
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True, env=env, cwd=cwd
         ).stdout
-        seconds, rss_kb, extra = out.strip().splitlines()[-1].split()
-        runs.append((float(seconds), int(rss_kb) / 1024, extra))
-    return min(r[0] for r in runs), max(r[1] for r in runs), runs[-1][2]
+        wall, cpu, rss_kb, extra = out.strip().splitlines()[-1].split()
+        runs.append((float(wall), float(cpu), int(rss_kb) / 1024, extra))
+    return Figures(runs)
+
+
+def digest(report: dict) -> str:
+    """The report's content, independent of key order and number formatting."""
+    return hashlib.sha256(json.dumps(report, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def source_of(ref: str, into: Path) -> Path:
+    """`src/` of a git ref of this repository, unpacked into `into`."""
+    repo = SRC.parent
+    archive = subprocess.run(["git", "-C", str(repo), "archive", ref, "src"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into / "src"
+
+
+def run_set(label: str, folder: Path, work: Path, n: int, before: Path | None) -> tuple[bool, dict]:
+    """Measure junitparser and our report on one folder (relative paths: the JSON names `results/…`)."""
+    jp = measure(CHILD_JUNITPARSER, folder.name, "iterate", repeat=n, cwd=folder.parent)
+    ours = measure(CHILD_REPORT, folder.name, str(work / "r.json"), str(work / "r.md"), repeat=n,
+                   cwd=folder.parent)  # fmt: skip
+    report = json.loads((work / "r.json").read_text())
+    print(f"{label}: {report['totals']['tests']:,} tests, {len(report['tests']):,} failing, "
+          f"{len(report['causes'])} causes")  # fmt: skip
+    print(jp.row("junitparser fromfile + every case", f"({jp.word} cases)"))
+    print(ours.row("db-test-action report (JSON + MD)", f"(exit {ours.word})"))
+    result = {"junitparser": jp, "ours": ours, "digest": digest(report)}
+    if before is not None:
+        old = measure(CHILD_REPORT, folder.name, str(work / "b.json"), str(work / "b.md"), repeat=n,
+                      src=before, cwd=folder.parent)  # fmt: skip
+        same = json.loads((work / "b.json").read_text()) == report
+        same_md = (work / "b.md").read_text() == (work / "r.md").read_text()
+        print(old.row("… the same, before (--before)", f"JSON {'identical' if same else 'DIFFERS'}, "
+                      f"Markdown {'identical' if same_md else 'DIFFERS'}"))  # fmt: skip
+        result["before"], result["same_as_before"] = old, same and same_md
+    ratio = ours.cpu / jp.cpu
+    print(f"  ratio (cpu) vs junitparser: {ratio:.2f}×   (wall: {ours.wall / jp.wall:.2f}×)")
+    return ratio <= 1.5, result
 
 
 def main() -> int:
@@ -148,32 +209,40 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=3, help="runs per contender; the best time counts")
     parser.add_argument("--keep", type=Path, help="generate into this folder and keep it")
+    parser.add_argument("--before", metavar="REF", help="also run the report of this git ref (e.g. main)")
+    parser.add_argument("--only", choices=("few", "heavy"), help="measure one data set")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        folder = args.keep or Path(tmp) / "results"
-        folder.mkdir(parents=True, exist_ok=True)
-        started = time.perf_counter()
-        size = generate(folder, args.tests, args.files)
-        print(f"generated {args.tests:,} testcases in {args.files} files, {size / 1e6:.1f} MB "
-              f"({time.perf_counter() - started:.1f}s)")  # fmt: skip
-        out = Path(tmp)
-        n = args.repeat
-        parse_s, parse_mb, _ = measure(CHILD_JUNITPARSER, str(folder), "parse", repeat=n)
-        iter_s, iter_mb, cases = measure(CHILD_JUNITPARSER, str(folder), "iterate", repeat=n)
-        defused_s, defused_mb, _ = measure(CHILD_DEFUSEDXML, str(folder), repeat=n)
-        ours_s, ours_mb, rc = measure(
-            CHILD_REPORT, str(folder), str(out / "r.json"), str(out / "r.md"), repeat=n
-        )
-        report = json.loads((out / "r.json").read_text())
-        md_chars = len((out / "r.md").read_text())
-    print(f"junitparser fromfile (parse only)    {parse_s:6.2f} s  {parse_mb:6.0f} MB")
-    print(f"junitparser fromfile + every case    {iter_s:6.2f} s  {iter_mb:6.0f} MB  ({cases} cases)")
-    print(f"defusedxml fromstring (context)      {defused_s:6.2f} s  {defused_mb:6.0f} MB")
-    print(f"db-test-action report (JSON + MD)    {ours_s:6.2f} s  {ours_mb:6.0f} MB  (exit {rc}, "
-          f"{report['totals']['tests']:,} tests, {len(report['tests']):,} failing, markdown {md_chars:,} chars)")  # fmt: skip
-    print(f"ratio vs parse only: {ours_s / parse_s:.2f}×   vs parse + iterate: {ours_s / iter_s:.2f}×")
-    ok = ours_s <= 1.5 * iter_s and ours_s < 10 and ours_mb < 500
-    print(f"targets (≤ 1.5× junitparser load, < 10 s, < 500 MB): {'met' if ok else 'NOT met'}")
+        root = args.keep or Path(tmp)
+        before = source_of(args.before, Path(tmp)) if args.before else None
+        ok = True
+        for key, label, make in (
+            ("few", "few failures", generate),
+            ("heavy", "failure-heavy", generate_failure_heavy),
+        ):
+            if args.only and args.only != key:
+                continue
+            folder = root / key / "results"
+            folder.mkdir(parents=True, exist_ok=True)
+            started = time.perf_counter()
+            size = make(folder, args.tests, args.files)
+            print(f"generated {label}: {args.tests:,} testcases in {args.files} files, {size / 1e6:.1f} MB "
+                  f"({time.perf_counter() - started:.1f}s)")  # fmt: skip
+            met, result = run_set(label, folder, root / key, args.repeat, before)
+            if key == "heavy":
+                ours = result["ours"]
+                golden = (args.tests, args.files) != (100_000, 50) or result["digest"] == GOLDEN
+                met = met and ours.mb < 80 and golden and result.get("same_as_before", True)
+                print(
+                    f"  golden JSON (before this work): {'identical' if golden else 'DIFFERS'}"
+                    + ("" if (args.tests, args.files) == (100_000, 50) else " (not checked: other size)")
+                )
+                print(
+                    f"  targets (≤ 1.5× junitparser, < 80 MB, identical JSON): {'met' if met else 'NOT met'}"
+                )
+            else:
+                print(f"  target (≤ 1.5× junitparser): {'met' if met else 'NOT met'}")
+            ok = ok and met
     return 0 if ok else 1
 
 

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import error_format
 import psycopg
 import pytest
 from psycopg import sql
@@ -17,7 +18,6 @@ from psycopg import sql
 from db_test_action.server.launch import LaunchOptions, LocalServer, ServerInfo
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
 
 # Subprocesses that say `python` (a --db-setup command, a suite's own scripts) get the interpreter running
 # the tests, as in an activated virtualenv, never whatever Python the machine has first on PATH.
@@ -65,11 +65,25 @@ def cli_env() -> dict[str, str]:
 
 @pytest.fixture
 def cli() -> list[str]:
-    return [sys.executable, "-m", "db_test_action"]
+    """`python -m db_test_action`, with the error-format recorder installed (see error_format.py)."""
+    return list(error_format.CLI)
 
 
-@pytest.fixture
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip("../shared is absent")
-    return SHARED
+error_format.install(in_test_process=True)
+
+
+@pytest.fixture(autouse=True)
+def _error_messages_are_where_what_fix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every DbTestActionError this test's code built, here or in a CLI subprocess, has the one-line shape."""
+    log = tmp_path_factory.getbasetemp() / f"errors-{uuid.uuid4().hex}.jsonl"
+    os.environ[error_format.LOG_ENV] = str(log)
+    error_format.take_recorded(None)
+    yield
+    os.environ.pop(error_format.LOG_ENV, None)
+    bad = [(m, why) for m in error_format.take_recorded(log) if (why := error_format.shape_problem(m))]
+    if bad:
+        pytest.fail(
+            "DbTestActionError messages not `<where>: <what>; <fix>`:\n"
+            + "\n".join(f"  {why}: {m!r}" for m, why in bad),
+            pytrace=False,
+        )

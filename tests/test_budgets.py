@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from db_test_action.commands.files import load_table
-from db_test_action.config import Budgets, parse_duration, resolve_report_config
+from db_test_action.config.report import Budgets, resolve_report_config
+from db_test_action.config.values import parse_duration
 from db_test_action.errors import DbTestActionError
 from db_test_action.junit.parse import parse_junit_bytes
 from db_test_action.model import BudgetStatus, Counts, ResultFile, Status, Timing
@@ -79,7 +80,7 @@ def test_budget_flags_override_the_file(tmp_path):
     table, where = load_table(config_file, tmp_path)
     config = resolve_report_config({"budget": ["suite=90s", "category.encryption=3s"]}, {}, table, where)
     assert config.budgets.suite_s == 90 and config.budgets.for_category("encryption") == 3
-    with pytest.raises(DbTestActionError, match="--budget suite: expected KEY=DURATION"):
+    with pytest.raises(DbTestActionError, match="--budget suite: no `=` in it; use KEY=DURATION"):
         resolve_report_config({"budget": ["suite"]}, {}, {})
 
 

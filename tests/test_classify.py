@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pytest_runs import run_pytest
 
-from db_test_action.config import ReportConfig, resolve_report_config
+from db_test_action.config.report import ReportConfig, resolve_report_config
 from db_test_action.junit.files import parse_junit_file
 from db_test_action.model import CategoryRule, CauseRule, Occurrence, Outcome, Status
 from db_test_action.report.build import build_report

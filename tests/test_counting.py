@@ -9,7 +9,7 @@ import textwrap
 
 from pytest_runs import PHASES_SUITE, run_pytest
 
-from db_test_action.config import resolve_report_config
+from db_test_action.config.report import resolve_report_config
 from db_test_action.junit.files import parse_junit_file
 from db_test_action.model import Status
 from db_test_action.report.build import build_report

@@ -182,19 +182,19 @@ def test_settings_precedence_is_cli_then_ini_then_env(tmp_path: Path) -> None:
             {},
             {"db_per_worker": "maybe"},
             {},
-            r"^db_per_worker \(ini\): 'maybe' is not a boolean; use true or false$",
+            r'^db_per_worker \(ini\): "maybe" is not valid; use true or false$',
         ),
         (
             {},
             {},
             {"DB_TEST_ACTION_DB_PER_WORKER": "2"},
-            r"^DB_TEST_ACTION_DB_PER_WORKER: '2' is not a boolean",
+            r'^DB_TEST_ACTION_DB_PER_WORKER: "2" is not valid; use true or false$',
         ),
         (
             {"db_per_worker": True, "db_reset_mode": "fast"},
             {},
             {},
-            r"^--db-reset-mode: 'fast' is not a reset mode",
+            r'^--db-reset-mode: "fast" is not valid; use truncate or clone$',
         ),
         (
             {"db_per_worker": True},
@@ -202,7 +202,12 @@ def test_settings_precedence_is_cli_then_ini_then_env(tmp_path: Path) -> None:
             {},
             r"^db_setup \(ini\): nope\.sql does not exist",
         ),
-        ({"db_per_worker": True, "db_url_env": "A-B"}, {}, {}, r"^--db-url-env: 'A-B' is not an environment"),
+        (
+            {"db_per_worker": True, "db_url_env": "A-B"},
+            {},
+            {},
+            r'^--db-url-env: "A-B" is not valid; use an environment variable name$',
+        ),
     ],
 )
 def test_bad_values_name_where_they_came_from(
@@ -695,4 +700,6 @@ def test_pyproject_native_values_and_bad_ini_values(
     inner.makefile(".ini", pytest="[pytest]\ndb_per_worker = maybe\n")  # pytest.ini wins over pyproject
     bad = inner.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
-    bad.stderr.fnmatch_lines(["ERROR: db_per_worker (ini): *'maybe'; use true or false"])
+    # pytest's own type check words the middle (it differs between pytest versions); ours names the key
+    # and the fix, on one line
+    bad.stderr.fnmatch_lines(["ERROR: db_per_worker (ini): *maybe*; use true or false"])

@@ -205,7 +205,7 @@ def test_detached_start_status_url_stop(cli, cli_env, tmp_path: Path) -> None:
         (["--postgres-version", "99"], {}, "no PostgreSQL 99 server binaries", 3),
         (["--extensions", "pgcrypto,no_such_ext"], {}, "no_such_ext not available", 3),
         (["--database-url", "postgresql://u@127.0.0.1:1/x"], {}, "cannot connect", 3),
-        (["--database-url", "mysql://u@h/x"], {}, "is not a postgresql://", 2),
+        (["--database-url", "mysql://u@h/x"], {}, "is not a PostgreSQL URL; use postgresql://", 2),
     ],
 )
 def test_bad_input_gives_one_line_error_and_nonzero_exit(cli, cli_env, args, env, expected, code) -> None:

@@ -128,7 +128,7 @@ def test_push_event_writes_summary_and_skips_the_comment(
     [
         (
             {"DB_TEST_ACTION_COMMENT_MODE": "sometimes"},
-            "DB_TEST_ACTION_COMMENT_MODE: 'sometimes' is not one of",
+            'DB_TEST_ACTION_COMMENT_MODE: "sometimes" is not valid; use off, always, changes or failures',
         ),
         ({"GITHUB_EVENT_PATH": "/nonexistent/event.json"}, "/nonexistent/event.json: cannot read event file"),
         ({"GITHUB_TOKEN": ""}, "publish: no token; pass --token or set GITHUB_TOKEN"),

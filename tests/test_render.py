@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from db_test_action.config import resolve_report_config
+from db_test_action.config.report import resolve_report_config
 from db_test_action.junit.files import parse_junit_file
 from db_test_action.junit.parse import parse_junit_bytes
 from db_test_action.model import Level, Timing, report_from_dict, report_to_dict

@@ -141,7 +141,7 @@ def test_config_file_budgets_and_one_line_errors(cli, cli_env, results, tmp_path
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ((), "report: give JUnit XML files, directories or globs (or --manifest)"),
+        ((), "report: no results given; pass JUnit XML files, directories or globs (or --manifest)"),
         (("x.xml", "--fail-on", "sometimes"), '--fail-on: "sometimes" is not valid'),
         (("x.xml", "--base", "missing.json"), "missing.json: cannot read --base file"),
     ],
@@ -180,7 +180,7 @@ def test_a_workflow_command_hidden_in_a_test_name_cannot_run_on_actions(cli, cli
     assert on_actions.returncode == plain.returncode == 1
 
 
-def test_absurd_times_are_read_as_zero_not_a_crash(cli, cli_env, tmp_path):
+def test_absurd_times_are_read_as_zero_and_named_not_a_crash(cli, cli_env, tmp_path):
     folder = tmp_path / "res"
     folder.mkdir()
     cases = "".join(
@@ -191,10 +191,12 @@ def test_absurd_times_are_read_as_zero_not_a_crash(cli, cli_env, tmp_path):
         f'<testsuites><testsuite name="pytest" time="1e400">{cases}</testsuite></testsuites>'
     )
     proc = _run(cli, cli_env, tmp_path, "res", "--json", "r.json", "--markdown", "r.md")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 2, proc.stderr  # bad input, named; the report is still written
+    assert "problem: res/a.xml: testcase tests/test_t.py::test_0: time='1e400' is not a finite" in proc.stdout
 
     def refuse(name: str) -> None:
         raise AssertionError(f"{name} in the JSON report")
 
     data = json.loads((tmp_path / "r.json").read_text(), parse_constant=refuse)  # no Infinity/NaN
     assert data["totals"]["tests"] == 5 and data["totals"]["duration_s"] == 0.25
+    assert len(data["problems"]) == 1

@@ -239,9 +239,12 @@ def test_dry_run_writes_nothing_to_github(nights, cli, cli_env, tmp_path, httpse
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        ((), "stability: give the nightly run's JUnit XML"),
-        (("RESULTS", "--fail-on", "sometimes"), "--fail-on: 'sometimes' is not valid"),
-        (("RESULTS", "--window", "0"), "--window: must be at least 1, got 0"),
+        ((), "stability: no results given; pass the nightly run's JUnit XML"),
+        (
+            ("RESULTS", "--fail-on", "sometimes"),
+            '--fail-on: "sometimes" is not valid; use consecutive, broken, newly-flaky, flaky or none',
+        ),
+        (("RESULTS", "--window", "0"), '--window: "0" is not valid; use a whole number ≥ 1'),
         (("RESULTS", "--history", "bad.jsonl"), "bad.jsonl:1: not JSON"),
         (("RESULTS", "--tracking-issue"), "--repository: None is not OWNER/REPO"),
     ],

@@ -77,9 +77,9 @@ def run(args: argparse.Namespace) -> int:
     report_args = argparse.Namespace(
         paths=[str(args.results_dir)], config=None, markdown=args.markdown, json=args.json, base=None,
         manifest=None, shard=None, expect_files=None, fail_on="none", title="Fixture doctor", budget=None,
-        server_log=[],
+        server_log=[], junit_out=None,
     )  # fmt: skip
-    report = report_cmd.build_from_args(report_args)
+    report, _tests = report_cmd.build_from_args(report_args)
     report_cmd.write_outputs(report, report_args)
     t = report.totals
     lines = [f"doctor: {t.tests} tests run serially ({t.passed} passed, {t.failed} failed)"]

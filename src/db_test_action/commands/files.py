@@ -6,25 +6,42 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from db_test_action.config import TABLE
+from db_test_action.config.settings import TABLE
 from db_test_action.errors import DbTestActionError
-from db_test_action.stability.history import dump_history, parse_history
-from db_test_action.stability.nightly import Night
+
+if TYPE_CHECKING:
+    from db_test_action.stability.nightly import Night
 
 
-def write_output(path: Path, text: str, flag: str) -> None:
+def write_output(path: Path, text: str | bytes, flag: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise DbTestActionError(
+            f"{path}: cannot write {flag} ({exc.strerror}); check the directory"
+        ) from None
+
+
+def write_chunks(path: Path, chunks: Iterable[bytes], flag: str) -> None:
+    """Write a document produced piece by piece (the JSON report, the merged JUnit): constant memory."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
     except OSError as exc:
         raise DbTestActionError(
             f"{path}: cannot write {flag} ({exc.strerror}); check the directory"
@@ -35,9 +52,13 @@ def read_json(path: Path, flag: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise DbTestActionError(f"{path}: cannot read {flag} file ({exc.strerror})") from None
+        raise DbTestActionError(
+            f"{path}: cannot read {flag} file ({exc.strerror}); check the path and its permissions"
+        ) from None
     except json.JSONDecodeError as exc:
-        raise DbTestActionError(f"{path}:{exc.lineno}: {flag} file is not JSON ({exc.msg})") from None
+        raise DbTestActionError(
+            f"{path}:{exc.lineno}: {flag} file is not JSON ({exc.msg}); pass the file db-test-action wrote"
+        ) from None
 
 
 def display_path(path: Path, cwd: Path) -> str:
@@ -83,9 +104,15 @@ def read_history_file(path: Path) -> tuple[Night, ...] | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise DbTestActionError(f"{path}: cannot read the history ({exc.strerror})") from None
+        raise DbTestActionError(
+            f"{path}: cannot read the history ({exc.strerror}); check its permissions or pass another --history"
+        ) from None
     except UnicodeDecodeError:
         raise DbTestActionError(f"{path}: the history is not UTF-8 text; pass another --history") from None
+    from db_test_action.stability.history import (
+        parse_history,  # only `stability` reads one: not imported by `report`
+    )
+
     return parse_history(text, str(path))
 
 
@@ -94,7 +121,11 @@ def write_history_file(path: Path, nights: Sequence[Night]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        from db_test_action.stability.history import dump_history
+
         tmp.write_text(dump_history(nights), encoding="utf-8")
         os.replace(tmp, path)
     except OSError as exc:
-        raise DbTestActionError(f"{path}: cannot write the history ({exc.strerror})") from None
+        raise DbTestActionError(
+            f"{path}: cannot write the history ({exc.strerror}); make its directory writable or pass another --history"
+        ) from None

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from db_test_action.config.settings import resolve
 from db_test_action.errors import EXIT_ENV, EXIT_USAGE, DbTestActionError
 from db_test_action.publish import gha
 from db_test_action.server.binaries import find_bin_dir
@@ -58,15 +59,19 @@ def add_launch_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--database-url",
-        default=os.environ.get("DB_TEST_ACTION_DATABASE_URL") or None,
         metavar="URL",
         help="use this existing server instead of starting one (e.g. a services: postgres container)",
     )
 
 
+def resolve_database_url(args: argparse.Namespace, command: str) -> None:
+    """--database-url > DB_TEST_ACTION_DATABASE_URL, resolved when the command runs (not at parser build)."""
+    args.database_url = resolve(command, vars(args), os.environ)["database_url"]
+
+
 def launch_options(args: argparse.Namespace) -> LaunchOptions:
     if args.max_connections < 5:
-        raise DbTestActionError("--max-connections: must be at least 5", EXIT_USAGE)
+        raise DbTestActionError("--max-connections: must be at least 5; give 5 or more", EXIT_USAGE)
     return LaunchOptions(
         pg_bin=args.pg_bin,
         version=args.postgres_version,
@@ -98,13 +103,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    resolve_database_url(args, "postgres")
     state = args.state_file or default_state_file(args.name)
     if args.passthrough:
         if args.action:
-            raise DbTestActionError(f"postgres {args.action}: takes no command after `--`", EXIT_USAGE)
+            raise DbTestActionError(
+                f"postgres {args.action}: takes no command after `--`; use `postgres -- CMD` without an action",
+                EXIT_USAGE,
+            )
         return run_with_server(args, args.passthrough)
     if args.action is None:
-        raise DbTestActionError("postgres: say start, stop, status or url, or give `-- CMD`", EXIT_USAGE)
+        raise DbTestActionError(
+            "postgres: no action given; say start, stop, status or url, or give `-- CMD`", EXIT_USAGE
+        )
     if args.action == "start":
         return start(args, state)
     if args.action == "bin":
@@ -161,7 +172,8 @@ def run_with_server(args: argparse.Namespace, cmd: list[str]) -> int:
                 child = subprocess.Popen(cmd, env=env)
             except OSError as exc:
                 raise DbTestActionError(
-                    f"postgres -- {cmd[0]}: cannot run ({exc.strerror})", EXIT_USAGE
+                    f"postgres -- {cmd[0]}: cannot run ({exc.strerror}); check the command name and PATH",
+                    EXIT_USAGE,
                 ) from None
             return _wait_forwarding(child)
         finally:

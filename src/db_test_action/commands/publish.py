@@ -15,8 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from db_test_action.config.settings import resolve
 from db_test_action.errors import EXIT_USAGE, DbTestActionError
-from db_test_action.publish.client import DEFAULT_API_URL, RetryPolicy
+from db_test_action.publish.client import RetryPolicy
 from db_test_action.publish.publisher import (
     ANNOTATIONS_PER_LEVEL,
     COMMENT_MAX_CHARS,
@@ -29,9 +30,6 @@ from db_test_action.publish.publisher import (
     publish,
     pull_request_from_event,
 )
-
-TRUE = ("1", "true", "yes", "on")
-FALSE = ("", "0", "false", "no", "off")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -90,48 +88,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def _setting(args: argparse.Namespace, name: str, env: Mapping[str, str], *fallback_env: str) -> Any:
-    """flag > DB_TEST_ACTION_<NAME> > fallbacks (GitHub's variables); '' in the environment means unset."""
-    value = getattr(args, name)
-    if value is not None:
-        return value
-    for var in (f"DB_TEST_ACTION_{name.upper()}", *fallback_env):
-        if env.get(var):
-            return env[var]
-    return None
-
-
-def _flag(args: argparse.Namespace, name: str, env: Mapping[str, str]) -> bool:
-    value = _setting(args, name, env)
-    if isinstance(value, bool) or value is None:
-        return bool(value)
-    if value.strip().lower() in TRUE:
-        return True
-    if value.strip().lower() in FALSE:
-        return False
-    raise DbTestActionError(f"DB_TEST_ACTION_{name.upper()}: {value!r} is not a boolean; use true or false")
-
-
-def _number(args: argparse.Namespace, name: str, env: Mapping[str, str], kind: type, default: Any) -> Any:
-    value = _setting(args, name, env)
-    if value is None:
-        return default
-    try:
-        number = kind(value)
-    except ValueError:
-        raise DbTestActionError(f"--{name.replace('_', '-')}: {value!r} is not a number") from None
-    if number < 0:
-        raise DbTestActionError(f"--{name.replace('_', '-')}: must be 0 or more, got {value}")
-    return number
-
-
 def _read_text(path: str, flag: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise DbTestActionError(f"{path}: cannot read {flag} file ({exc.strerror})") from None
+        raise DbTestActionError(
+            f"{path}: cannot read {flag} file ({exc.strerror}); check the path and its permissions"
+        ) from None
     except UnicodeDecodeError:
-        raise DbTestActionError(f"{path}: {flag} file is not UTF-8 text") from None
+        raise DbTestActionError(
+            f"{path}: {flag} file is not UTF-8 text; pass the file db-test-action wrote"
+        ) from None
 
 
 def read_event(path: str) -> dict[str, Any]:
@@ -139,9 +106,13 @@ def read_event(path: str) -> dict[str, Any]:
     try:
         data = json.loads(_read_text(path, "event"))
     except json.JSONDecodeError as exc:
-        raise DbTestActionError(f"{path}:{exc.lineno}: event payload is not JSON ({exc.msg})") from None
+        raise DbTestActionError(
+            f"{path}:{exc.lineno}: event payload is not JSON ({exc.msg}); pass GitHub's event file (GITHUB_EVENT_PATH)"
+        ) from None
     if not isinstance(data, dict):
-        raise DbTestActionError(f"{path}: event payload is not a JSON object")
+        raise DbTestActionError(
+            f"{path}: event payload is not a JSON object; pass GitHub's event file (GITHUB_EVENT_PATH)"
+        )
     return data
 
 
@@ -175,47 +146,40 @@ def publication_from_markdown(path: str, key: str) -> Publication:
     return Publication(key=key, markdown=markdown, is_green=False, fingerprint=fingerprint)
 
 
-def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> PublishSettings:
-    mode = _setting(args, "comment_mode", env) or CommentMode.ALWAYS.value
-    try:
-        comment_mode = CommentMode(mode)
-    except ValueError:
-        choices = ", ".join(m.value for m in CommentMode)
-        raise DbTestActionError(f"DB_TEST_ACTION_COMMENT_MODE: {mode!r} is not one of {choices}") from None
-    repository = _setting(args, "repository", env, "GITHUB_REPOSITORY")
+def settings_from(values: Mapping[str, Any], env: Mapping[str, str]) -> PublishSettings:
+    """The publish core's settings from the resolved values (config.resolve("publish", …))."""
+    comment_mode = CommentMode(values["comment_mode"])
+    repository = values["repository"]
     target: int | RunHead | None = None
     # With comments off (shard jobs, local runs) nothing is posted: the repository and event don't matter,
     # and a runner that reports an odd GITHUB_REPOSITORY must not fail the summary and annotations.
     if comment_mode is not CommentMode.OFF:
         if repository is not None and repository.count("/") != 1:
-            raise DbTestActionError(f"--repository: {repository!r} is not OWNER/REPO")
-        target = _number(args, "pr", env, int, None)
-        if target is None:
-            event_file = _setting(args, "event_file", env, "GITHUB_EVENT_PATH")
-            target = pull_request_from_event(read_event(event_file), repository) if event_file else None
-    default_policy = RetryPolicy()
+            raise DbTestActionError(
+                f"--repository: {repository!r} is not OWNER/REPO; pass --repository OWNER/REPO"
+            )
+        target = values["pr"]
+        if target is None and values["event_file"]:
+            target = pull_request_from_event(read_event(values["event_file"]), repository)
     return PublishSettings(
         repository=repository,
-        token=_setting(args, "token", env, "GITHUB_TOKEN"),
-        api_url=_setting(args, "api_url", env, "GITHUB_API_URL") or DEFAULT_API_URL,
+        token=values["token"],
+        api_url=values["api_url"],
         pull_request=target,
         comment_mode=comment_mode,
-        comment_author=_setting(args, "comment_author", env),
-        max_annotations=_number(args, "max_annotations", env, int, ANNOTATIONS_PER_LEVEL),
-        is_dry_run=_flag(args, "dry_run", env),
-        fail_on_publish_error=_flag(args, "fail_on_publish_error", env),
-        retry=RetryPolicy(
-            retries=_number(args, "retries", env, int, default_policy.retries),
-            max_wait_s=_number(args, "max_wait", env, float, default_policy.max_wait_s),
-        ),
+        comment_author=values["comment_author"],
+        max_annotations=values["max_annotations"],
+        is_dry_run=values["dry_run"],
+        fail_on_publish_error=values["fail_on_publish_error"],
+        retry=RetryPolicy(retries=values["retries"], max_wait_s=values["max_wait"]),
     )
 
 
 def run(args: argparse.Namespace) -> int:
     env = os.environ
-    key = check_key(_setting(args, "key", env) or "tests")
-    report_json = _setting(args, "report_json", env)
-    markdown_file = _setting(args, "markdown", env)
+    values = resolve("publish", vars(args), env)
+    key = check_key(values["key"])
+    report_json, markdown_file = values["report_json"], values["markdown"]
     if report_json:
         markdown = _read_text(markdown_file, "--markdown") if markdown_file else None
         pub = publication_from_report_json(report_json, key, markdown)
@@ -225,5 +189,5 @@ def run(args: argparse.Namespace) -> int:
         raise DbTestActionError(
             "publish: nothing to publish; pass --report-json FILE or --markdown FILE", EXIT_USAGE
         )
-    settings = settings_from(args, env)
+    settings = settings_from(values, env)
     return publish(pub, settings, out=sys.stdout, err=sys.stderr, env=env)

@@ -21,14 +21,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from db_test_action.commands.files import display_path, load_table, read_json, write_output
-from db_test_action.config import resolve_report_config
+from db_test_action.commands.files import display_path, load_table, read_json, write_chunks, write_output
+from db_test_action.config.report import resolve_report_config
 from db_test_action.errors import EXIT_GATE, EXIT_OK, EXIT_USAGE, DbTestActionError
 from db_test_action.junit.files import expand_paths, parse_junit_file
-from db_test_action.model import ParseProblem, Report, report_from_dict, report_to_dict
+from db_test_action.model import ParseProblem, Report, report_from_dict, report_json_chunks
 from db_test_action.publish import gha
 from db_test_action.report.build import build_report, validate_manifest
 from db_test_action.report.evidence import parse_server_log
+from db_test_action.report.junit_out import merged_junit_chunks
 from db_test_action.report.render import render_console, render_markdown
 
 HELP = """\
@@ -55,6 +56,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--markdown", type=Path, metavar="F", help="write the Markdown comment here")
     parser.add_argument(
         "--json", type=Path, metavar="F", help="write the JSON report here (schema_version 1)"
+    )
+    parser.add_argument(
+        "--junit-out",
+        type=Path,
+        metavar="F",
+        help="write every shard, run and attempt merged into one JUnit file here (Surefire flaky "
+        "dialect: flakyFailure/rerunFailure; categories and causes as properties)",
     )
     parser.add_argument(
         "--base", type=Path, metavar="F", help="JSON report of the base branch, to flag slowdowns"
@@ -93,16 +101,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path | None = None) -> int:
-    report = build_from_args(args, env, cwd)
+    report, all_tests = build_from_args(args, env, cwd)
     write_outputs(report, args)
+    if args.junit_out:
+        chunks = (chunk.encode("utf-8") for chunk in merged_junit_chunks(all_tests or (), report.categories))
+        write_chunks(args.junit_out, chunks, "--junit-out")
     sys.stdout.write(gha.console(render_console(report)))
     return exit_code(report)
 
 
 def build_from_args(
     args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> Report:
-    """The report the `report` flags describe (also `doctor`'s, over its own results dir)."""
+) -> tuple[Report, list | None]:
+    """The report the `report` flags describe (also `doctor`'s, over its own results dir), and every test
+    when `--junit-out` wants them."""
     env = dict(os.environ) if env is None else env
     cwd = cwd or Path.cwd()
     table, where = load_table(args.config, cwd)
@@ -114,14 +126,17 @@ def build_from_args(
     }
     config = resolve_report_config(flags, env, table, where)
     if args.shard and not args.manifest:
-        raise DbTestActionError("--shard: needs --manifest (the shard is checked against it)", EXIT_USAGE)
+        raise DbTestActionError(
+            "--shard: needs --manifest (the shard is checked against it); add --manifest RESULTS/manifest.json",
+            EXIT_USAGE,
+        )
     manifest = read_json(args.manifest, "--manifest") if args.manifest else None
     if manifest is not None:
         manifest = validate_manifest(manifest, str(args.manifest))
         if args.shard:
             if not 1 <= args.shard <= manifest["shards"]:
                 raise DbTestActionError(
-                    f"--shard: {args.shard} is not a shard of {args.manifest} (1..{manifest['shards']})",
+                    f"--shard: {args.shard} is not a shard of {args.manifest}; use 1..{manifest['shards']}",
                     EXIT_USAGE,
                 )
             manifest = {**manifest, "only_shard": args.shard}
@@ -129,11 +144,12 @@ def build_from_args(
     paths = list(args.paths) or ([str(args.manifest.parent)] if args.manifest else [])
     if not paths:
         raise DbTestActionError(
-            "report: give JUnit XML files, directories or globs (or --manifest)", EXIT_USAGE
+            "report: no results given; pass JUnit XML files, directories or globs (or --manifest)", EXIT_USAGE
         )
     files, missing = expand_paths(paths)
     dirs = _result_dirs(paths, files)
     log_paths = find_server_logs(dirs, args.server_log)
+    all_tests: list | None = [] if args.junit_out else None
     with _without_gc():
         parsed = [parse_junit_file(path, display_path(path, cwd)) for path in files]
         server_logs, server_problems = [], []
@@ -158,8 +174,9 @@ def build_from_args(
             server_logs=server_logs,
             server_note=note,
             server_problems=server_problems,
+            tests_out=all_tests,
         )
-    return report
+    return report, all_tests
 
 
 SERVER_LOG_GLOBS = ("server*.jsonl", "server*.csv")
@@ -235,8 +252,4 @@ def write_outputs(report: Report, args: argparse.Namespace) -> None:
     if args.markdown:
         write_output(args.markdown, render_markdown(report), "--markdown")
     if args.json:
-        write_output(
-            args.json,
-            json.dumps(report_to_dict(report), ensure_ascii=False, separators=(",", ":")) + "\n",
-            "--json",
-        )
+        write_chunks(args.json, report_json_chunks(report), "--json")

@@ -13,7 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from db_test_action.commands.postgres import add_launch_options, launch_options
+from db_test_action.commands.postgres import add_launch_options, launch_options, resolve_database_url
 from db_test_action.errors import EXIT_GATE, EXIT_USAGE, DbTestActionError
 from db_test_action.run.runner import Databases, RunPlan, run_shard, stop_on_signals, worse_exit
 from db_test_action.run.sharding import parse_durations
@@ -150,9 +150,13 @@ def _load_durations(path: Path | None) -> dict[str, float]:
 
 def plan_from_args(args: argparse.Namespace) -> RunPlan:
     if args.shard > args.shards:
-        raise DbTestActionError(f"--shard: must be between 1 and --shards ({args.shards}), got {args.shard}")
+        raise DbTestActionError(
+            f"--shard: {args.shard} is not a shard of {args.shards}; use 1..{args.shards} or all"
+        )
     if args.reruns < 0:
-        raise DbTestActionError(f"--reruns: must be 0 or more, got {args.reruns}")
+        raise DbTestActionError(
+            f"--reruns: must be 0 or more, got {args.reruns}; give 0 or a positive number"
+        )
     is_tty = sys.stderr.isatty()
     # pytest's own output goes to each run's log file (its path printed); the console keeps progress and
     # the summary readable, however many runs. `show` streams it as well.
@@ -192,6 +196,7 @@ def _detached(name_or_file: str) -> ServerInfo:
 
 
 def run(args: argparse.Namespace) -> int:
+    resolve_database_url(args, "run")
     plan = plan_from_args(args)
     log_name = None if args.no_server_log else _server_log_name(plan)
     opts = dataclasses.replace(
@@ -239,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
                 )
                 print("\n".join(tail), file=sys.stderr)
             raise DbTestActionError(
-                f"run: shard {shard} run {outcome.run}: {outcome.crash}",
+                f"run: shard {shard} run {outcome.run}: {outcome.crash}; see pytest's output in {outcome.junit.with_suffix('.log')}",
                 EXIT_USAGE if outcome.exit_code == 4 else EXIT_GATE,
             )
     if code != 0 and not plan.show_output:

@@ -14,10 +14,12 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from db_test_action.commands.files import (
     display_path,
@@ -27,46 +29,47 @@ from db_test_action.commands.files import (
     write_output,
 )
 from db_test_action.commands.report import _result_dirs, find_server_logs
-from db_test_action.config import resolve_report_config
+from db_test_action.config.report import resolve_report_config
+from db_test_action.config.settings import (
+    DEFAULT_BRANCH,
+    DEFAULT_HISTORY_PATH,
+    DEFAULT_KEEP_NIGHTS,
+    DEFAULT_LABEL,
+    resolve,
+    table_keys,
+)
 from db_test_action.errors import EXIT_ENV, EXIT_GATE, EXIT_OK, EXIT_USAGE, DbTestActionError
 from db_test_action.junit.files import expand_paths, parse_junit_file
 from db_test_action.publish import gha
-from db_test_action.publish.client import DEFAULT_API_URL, PublishError, Retrier, RetryPolicy, connect
-from db_test_action.publish.tracking import (
-    DEFAULT_BRANCH,
-    DEFAULT_HISTORY_PATH,
-    DEFAULT_LABEL,
-    BranchFile,
-    TrackingAction,
-    TrackingSettings,
-    load_branch_file,
-    save_branch_file,
-    update_tracking_issue,
-)
 from db_test_action.report.build import build_report
 from db_test_action.report.evidence import parse_server_log
 from db_test_action.stability.conflicts import conflict_list
 from db_test_action.stability.history import (
-    DEFAULT_KEEP,
     add_night,
     dump_history,
     parse_history,
 )
 from db_test_action.stability.nightly import Night, night_of, observe
-from db_test_action.stability.rates import StabilityReport, StabilitySettings, build_stability, parse_gates
+from db_test_action.stability.rates import StabilityReport, StabilitySettings, build_stability
 from db_test_action.stability.render import (
     render_quarantine,
     render_stability_console,
     render_stability_markdown,
 )
 
-# Keys of [tool.db-test-action.stability]: the flags that describe the suite, not the machine or the token.
-TABLE_KEYS = frozenset(
-    ("history-path", "keep-nights", "window", "recover-after", "require-consecutive", "fail-on", "title",
-     "label", "issue-key", "close-after", "history-branch")
-)  # fmt: skip
-TRUE = ("1", "true", "yes", "on")
-FALSE = ("", "0", "false", "no", "off")
+if TYPE_CHECKING:
+    from db_test_action.publish.client import Retrier
+    from db_test_action.publish.tracking import BranchFile, TrackingSettings
+
+
+def _github_modules() -> tuple[Any, Any]:
+    """publish.client and publish.tracking, imported when GitHub is used: PyGithub costs ~1 s to import."""
+    from db_test_action.publish import client, tracking
+
+    return client, tracking
+
+
+TABLE_KEYS = table_keys("stability", "stability")  # [tool.db-test-action.stability]: what describes the suite
 SCHEMA = "db-test-action-stability"
 SCHEMA_VERSION = 1
 
@@ -103,7 +106,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     h.add_argument(
         "--history-path", metavar="PATH", help=f"file on the branch (default: {DEFAULT_HISTORY_PATH})"
     )
-    h.add_argument("--keep-nights", metavar="N", help=f"nights kept in the history (default: {DEFAULT_KEEP})")
+    h.add_argument(
+        "--keep-nights", metavar="N", help=f"nights kept in the history (default: {DEFAULT_KEEP_NIGHTS})"
+    )
     h.add_argument(
         "--night", metavar="LABEL", help="tonight's label (default: today's UTC date); same label replaces"
     )
@@ -158,58 +163,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-@dataclasses.dataclass
-class _Settings:
-    """Raw values resolved by source precedence; typed accessors name the flag in errors."""
-
-    args: argparse.Namespace
-    env: Mapping[str, str]
-    table: Mapping[str, Any]
-    where: str
-
-    def raw(self, name: str, *github_env: str) -> Any:
-        value = getattr(self.args, name, None)
-        if value is not None:
-            return value
-        env_value = self.env.get(f"DB_TEST_ACTION_{name.upper()}")
-        if env_value:
-            return env_value
-        key = name.replace("_", "-")
-        if key in self.table:
-            return self.table[key]
-        return next((self.env[v] for v in github_env if self.env.get(v)), None)
-
-    def text(self, name: str, default: str | None = None, *github_env: str) -> str | None:
-        value = self.raw(name, *github_env)
-        if isinstance(value, list):  # TOML arrays, e.g. fail-on = ["broken", "consecutive"]
-            return ",".join(str(v) for v in value)
-        return default if value is None else str(value)
-
-    def number(self, name: str, default: int | None, minimum: int = 1, kind: Callable = int) -> Any:
-        value = self.raw(name)
-        if value is None:
-            return default
-        try:
-            number = kind(str(value))
-        except ValueError:
-            raise DbTestActionError(f"--{name.replace('_', '-')}: {value!r} is not a number") from None
-        if number < minimum:
-            raise DbTestActionError(f"--{name.replace('_', '-')}: must be at least {minimum}, got {value}")
-        return number
-
-    def flag(self, name: str) -> bool:
-        value = self.raw(name)
-        if value is None or isinstance(value, bool):
-            return bool(value)
-        if str(value).strip().lower() in TRUE:
-            return True
-        if str(value).strip().lower() in FALSE:
-            return False
-        raise DbTestActionError(
-            f"DB_TEST_ACTION_{name.upper()}: {value!r} is not a boolean; use true or false"
-        )
-
-
 def _io(message: str) -> None:
     print(f"db-test-action: stability: {message}", file=sys.stderr, flush=True)
 
@@ -220,43 +173,39 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
     table, where = load_table(args.config, cwd)
     stability_table = table.get("stability", {})
     if not isinstance(stability_table, dict):
-        raise DbTestActionError(f"{where}: stability must be a table ([tool.db-test-action.stability])")
+        raise DbTestActionError(
+            f"{where}: stability is not a table; write it as [tool.db-test-action.stability]"
+        )
     unknown = sorted(set(stability_table) - TABLE_KEYS)
     if unknown:
         raise DbTestActionError(
             f"{where} stability: unknown key {unknown[0]!r}; use one of {', '.join(sorted(TABLE_KEYS))}"
         )
-    st = _Settings(args, env, stability_table, where)
+    st = resolve("stability", vars(args), env, where=where, tables={"stability": stability_table})
     report_config = resolve_report_config({}, {}, table, where)
-    try:
-        fail_on = parse_gates(st.text("fail_on", "consecutive") or "")
-    except ValueError:
-        raise DbTestActionError(
-            f"--fail-on: {st.text('fail_on')!r} is not valid; use consecutive, broken, newly-flaky, flaky or none"
-        ) from None
     settings = StabilitySettings(
-        window=st.number("window", 14),
-        recover_after=st.number("recover_after", 3),
-        require_consecutive=st.number("require_consecutive", None),
-        fail_on=fail_on,
-        title=st.text("title", "Nightly stability") or "Nightly stability",
+        window=st["window"],
+        recover_after=st["recover_after"],
+        require_consecutive=st["require_consecutive"],
+        fail_on=st["fail_on"],
+        title=st["title"],
     )
-    keep = st.number("keep_nights", DEFAULT_KEEP)
-    label = st.text("night") or datetime.now(timezone.utc).date().isoformat()
-    commit = st.text("commit", "", "GITHUB_SHA") or ""
-    history_file = st.text("history")
-    branch = st.text("history_branch")
-    branch_path = st.text("history_path", DEFAULT_HISTORY_PATH) or DEFAULT_HISTORY_PATH
-    is_dry_run = st.flag("dry_run")
-    wants_issue = st.flag("tracking_issue")
+    keep = st["keep_nights"]
+    label = st["night"] or datetime.now(timezone.utc).date().isoformat()
+    commit = st["commit"]
+    history_file = st["history"]
+    branch = st["history_branch"]
+    branch_path = st["history_path"]
+    is_dry_run = st["dry_run"]
+    wants_issue = st["tracking_issue"]
 
     if not args.paths:
-        raise DbTestActionError("stability: give the nightly run's JUnit XML files, directories or globs")
+        raise DbTestActionError(
+            "stability: no results given; pass the nightly run's JUnit XML files, directories or globs"
+        )
     files, missing = expand_paths(args.paths)
     parsed = [parse_junit_file(path, display_path(path, cwd)) for path in files]
-    observed = observe(
-        parsed, report_config.categories, report_config.classes, st.number("expect_runs", None)
-    )
+    observed = observe(parsed, report_config.categories, report_config.classes, st["expect_runs"])
     observed = dataclasses.replace(observed, problems=observed.problems + missing)
     tonight = night_of(observed, label, commit)
 
@@ -272,13 +221,16 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
             else f"history {history_file}: none yet"
         )
     if branch and github is not None:
+        client, tracking = _github_modules()
         try:
-            branch_file = load_branch_file(github.gh, github.retrier, github.repository, branch, branch_path)
+            branch_file = tracking.load_branch_file(
+                github.gh, github.retrier, github.repository, branch, branch_path
+            )
             can_write_branch = True
             if branch_file is not None:
                 previous = parse_history(branch_file.text, f"{branch}:{branch_path}")
             _io(f"history on branch {branch}: {len(previous)} earlier nights")
-        except PublishError as exc:
+        except client.PublishError as exc:
             _io(f"cannot read the history from branch {branch}: {exc}; it will not be overwritten tonight")
             github.failed = True
 
@@ -306,7 +258,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
             github.track(report, markdown, tonight.is_clean)
     if report.problems:
         return EXIT_USAGE
-    if github is not None and github.failed and st.flag("fail_on_publish_error"):
+    if github is not None and github.failed and st["fail_on_publish_error"]:
         return EXIT_ENV
     return EXIT_OK if report.is_green else EXIT_GATE
 
@@ -336,30 +288,26 @@ class _GitHub:
     failed: bool = False
 
     @classmethod
-    def maybe(cls, st: _Settings, is_dry_run: bool) -> _GitHub | None:
-        repository = st.text("repository", None, "GITHUB_REPOSITORY")
-        token = st.text("token", None, "GITHUB_TOKEN")
+    def maybe(cls, st: Mapping[str, Any], is_dry_run: bool) -> _GitHub | None:
+        repository, token = st["repository"], st["token"]
         if not repository or repository.count("/") != 1:
             raise DbTestActionError(
                 f"--repository: {repository!r} is not OWNER/REPO; pass it or set GITHUB_REPOSITORY"
             )
         if not token:
             raise DbTestActionError("stability: no token for GitHub; pass --token or set GITHUB_TOKEN")
-        policy = RetryPolicy()
-        settings = TrackingSettings(
+        client, tracking = _github_modules()
+        settings = tracking.TrackingSettings(
             repository=repository,
             token=token,
-            api_url=st.text("api_url", DEFAULT_API_URL, "GITHUB_API_URL") or DEFAULT_API_URL,
-            label=st.text("label", DEFAULT_LABEL) or DEFAULT_LABEL,
-            key=st.text("issue_key", "stability") or "stability",
-            close_after=st.number("close_after", 3, minimum=0),
-            retry=RetryPolicy(
-                retries=st.number("retries", policy.retries, minimum=0),
-                max_wait_s=st.number("max_wait", policy.max_wait_s, minimum=0, kind=float),
-            ),
+            api_url=st["api_url"],
+            label=st["label"],
+            key=st["issue_key"],
+            close_after=st["close_after"],
+            retry=client.RetryPolicy(retries=st["retries"], max_wait_s=st["max_wait"]),
         )
-        gh = connect(settings.token, settings.api_url)
-        return cls(settings, Retrier(settings.retry, log=_io), is_dry_run, gh)
+        gh = client.connect(settings.token, settings.api_url)
+        return cls(settings, client.Retrier(settings.retry, log=_io), is_dry_run, gh)
 
     @property
     def repository(self) -> str:
@@ -371,13 +319,14 @@ class _GitHub:
         if self.is_dry_run:
             _io(f"dry run: would write {len(text.encode())} bytes to {path} on branch {branch}")
             return
+        client, tracking = _github_modules()
         try:
-            sha = save_branch_file(
+            sha = tracking.save_branch_file(
                 self.gh, self.retrier, self.repository, branch, path, text, previous,
                 f"db-test-action: stability history, night {label}", log=_io,
             )  # fmt: skip
             _io(f"history written to {self.repository}@{branch}:{path} ({sha[:12]})")
-        except PublishError as exc:
+        except client.PublishError as exc:
             self.failed = True
             _io(f"history not written to branch {branch}: {exc}; the local file and the job summary have it")
 
@@ -389,12 +338,13 @@ class _GitHub:
                 f"dry run: would create/update/close the tracking issue labelled {self.settings.label}: {title}"
             )
             return
+        client, tracking = _github_modules()
         try:
-            result = update_tracking_issue(
+            result = tracking.update_tracking_issue(
                 self.settings, self.retrier, title=title, markdown=markdown, night=report.night,
                 clean_nights=report.clean_nights, is_clean_tonight=is_clean_tonight, gh=self.gh,
             )  # fmt: skip
-        except PublishError as exc:
+        except client.PublishError as exc:
             self.failed = True
             hint = (
                 "grant `issues: write` to the job"
@@ -405,7 +355,7 @@ class _GitHub:
             return
         for number in result.duplicates_closed:
             _io(f"closed duplicate tracking issue #{number}")
-        if result.action is TrackingAction.NONE:
+        if result.action is tracking.TrackingAction.NONE:
             _io("all clean and no open tracking issue; nothing to do")
         else:
             verb = {"create": "created", "update": "updated", "close": "closed"}[result.action.value]
@@ -414,7 +364,7 @@ class _GitHub:
 
 def stability_to_dict(report: StabilityReport) -> dict[str, Any]:
     """The JSON output: every dataclass field, enums as values, and each rate's value spelled out."""
-    data = dataclasses.asdict(report)
+    data = orjson.loads(orjson.dumps(report))  # dataclasses, enums and tuples serialised in C
     for test, raw in zip(data["tests"], report.tests, strict=True):
         test["rate"]["value"] = raw.rate.value
     return {"schema": SCHEMA, "version": SCHEMA_VERSION, **data}

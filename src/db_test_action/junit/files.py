@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import glob
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 
-from db_test_action.junit.parse import ParsedFile, broken_file, parse_junit_bytes
+from db_test_action.junit.parse import ParsedFile, broken_file, parse_junit_chunks
 from db_test_action.model import ParseProblem
 
 # --- finding files -----------------------------------------------------------------------------------
@@ -36,7 +37,10 @@ def parse_junit_file(path: Path, name: str | None = None) -> ParsedFile:
     """Read and parse one file; unreadable files become a ParseProblem, like broken XML."""
     name = name or str(path)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as fh:  # read as parsed, a chunk at a time: a 1 GB file is not held at once
+            return parse_junit_chunks(iter(partial(fh.read, READ_CHUNK), b""), name)
     except OSError as exc:
         return broken_file(name, f"cannot read ({exc.strerror}); check the artifact download")
-    return parse_junit_bytes(data, name)
+
+
+READ_CHUNK = 1 << 18

@@ -1,12 +1,14 @@
 """JUnit XML → `Occurrence`s (one per <testcase>) → `TestResult`s (one per test id).
 
 Why not junitparser's object tree: it wraps every element in Python objects and reads `tests=` style
-attributes that lie. Here defusedxml's XMLParser (DTDs and entities refused, so an entity bomb is a
-named error, not a hang) feeds expat callbacks straight to a small reader that keeps only what a
-report needs: testcase attributes, result messages and texts, properties. It counts <testcase>
-elements, keeps what a truncated file held before it broke, and keeps junitparser's semantics
-(error > failure > skipped, messages of several results joined). Testcases are `OccurrenceRow`s
-(named tuples with the fields of `Occurrence`). See benchmarks/report_scale.py for the speed.
+attributes that lie. Here ElementTree's pull parser builds elements in C and a small reader (reader.py)
+keeps only what a report needs: testcase attributes, result messages and texts, properties, and frees
+each testcase once read. Before any byte reaches the parser, a scan of the prolog refuses `<!DOCTYPE`
+and `<!ENTITY` (JUnit never needs them): without a DTD there are no entities to expand and nothing
+external to fetch, which is all defusedxml guards against. It counts <testcase> elements, keeps what a
+truncated file held before it broke, and keeps junitparser's semantics (error > failure > skipped,
+messages of several results joined). Testcases are `OccurrenceRow`s (named tuples with the fields of
+`Occurrence`). See benchmarks/report_scale.py for the speed.
 
 pytest realities this module encodes (verified with pytest 9, pytest-rerunfailures 16, xdist 3.8):
 - fixture errors are `<error message="failed on setup with &quot;…&quot;">` (or teardown);
@@ -15,20 +17,19 @@ pytest realities this module encodes (verified with pytest 9, pytest-rerunfailur
   the outcome, so an empty testcase followed by another of the same test in one pytest file failed.
   Under `db-test-action run` our plugin adds `attempt_failure` ("setup: <exception line>") to it, which
   the reader turns back into a failed attempt with its phase and message.
-The expat callbacks live in junit_reader.py, grouping occurrences into tests in attempts.py (both
-re-exported here).
+Grouping occurrences into tests lives in attempts.py (re-exported here).
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from xml.parsers import expat
-
-import defusedxml.ElementTree as DET
-from defusedxml import DefusedXmlException
 
 from db_test_action.junit.attempts import (  # re-exported: one import for callers
     TestResultRow,
@@ -38,8 +39,10 @@ from db_test_action.junit.attempts import (  # re-exported: one import for calle
 )
 from db_test_action.junit.reader import (  # derive_test_id and OccurrenceRow re-exported
     JUnitReader,
+    MergedReport,
     NotJUnit,
     OccurrenceRow,
+    PassRow,
     derive_test_id,
     file_shard_run,
 )
@@ -56,6 +59,10 @@ _TRUNCATION_CODES = {
     expat.errors.codes[expat.errors.XML_ERROR_UNCLOSED_CDATA_SECTION],
     expat.errors.codes[expat.errors.XML_ERROR_PARTIAL_CHAR],
 }
+_ENCODING_CODES = {
+    expat.errors.codes[expat.errors.XML_ERROR_UNKNOWN_ENCODING],
+    expat.errors.codes[expat.errors.XML_ERROR_INCORRECT_ENCODING],
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +70,13 @@ class ParsedFile:
     """One result file: what it is, its testcases (as rows) and what went wrong reading it."""
 
     info: ResultFile
-    rows: tuple[OccurrenceRow, ...]
+    rows: tuple[OccurrenceRow | PassRow, ...]
     problem: ParseProblem | None
 
     @property
     def occurrences(self) -> tuple[Occurrence, ...]:
         """The testcases as the model's `Occurrence`s (built on each call: use `rows` in hot loops)."""
-        return tuple(Occurrence(*row) for row in self.rows)
+        return tuple(row.occurrence() if type(row) is PassRow else Occurrence(*row) for row in self.rows)
 
 
 # --- one file ------------------------------------------------------------------------------------
@@ -77,45 +84,142 @@ class ParsedFile:
 
 def parse_junit_bytes(data: bytes, name: str) -> ParsedFile:
     """Parse JUnit XML held in memory. Never raises for bad input: the problem is returned as a value."""
-    if not data.strip():
-        return broken_file(name, "empty file (0 testcases); the test process probably died before writing it")
+    return parse_junit_chunks((data[at : at + CHUNK] for at in range(0, len(data), CHUNK)), name)
+
+
+CHUNK = 1 << 16  # bytes fed at a time: the parser's event queue (and its elements) stay small
+MAX_PROLOG = 1 << 20  # JUnit writers put a line or two before the root element
+
+
+def parse_junit_chunks(chunks: Iterable[bytes], name: str) -> ParsedFile:
+    """Parse JUnit XML arriving in pieces (a file read chunk by chunk: memory holds a chunk and one
+    testcase, never the file). Never raises for bad input: the problem is returned as a value."""
     shard, run = _shard_run_from_name(name)
+    pieces = iter(chunks)
+    head = bytearray()
+    verdict: str | None = None
+    for chunk in pieces:  # enough of the file to see its prolog: the root element, or a DTD
+        head += chunk
+        verdict = prolog_problem(bytes(head), final=False)
+        if verdict is not None or len(head) > MAX_PROLOG:
+            break
+    else:
+        verdict = prolog_problem(bytes(head), final=True)
+    if not head or head.isspace():
+        return broken_file(name, "empty file (0 testcases); the test process probably died before writing it")
+    if verdict is None:
+        return broken_file(
+            name, "more than 1 MB before the root element; JUnit has a line or two there, regenerate it"
+        )
+    if verdict:
+        return broken_file(name, verdict)
     reader = JUnitReader(name, shard, run)
-    # defusedxml's parser keeps its DTD/entity/external-reference guards on the expat parser; like the
-    # stdlib's iterparse, we then route the element and text callbacks straight to our reader, which keeps
-    # only the attributes and result texts a report needs (no element tree, no <system-out> bodies).
-    parser = DET.XMLParser(target=_NO_TARGET, forbid_dtd=True)
-    expat_parser = parser.parser
-    expat_parser.StartElementHandler = reader.start
-    expat_parser.EndElementHandler = reader.end
-    expat_parser.CharacterDataHandler = reader.data
+    parser = ET.XMLPullParser(events=("start", "end"))
+    lines = _Lines()
     try:
-        parser.feed(data)
+        for chunk in itertools.chain((bytes(head),), pieces):
+            lines.add(chunk)
+            for at in range(0, len(chunk), CHUNK):
+                parser.feed(chunk[at : at + CHUNK])
+                reader.consume(parser.read_events())
         parser.close()
+        reader.consume(parser.read_events())
     except NotJUnit:
         pass
-    except DefusedXmlException as exc:
-        kind = type(exc).__name__
-        reader.problem = ParseProblem(
-            name,
-            f"refused: the file declares a DTD or entities ({kind}); JUnit never needs them, regenerate it",
-        )
+    except MergedReport:
+        return ParsedFile(ResultFile(name, None, None, 0.0, 0), (), None)
     except ET.ParseError as exc:
-        line, _col = exc.position
-        reader.problem = _syntax_problem(name, exc, line, data, reader, shard)
+        with contextlib.suppress(NotJUnit):
+            reader.consume(_pending(parser))  # the events before the error: every complete testcase
+        if reader.problem is None:
+            for chunk in pieces:  # where the file ends decides whether it was cut short
+                lines.add(chunk)
+            line, _col = exc.position
+            reader.problem = _syntax_problem(name, exc, line, lines.last, bytes(head), reader, shard)
+    except (ValueError, LookupError) as exc:  # a multi-byte or unknown encoding: pyexpat refuses it
+        reader.problem = ParseProblem(name, _encoding_problem(bytes(head), str(exc)))
     rows = reader.rows
     final_shard = reader.suite_int("shard", shard)
     final_run = reader.suite_int("run", run)
     if (final_shard, final_run) != (shard, run):  # the suite's properties overrule the file name
+        for i, row in enumerate(rows):
+            if type(row) is PassRow:
+                rows[i] = row._replace(shard=final_shard, run=final_run if final_shard is not None else None)
         for i, own_run in reader.defaulted:
             new_shard, new_run = file_shard_run(own_run, final_shard, final_run)
             rows[i] = rows[i]._replace(shard=new_shard, run=new_run)
     wall_s = reader.wall_s if reader.wall_s is not None else sum(r.duration_s for r in rows)
     info = ResultFile(name, final_shard, final_run, round(wall_s, 6), len(rows), reader.is_pytest)
-    return ParsedFile(info, tuple(rows), reader.problem)
+    return ParsedFile(info, tuple(rows), reader.problem or reader.number_problem)
 
 
-_NO_TARGET = object()  # XMLParser then installs no element callbacks of its own
+class _Lines:
+    """Counts the lines of what went by: a syntax error on the last line is a truncated file."""
+
+    def __init__(self) -> None:
+        self.newlines = 0
+        self.ends_with_newline = False
+
+    def add(self, chunk: bytes) -> None:
+        if chunk:
+            self.newlines += chunk.count(b"\n")
+            self.ends_with_newline = chunk.endswith(b"\n")
+
+    @property
+    def last(self) -> int:
+        return self.newlines + (0 if self.ends_with_newline else 1)
+
+
+def _pending(parser: ET.XMLPullParser) -> list[tuple[str, ET.Element]]:
+    """The events parsed before an error (read_events would re-raise the error after them)."""
+    events = []
+    with contextlib.suppress(ET.ParseError):
+        events.extend(parser.read_events())
+    return events
+
+
+# --- the prolog: no DTD, a readable encoding -------------------------------------------------------------
+
+_UTF16 = {b"\xff\xfe": "utf-16-le", b"\xfe\xff": "utf-16-be", b"<\x00": "utf-16-le", b"\x00<": "utf-16-be"}
+_DECLARED = re.compile(rb"""<\?xml[^>]{0,200}?encoding\s*=\s*["']([^"']{0,40})["']""")
+
+
+def prolog_problem(data: bytes, final: bool = True) -> str | None:
+    """Why the file is refused before parsing ("" when it is not): a DTD or entity declaration.
+
+    Only the prolog (before the root element) can hold one; a byte scan of it, skipping comments and
+    processing instructions, finds it. UTF-16 files are scanned decoded (expat reads them natively); every
+    other encoding pyexpat accepts is ASCII-compatible, so `<!DOCTYPE` is those very bytes. Linear time.
+    With `final` false (more bytes may follow), None means the prolog has not ended yet.
+    """
+    more = None if not final else ""
+    codec = _UTF16.get(data[:2])
+    if codec and not data.startswith(b"\xff\xfe\x00\x00"):  # UTF-32 is refused by the parser itself
+        data = data.decode(codec, errors="replace").encode("utf-8", errors="replace")
+    at = 0
+    while (at := data.find(b"<", at)) >= 0:
+        if not final and len(data) - at < len(b"<!DOCTYPE"):
+            return None  # a declaration may be cut in two
+        if data.startswith(b"<?", at):
+            at = data.find(b"?>", at + 2)
+            at = at + 2 if at >= 0 else -1
+        elif data.startswith(b"<!--", at):
+            at = data.find(b"-->", at + 4)
+            at = at + 3 if at >= 0 else -1
+        elif data.startswith((b"<!DOCTYPE", b"<!ENTITY"), at):
+            kind = "<!DOCTYPE" if data.startswith(b"<!D", at) else "<!ENTITY"
+            return f"refused: the file declares a DTD or entities ({kind}); JUnit never needs them, regenerate it"
+        else:  # the root element (or bytes the parser will name)
+            return ""
+        if at < 0:
+            return more
+    return more
+
+
+def _encoding_problem(data: bytes, reason: str) -> str:
+    match = _DECLARED.search(data[:300])
+    declared = match.group(1).decode("ascii", "replace") if match else "?"
+    return f"unsupported encoding {declared!r} ({reason}); write JUnit as UTF-8"
 
 
 def broken_file(name: str, message: str, line: int | None = None) -> ParsedFile:
@@ -131,15 +235,22 @@ def _shard_run_from_name(name: str) -> tuple[int | None, int | None]:
 
 
 def _syntax_problem(
-    name: str, exc: ET.ParseError, line: int, data: bytes, reader: JUnitReader, shard: int | None
+    name: str,
+    exc: ET.ParseError,
+    line: int,
+    last_line: int,
+    head: bytes,
+    reader: JUnitReader,
+    shard: int | None,
 ):
-    last_line = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-    if exc.code in _TRUNCATION_CODES and line >= last_line - 1 and reader.tags:
+    if exc.code in _ENCODING_CODES:
+        return ParseProblem(name, _encoding_problem(head, str(exc).split(":")[0]), line)
+    if exc.code in _TRUNCATION_CODES and line >= last_line - 1 and reader.open:
         kept = len(reader.rows)
         rerun = f"re-run shard {shard}" if shard is not None else "re-run the job that wrote it"
         return ParseProblem(
             name,
-            f"truncated XML (no closing </{reader.tags[0]}>); kept {kept} complete testcases, {rerun}",
+            f"truncated XML (no closing </{reader.root}>); kept {kept} complete testcases, {rerun}",
             line,
         )
     reason = str(exc).split(":")[0]
@@ -149,6 +260,7 @@ def _syntax_problem(
 __all__ = [
     "OccurrenceRow",
     "ParsedFile",
+    "PassRow",
     "TestResultRow",
     "derive_test_id",
     "error_location",

@@ -1,22 +1,24 @@
-"""Reading one JUnit file's XML events into rows: the expat callbacks behind `junit.parse_junit_bytes`.
+"""Reading one JUnit file's XML events into rows: the loop behind `junit.parse_junit_bytes`.
 
-Split from junit.py (files, problems, defusedxml set-up) to keep modules small. The reader sees every
-element of 100,000-testcase reports, so it keeps only what a report needs and does little per element;
-test ids (pytest node ids from classname/file) are derived here too.
+Split from parse.py (files, problems, the DTD refusal) to keep modules small. Elements are built in C by
+ElementTree's pull parser; the reader sees the start and end of every element of 100,000-testcase reports,
+so it keeps only what a report needs and does little per element; test ids (pytest node ids from
+classname/file) are derived here too.
 """
 
 from __future__ import annotations
 
 import math
-import re
+import xml.etree.ElementTree as ET
 from collections import namedtuple
+from collections.abc import Iterable
 from dataclasses import MISSING, fields
-from functools import lru_cache
 
+from db_test_action.junit.ids import derive_test_id, file_shard_run, id_prefix
+from db_test_action.junit.results import SEVERITY as _SEVERITY
+from db_test_action.junit.results import attempt_failure_of, outcome_of, quarantined_failure_of
 from db_test_action.model import Occurrence, Outcome, ParseProblem, Phase
 
-_PHASE_PREFIXES = (("failed on setup with ", Phase.SETUP), ("failed on teardown with ", Phase.TEARDOWN))
-_SEVERITY = {"error": 3, "failure": 2, "skipped": 1}
 _RETRY_TAGS = {"flakyFailure", "flakyError", "rerunFailure", "rerunError"}  # Surefire / xunit2 dialect
 
 OccurrenceRow = namedtuple(  # type: ignore[misc]  # fields come from the model
@@ -32,274 +34,340 @@ A report reads 100,000 testcases; the stages read fields by name, so they take e
 _new_row = tuple.__new__  # OccurrenceRow(…) without the Python-level __new__ of namedtuple
 
 
+class PassRow(namedtuple("PassRow", ["test_id", "file", "line", "duration_s", "source", "shard", "run"])):
+    """A clean pass without runner properties (~95 % of a big report): 7 fields, the other 12 of
+    `Occurrence` are class constants. 112 bytes instead of 200 per testcase: ~9 MB of 100,000."""
+
+    __slots__ = ()
+    outcome = Outcome.PASSED
+    phase = None
+    message = text = ""
+    attempt = worker = started_at = finished_at = database = attempt_failure = None
+    markers: tuple[str, ...] = ()
+    is_quarantined = False
+    fixtures = None
+
+    def occurrence(self) -> Occurrence:
+        return Occurrence(
+            self.test_id, self.file, self.line, self.outcome, None, self.duration_s, "", "", self.source,
+            self.shard, self.run,
+        )  # fmt: skip
+
+
+MERGED_NAME = "db-test-action merged"  # the root of `report --junit-out` files (report/junit_out.py)
+
+
+class MergedReport(Exception):
+    """Raised from `consume` to skip a merged file we wrote: counting it would count every test twice."""
+
+
 class NotJUnit(Exception):
-    """Raised from the start callback to stop parsing a file whose root is not a test suite."""
+    """Raised from `consume` to stop parsing a file whose root is not a test suite."""
 
 
-class _Result:
-    """A <failure>/<error>/<skipped> (or a rerun/flaky dialect element) of the open testcase."""
+# Properties the rows use: a suite's others are dropped when read, so nesting 20,000 suites deep with a
+# property each costs 20,000 small dict copies, not 20,000² entries.
+_KNOWN_PROPS = frozenset(
+    ("shard", "run", "attempt", "worker", "markers", "started_at", "finished_at", "database",
+     "attempt_failure", "quarantined", "fixtures")
+)  # fmt: skip
 
-    __slots__ = ("message", "tag", "text", "type")
 
-    def __init__(self, tag: str, attrs: dict[str, str]) -> None:
-        self.tag = tag
-        self.message = attrs.get("message") or ""
-        self.type = attrs.get("type")
-        self.text: list[str] = []
+class _Suite:
+    """An open <testsuite>/<testsuites>: its attributes, its known properties and what it inherited."""
+
+    __slots__ = ("base", "had_props", "name", "props", "tag", "time")
+
+    def __init__(self, tag: str, time: str | None, name: str | None, base: dict[str, str]) -> None:
+        self.tag, self.time, self.name, self.base = tag, time, name, base
+        self.props: dict[str, str] = {}
+        self.had_props = False
 
 
 class JUnitReader:
-    """expat callbacks for one file: testcases become rows at their end tag; nothing else is kept.
+    """ElementTree pull events for one file: testcases become rows at their end tag; nothing else is kept.
 
-    Like a walk over the element tree, it descends only into <testsuites>, <testsuite> and <properties>
-    (a <testcase> anywhere else is not a test), reads a testcase's direct children only, and keeps an
-    element's text up to its first child (ElementTree's `.text`); <system-out> bodies are never stored.
-    Suite properties apply to the testcases after them. On a syntax error, every complete testcase is
-    already a row.
+    Like a walk over the element tree, it descends only into <testsuites> and <testsuite> (a <testcase>
+    anywhere else is not a test); a testcase or a suite's <properties> is read from its (C-built) subtree
+    at its end tag, then deleted from its suite, so memory holds one testcase, not the file. Suite
+    properties apply to the testcases after them. On a syntax error, every complete testcase is already a
+    row. Work per element is O(1): nesting depth costs nothing extra.
     """
 
     def __init__(self, name: str, shard: int | None, run: int | None) -> None:
         self.name = name
         self.shard, self.run = shard, run  # from the file name; the suite's properties may overrule them
         self.file_shard_run = file_shard_run(None, shard, run)  # for a testcase without properties
-        self.tags: list[str] = []  # open elements (local names), outermost first
-        self.skip_depth = 0  # > 0 inside an element whose content does not matter
-        self.suites: list[tuple[dict[str, str], str | None, str | None]] = []  # (properties, time, name)
-        self.inherited: dict[str, str] = {}  # the open suites' properties, outer first
+        self.root: str | None = None  # local name of the root element
+        self.open = 0  # elements open now (a truncated file leaves some)
+        self.skip = 0  # > 0 inside an element that is read at its end (or not at all)
+        self.suites: list[_Suite] = []
+        self.suite_elems: list[ET.Element] = []
+        self.inherited: dict[str, str] = {}  # the open suites' known properties, inner ones win
         self.file_props: dict[str, str] = {}
-        self.props_target: dict[str, str] | None = None  # the <properties> being read
-        self.prop: tuple[str, str, list[str]] | None = None  # the <property> being read: name, value, text
-        self.case: dict[str, str] | None = None  # attributes of the open testcase
-        self.case_props: dict[str, str] = {}
-        self.results: list[_Result] = []
-        self.text: list[str] | None = None  # where character data goes now
+        self.file_props_set = False
         self.rows: list[OccurrenceRow] = []
-        self.defaulted: list[tuple[int, int | None]] = []  # rows that took the file's shard: (index, own run)
-        self.problem: ParseProblem | None = None
+        # OccurrenceRows that took the file's shard: (index, own run). PassRows always do.
+        self.defaulted: list[tuple[int, int | None]] = []
+        self.problem: ParseProblem | None = None  # what stopped the file
+        self.number_problem: ParseProblem | None = None  # the first absurd number (the rows are kept)
         self.wall_s: float | None = None
         self.is_pytest = False
         self.index = 0
-        self.local_names: dict[str, str] = {}
+        self.ids, self.lines = _IDS, _LINES
 
     def suite_int(self, key: str, default: int | None) -> int | None:
-        value = self.file_props.get(key, "")
-        return int(value) if value.isdigit() else default
+        value = self.file_props.get(key)
+        if value is None:
+            return default
+        number = self._int(key, value)
+        return default if number is None else number
 
-    # --- expat callbacks; attributes arrive as a flat [name, value, …] list ---
+    def consume(self, events: Iterable[tuple[str, ET.Element]]) -> None:
+        """Read (event, element) pairs from an `XMLPullParser`; one loop, no callback per element.
 
-    def start(self, tag: str, attr_list: list[str]) -> None:
-        tag = self.local_names.get(tag) or self._local(tag)
-        tags = self.tags
-        parent = tags[-1] if tags else None
-        tags.append(tag)
-        self.text = None  # a child ends its parent's `.text`
-        if self.skip_depth:
-            self.skip_depth += 1
-        elif self.props_target is not None:
-            if tag == "property" and parent == "properties":
-                attrs = _attrs(attr_list)
-                self.prop = (attrs.get("name") or "", attrs.get("value") or "", [])
-                self.text = self.prop[2]
-            else:
-                self.skip_depth = 1
-        elif self.case is not None:
-            if parent != "testcase":  # inside a result: not read
-                self.skip_depth = 1
-            elif tag in _SEVERITY or tag in _RETRY_TAGS:
-                result = _Result(tag, _attrs(attr_list))
-                self.results.append(result)
-                self.text = result.text
-            elif tag == "properties":
-                self.props_target = self.case_props
-            else:  # <system-out>, <system-err>, anything else
-                self.skip_depth = 1
-        elif parent is None and tag not in ("testsuite", "testsuites"):
-            self.problem = ParseProblem(
-                self.name, f"not JUnit XML (root element <{tag}>, expected <testsuites> or <testsuite>)"
-            )
-            raise NotJUnit
-        elif tag == "testcase":
-            self.case = _attrs(attr_list)
-        elif tag == "testsuite" or tag == "testsuites":
-            attrs = _attrs(attr_list)
-            self.suites.append(({}, attrs.get("time"), attrs.get("name")))
-            if tag == "testsuite" and attrs.get("name") == "pytest":
-                self.is_pytest = True
-        elif tag == "properties":  # of the enclosing suite
-            self.props_target = {}
+        A clean testcase (no children, no inherited runner properties: most of a big report) is read
+        inline; everything else goes through `_add_testcase`.
+        """
+        skip, depth, index = self.skip, self.open, self.index
+        append, name, (shard, run) = self.rows.append, self.name, self.file_shard_run
+        suite_elems, ids, lines = self.suite_elems, self.ids, self.lines
+        try:
+            for event, elem in events:
+                if event == "start":
+                    depth += 1
+                    if skip:
+                        skip += 1
+                        continue
+                    tag = elem.tag
+                    if tag[:1] == "{":
+                        tag = tag.rpartition("}")[2]
+                    if tag == "testsuite" or tag == "testsuites":
+                        self._open_suite(tag, elem)
+                    elif not self.suites:  # the root
+                        self.root = tag
+                        self.problem = ParseProblem(
+                            name,
+                            f"not JUnit XML (root element <{tag}>, expected <testsuites> or <testsuite>); pass the files pytest --junitxml writes",
+                        )
+                        raise NotJUnit
+                    else:  # a testcase, the suite's properties, or anything else: read at its end
+                        skip = 1
+                    continue
+                depth -= 1
+                if not skip:
+                    self._close_suite(elem)
+                    continue
+                skip -= 1
+                if skip:
+                    continue
+                tag = elem.tag
+                if tag[:1] == "{":
+                    tag = tag.rpartition("}")[2]
+                if tag == "testcase":
+                    index += 1
+                    get = elem.attrib.get
+                    classname, file, line = get("classname") or "", get("file"), get("line")
+                    prefix, path = ids.get((classname, file)) or self._prefix(classname, file)
+                    line_no = lines.get(line, -1)
+                    seconds = get("time")
+                    try:
+                        duration = float(seconds) if seconds else 0.0
+                    except ValueError:
+                        duration = -1.0
+                    if (
+                        prefix is None or line_no == -1 or not 0.0 <= duration < math.inf
+                        or len(elem) or self.inherited
+                    ):  # fmt: skip
+                        self.index = index
+                        self._add_testcase(elem)
+                    else:  # the common case, a clean pass without runner properties
+                        test_id = f"{prefix}::{get('name') or ''}"
+                        if line_no is not None and self.is_pytest:
+                            line_no += 1  # pytest writes the 0-based line of the `def`; editors count from 1
+                        append(_new_row(PassRow, (test_id, path, line_no, duration, name, shard, run)))
+                elif tag == "properties":
+                    self._suite_properties(elem)
+                del suite_elems[-1][:]  # read: free it
+        finally:
+            self.skip, self.open, self.index = skip, depth, index
+
+    def _prefix(self, classname: str, file: str | None) -> tuple[str | None, str | None]:
+        if len(_IDS) > _CACHED:
+            _IDS.clear()
+        _IDS[classname, file] = found = id_prefix(classname, file)
+        return found
+
+    # --- suites ---
+
+    def _open_suite(self, tag: str, elem: ET.Element) -> None:
+        get = elem.attrib.get
+        name = get("name")
+        if self.root is None:
+            self.root = tag
+            if name == MERGED_NAME:  # `report --junit-out` wrote it: its tests are in the other files
+                raise MergedReport
+        self.suites.append(_Suite(tag, get("time"), name, self.inherited))
+        self.suite_elems.append(elem)
+        if tag == "testsuite" and name == "pytest":
+            self.is_pytest = True
+
+    def _suite_properties(self, elem: ET.Element) -> None:
+        props = _properties(elem)
+        suite = self.suites[-1]
+        suite.had_props |= bool(props)
+        suite.props.update((k, v) for k, v in props.items() if k in _KNOWN_PROPS)
+        self.inherited = {**suite.base, **suite.props} if suite.props else suite.base
+
+    def _close_suite(self, elem: ET.Element) -> None:
+        suite = self.suites.pop()
+        self.suite_elems.pop()
+        if suite.tag == "testsuite":
+            if not self.file_props_set and suite.had_props:
+                self.file_props, self.file_props_set = suite.props, True
+            if suite.time is not None and (not self.suites or self.suites[-1].tag != "testsuite"):
+                # A top-level suite: that process's wall time.
+                self.wall_s = (self.wall_s or 0.0) + self._duration(suite.time, f"suite {suite.name or '?'}")
         else:
-            self.skip_depth = 1
+            self.is_pytest |= suite.name == "pytest tests"
+        self.inherited = suite.base
+        if self.suite_elems:
+            del self.suite_elems[-1][:]
 
-    def end(self, _tag: str) -> None:
-        tags = self.tags
-        tag = tags.pop()
-        self.text = None
-        if self.skip_depth:
-            self.skip_depth -= 1
-        elif self.prop is not None:  # the end of the <property>
-            name, value, text = self.prop
-            self.props_target[name] = value or "".join(text)  # type: ignore[index]
-            self.prop = None
-        elif self.props_target is not None:  # the end of the <properties>
-            if self.case is None:
-                self.suites[-1][0].update(self.props_target)
-                self._merge_inherited()
-            self.props_target = None
-        elif self.case is not None:
-            if tag == "testcase":
-                self._add_testcase(self.case)
-                self.case = None
-                self.case_props = {}
-                self.results = []
-        elif tag == "testsuite":
-            props, time, _name = self.suites.pop()
-            if not self.file_props and props:
-                self.file_props = props
-            if time is not None and (not tags or tags[-1] != "testsuite"):
-                self.wall_s = (self.wall_s or 0.0) + _float(
-                    time
-                )  # a top-level suite: that process's wall time
-            self._merge_inherited()
-        elif tag == "testsuites":
-            _props, _time, name = self.suites.pop()
-            self.is_pytest |= name == "pytest tests"
-            self._merge_inherited()
+    # --- numbers: absurd ones are read as nothing and named once per file ---
 
-    def data(self, text: str) -> None:
-        if self.text is not None:
-            self.text.append(text)
+    def _duration(self, value: str | None, where: str) -> float:
+        seconds = _float(value)
+        if seconds < 0.0:
+            self._absurd(where, "time", value, "not a finite, non-negative number of seconds (read as 0)")
+            return 0.0
+        return seconds
 
-    # --- helpers ---
+    def _int(self, key: str, value: str) -> int | None:
+        value = value.strip()
+        if value.isascii() and value.isdigit():
+            if len(value) <= _MAX_DIGITS:
+                return int(value)
+            self._absurd(f"property {key}", key, value, f"more than {_MAX_DIGITS} digits (ignored)")
+        elif value and value.isdigit():  # '²' or other Unicode digits int() may refuse
+            self._absurd(f"property {key}", key, value, "not an ASCII number (ignored)")
+        return None
 
-    def _local(self, tag: str) -> str:
-        """`uri}name` (expat's namespaced form) → `name`."""
-        self.local_names[tag] = local = tag.rpartition("}")[2]
-        return local
+    def _absurd(self, where: str, key: str, value: str | None, what: str) -> None:
+        if self.number_problem is None:
+            shown = (value or "")[:20] + ("…" if value and len(value) > 20 else "")
+            self.number_problem = ParseProblem(
+                self.name, f"{where}: {key}={shown!r} is {what}; fix the tool that wrote the file"
+            )
 
-    def _merge_inherited(self) -> None:
-        merged: dict[str, str] = {}
-        for props, _time, _name in self.suites:
-            merged.update(props)
-        self.inherited = merged
+    # --- testcases ---
 
-    def _add_testcase(self, attrs: dict[str, str]) -> None:
-        self.index += 1
-        get = attrs.get
+    def _add_testcase(self, elem: ET.Element) -> None:
+        get = elem.attrib.get
+        line_attr = get("line")
+        if line_attr and not (line_attr.isascii() and len(line_attr) <= _MAX_DIGITS):
+            self._absurd(f"testcase {get('name') or '?'}", "line", line_attr, "not a line number (ignored)")
+            line_attr = None
         test_id, file, line = derive_test_id(
-            get("classname") or "", get("name") or "", get("file"), get("line"), self.index
+            get("classname") or "", get("name") or "", get("file"), line_attr, self.index
         )
+        if line_attr is not None:
+            if len(_LINES) > _CACHED:
+                _LINES.clear()
+                _LINES[None] = None
+            _LINES[line_attr] = line
         if line is not None and self.is_pytest:
             line += 1  # pytest writes the 0-based line of the `def`; editors and GitHub count from 1
         rows, name = self.rows, self.name
-        props = {**self.inherited, **self.case_props} if self.case_props else self.inherited
-        if not props and not self.results:  # the common case, a clean pass without runner properties
-            self.defaulted.append((len(rows), None))
-            rows.append(
-                _new_row(OccurrenceRow, (
-                    test_id, file, line, Outcome.PASSED, None, _float(get("time")), "", "", name,
-                    *self.file_shard_run, None, None, (), None, None, None, None, False, None,
-                ))
-            )  # fmt: skip
+        results: list[tuple[str, str, str | None, str]] = []
+        case_props: dict[str, str] = {}
+        if len(elem):
+            for child in elem:
+                tag = child.tag
+                if tag[:1] == "{":
+                    tag = tag.rpartition("}")[2]
+                if tag in _SEVERITY or tag in _RETRY_TAGS:
+                    cget = child.attrib.get
+                    results.append((tag, cget("message") or "", cget("type"), (child.text or "").strip()))
+                elif tag == "properties":
+                    case_props.update(_properties(child))
+        duration = _float(get("time"))
+        if duration < 0.0:
+            duration = self._duration(get("time"), f"testcase {test_id}")
+        props = {**self.inherited, **case_props} if case_props else self.inherited
+        if not props and not results:  # the common case, a clean pass without runner properties
+            rows.append(_new_row(PassRow, (test_id, file, line, duration, name, *self.file_shard_run)))
             return
         if props:
+            pget = props.get
             own_shard, own_run, attempt = (
-                _int(props.get("shard")),
-                _int(props.get("run")),
-                _int(props.get("attempt")),
+                self._opt_int("shard", pget("shard")),
+                self._opt_int("run", pget("run")),
+                self._opt_int("attempt", pget("attempt")),
             )
-            worker, markers = props.get("worker"), tuple(m for m in props.get("markers", "").split(",") if m)
-            started, finished = _time(props.get("started_at")), _time(props.get("finished_at"))
-            database, attempt_failure = props.get("database") or None, props.get("attempt_failure") or None
-            is_quarantined = props.get("quarantined") == "true"
+            worker, markers = pget("worker"), tuple(m for m in pget("markers", "").split(",") if m)
+            started, finished = _time(pget("started_at")), _time(pget("finished_at"))
+            database, attempt_failure = pget("database") or None, pget("attempt_failure") or None
+            is_quarantined = pget("quarantined") == "true"
+            fixtures = pget("fixtures")
         else:
             own_shard = own_run = attempt = worker = started = finished = database = attempt_failure = None
-            markers, is_quarantined = (), False
+            markers, is_quarantined, fixtures = (), False, None
         if own_shard is not None:
             shard, run = own_shard, own_run
         else:
             shard, run = file_shard_run(own_run, self.shard, self.run)
-        for r in self.results:
-            if r.tag in _RETRY_TAGS:
+        for tag, message, _type, text in results:
+            if tag in _RETRY_TAGS:
                 if own_shard is None:
                     self.defaulted.append((len(rows), own_run))
                 rows.append(
                     OccurrenceRow(
-                        test_id, file, line, Outcome.FAILED, Phase.CALL, 0.0, r.message,
-                        "".join(r.text).strip(), name, shard, run, attempt, worker, markers,
-                        started, finished, database, attempt_failure, is_quarantined, None,
+                        test_id, file, line, Outcome.FAILED, Phase.CALL, 0.0, message, text, name, shard,
+                        run, attempt, worker, markers, started, finished, database, attempt_failure,
+                        is_quarantined, fixtures,
                     )
                 )  # fmt: skip
-        results = [r for r in self.results if r.tag in _SEVERITY]
+        results = [r for r in results if r[0] in _SEVERITY]
         if results or not attempt_failure:
-            outcome, phase, message, text = _result(results)
+            outcome, phase, message, text = outcome_of(results)
         else:  # a rerun attempt, written empty by pytest-rerunfailures: the plugin kept what failed
-            outcome, phase, message, text = _attempt_failure(attempt_failure)
+            outcome, phase, message, text = attempt_failure_of(attempt_failure)
         if is_quarantined and outcome is Outcome.XFAILED:
-            phase, message = _quarantined_failure(message)
+            phase, message = quarantined_failure_of(message)
         if own_shard is None:
             self.defaulted.append((len(rows), own_run))
         rows.append(
             OccurrenceRow(
-                test_id, file, line, outcome, phase, _float(get("time")), message, text, name,
+                test_id, file, line, outcome, phase, duration, message, text, name,
                 shard, run, attempt, worker, markers, started, finished, database, attempt_failure,
-                is_quarantined, props.get("fixtures") if props else None,
+                is_quarantined, fixtures,
             )
         )  # fmt: skip
 
-
-def _attrs(attr_list: list[str]) -> dict[str, str]:
-    pairs = iter(attr_list)
-    return dict(zip(pairs, pairs))  # noqa: B905 (expat always gives name, value pairs)
+    def _opt_int(self, key: str, value: str | None) -> int | None:
+        return self._int(key, value) if value else None
 
 
-def _result(results: list[_Result]) -> tuple[Outcome, Phase | None, str, str]:
-    if not results:
-        return Outcome.PASSED, None, "", ""
-    worst = max(_SEVERITY[r.tag] for r in results)
-    chosen = [r for r in results if _SEVERITY[r.tag] == worst]
-    message = "\n".join(r.message for r in chosen).strip()
-    text = "\n".join("".join(r.text).strip() for r in chosen).strip()
-    if worst == _SEVERITY["skipped"]:
-        is_xfail = any(r.type == "pytest.xfail" for r in chosen)
-        return (Outcome.XFAILED if is_xfail else Outcome.SKIPPED), None, message, text
-    phase = Phase.CALL
-    for prefix, prefix_phase in _PHASE_PREFIXES:
-        if message.startswith(prefix):
-            phase, message = prefix_phase, message[len(prefix) :]
-            if len(message) >= 2 and message[0] == message[-1] == '"':
-                message = message[1:-1]
-            break
-    return (Outcome.ERROR if worst == _SEVERITY["error"] else Outcome.FAILED), phase, message, text
+# Pure caches shared by the files of one report: classname/file → (node id prefix, path), `line` → int.
+_IDS: dict[tuple[str, str | None], tuple[str | None, str | None]] = {}
+_LINES: dict[str | None, int | None] = {None: None}
+_CACHED = 20_000
+
+_MAX_DIGITS = 18  # shard, run, attempt, line: anything longer is no count (int() refuses > 4,300 anyway)
 
 
-_ATTEMPT_PHASES = {"setup": Phase.SETUP, "call": Phase.CALL, "teardown": Phase.TEARDOWN}
-
-
-def _attempt_failure(value: str) -> tuple[Outcome, Phase, str, str]:
-    """`setup: <exception line>` (the plugin's attempt_failure) → a failed attempt in that phase.
-
-    A fixture failure is an error and a body failure a failure, as pytest itself would have written them.
-    """
-    head, sep, rest = value.partition(": ")
-    phase = _ATTEMPT_PHASES.get(head) if sep else None
-    if phase is None:
-        return Outcome.FAILED, Phase.CALL, value.strip(), ""
-    return (Outcome.FAILED if phase is Phase.CALL else Outcome.ERROR), phase, rest.strip(), ""
-
-
-_QUARANTINED_RE = re.compile(r"quarantined \((setup|call|teardown)\): ")
-
-
-def _quarantined_failure(message: str) -> tuple[Phase | None, str]:
-    """`quarantined (setup): RuntimeError: …` (plugin_quarantine's xfail reason) → the phase and the error.
-
-    A quarantined test's own `xfail` marker (any other reason) stays an xfail without a phase. A body
-    failure plus a teardown error is two reasons on two lines: the first names the phase, both are kept.
-    """
-    match = _QUARANTINED_RE.match(message)
-    if match is None:
-        return None, message
-    return _ATTEMPT_PHASES[match.group(1)], message[match.end() :]
+def _properties(elem: ET.Element) -> dict[str, str]:
+    """<properties><property name= value=/>…: a property's value, or its text when the value is empty."""
+    props: dict[str, str] = {}
+    for prop in elem:
+        tag = prop.tag
+        if tag[:1] == "{":
+            tag = tag.rpartition("}")[2]
+        if tag == "property":
+            get = prop.attrib.get
+            props[get("name") or ""] = get("value") or prop.text or ""
+    return props
 
 
 def _time(value: str | None) -> float | None:
@@ -311,67 +379,14 @@ def _time(value: str | None) -> float | None:
     return seconds if seconds is not None and math.isfinite(seconds) else None
 
 
-def _int(value: str | None) -> int | None:
-    return int(value) if value and value.strip().isdigit() else None
-
-
 def _float(value: str | None) -> float:
-    """A duration: negative, missing or unreadable → 0 (`1,234.5` is read as 1234.5)."""
+    """A duration (`1,234.5` is read as 1234.5; missing is 0); -1.0 when negative, NaN, infinite (`1e400`)
+    or unreadable: no duration a report can add up, and the reader names it."""
     try:
         seconds = float(value or 0)
     except ValueError:
         try:
             seconds = float(value.replace(",", ""))  # type: ignore[union-attr]
         except ValueError:
-            return 0.0
-    # NaN fails the comparison; infinity (`time="1e400"`) is no duration a report can add up.
-    return seconds if 0.0 < seconds < math.inf else 0.0
-
-
-def file_shard_run(own_run: int | None, shard: int | None, run: int | None) -> tuple[int | None, int | None]:
-    """A testcase without its own shard property gets the file's shard, and its run unless it has one."""
-    if shard is None:
-        return None, own_run
-    return shard, own_run if own_run is not None else run
-
-
-# --- test ids ------------------------------------------------------------------------------------------
-
-
-def derive_test_id(
-    classname: str, name: str, file: str | None, line: str | None, index: int = 0
-) -> tuple[str, str | None, int | None]:
-    """pytest's node id where derivable: `tests/test_x.py::TestC::test_y[1]`; otherwise `classname::name`.
-
-    pytest's classname is the dotted module path plus classes (`tests.test_x.TestC`); xunit1 adds a
-    `file=` attribute. An absolute or `../` file (seen in the wild) is ignored in favour of the classname.
-    """
-    line_no = int(line) if line and line.isdigit() else None
-    prefix, path = _id_prefix(classname, file)
-    if prefix is not None:
-        return f"{prefix}::{name}", path, line_no
-    if not classname and not name:
-        return f"<unnamed testcase #{index}>", None, line_no
-    return (f"{classname}::{name}" if classname else name), None, line_no
-
-
-@lru_cache(maxsize=4096)
-def _id_prefix(classname: str, file: str | None) -> tuple[str | None, str | None]:
-    """`tests/test_x.py::TestC` from classname (+ file); None when not a pytest-looking classname."""
-    parts = [p for p in classname.split(".") if p]
-    if file and file.endswith(".py") and not file.startswith(("/", "..")):
-        module = file[:-3].replace("/", ".").split(".")
-        rest = (
-            parts[len(module) :] if parts[: len(module)] == module else [p for p in parts if p[:1].isupper()]
-        )
-        return "::".join([file, *rest]), file
-    cut = next((i for i, p in enumerate(parts) if p[:1].isupper()), len(parts))
-    module, classes = parts[:cut], parts[cut:]
-    if module and _looks_like_test_module(module[-1]):
-        path = "/".join(module) + ".py"
-        return "::".join([path, *classes]), path
-    return None, None
-
-
-def _looks_like_test_module(part: str) -> bool:
-    return part.startswith("test_") or part.endswith("_test") or part in ("test", "tests", "conftest")
+            return -1.0
+    return seconds if 0.0 <= seconds < math.inf else -1.0  # NaN fails the comparison

@@ -10,9 +10,9 @@ settings module that reads `DATABASE_URL` at import time already sees the worker
 controller (or the single process) prepares the template there, before xdist starts any worker;
 workers recognise the session through `DB_TEST_ACTION_DB_SESSION`, which they inherit.
 
-Everything is inert unless `--db-per-worker`, ini `db_per_worker = true` or the environment turns it
-on: no option has an effect, no connection is made, no fixture is registered. The hook functions have
-unique names (pluggy's `specname`) because `db_test_action.plugin` star-imports several modules.
+This is the heavy half, imported by plugin.options only once `--db-per-worker`, ini `db_per_worker =
+true` or the environment turned it on; until then no option has an effect, no connection is made and
+no fixture is registered.
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ from pathlib import Path
 
 import pytest
 
+from db_test_action.config.settings import first_source, plugin_candidates, resolve_plugin, setting_for
 from db_test_action.errors import DbTestActionError
 from db_test_action.plugin.reset import Resetter
+from db_test_action.plugin.sources import ini, option
 from db_test_action.plugin.template import (
     Names,
     ResetMode,
@@ -46,32 +48,8 @@ from db_test_action.plugin.template import (
 )
 from db_test_action.server.launch import redact
 
-__all__ = [
-    "pytest_addoption_db_per_worker",
-    "pytest_configure_db_per_worker",
-    "pytest_load_initial_conftests_db_per_worker",
-]
-
-ENV_PREFIX = "DB_TEST_ACTION_"  # + the ini key in upper case: DB_TEST_ACTION_DB_PER_WORKER, …
 ENV_SESSION = "DB_TEST_ACTION_DB_SESSION"  # set by the owner for its xdist workers (JSON)
 MAIN_WORKER = "main"  # the database name suffix of the controller / the only process
-
-# Help texts are shared by each option and its ini key (the way pytest-rerunfailures does it).
-PER_WORKER_HELP = "Give each xdist worker its own database cloned from a template (default: off)."
-SETUP_HELP = (
-    "Schema setup run once into the template: a command ('alembic upgrade head'), a callable "
-    "('pkg.module:function', sync or async, given the URL) or .sql files/directories, comma-separated. "
-    "Paths and the command's cwd are relative to the rootdir."
-)
-EXTENSIONS_HELP = "Extensions to create in the template, comma-separated (e.g. 'pgcrypto,citext')."
-URL_ENV_HELP = (
-    "Environment variable holding the server URL and receiving the worker's URL (default: DATABASE_URL)."
-)
-RESET_MODE_HELP = (
-    "How the db_reset fixture restores a clean database: 'truncate' (one TRUNCATE of every table, "
-    "then the rows the setup inserted) or 'clone' (drop and re-clone; closes open connections). Default: truncate."
-)
-KEEP_HELP = "Keep the template and worker databases after the run, for debugging (default: off)."
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,115 +97,35 @@ class DbState:
         return self.names.worker(self.worker_id)
 
 
-INI_HINTS = {
-    "db_per_worker": "use true or false",
-    "db_keep": "use true or false",
-    "db_extensions": "use a list of extension names",
-}
-
 SETTINGS_KEY = pytest.StashKey[DbSettings]()
 STATE_KEY = pytest.StashKey[DbState]()
 CLEANUP_KEY = pytest.StashKey["Cleanup"]()
 
 
-@pytest.hookimpl(specname="pytest_addoption")
-def pytest_addoption_db_per_worker(parser: pytest.Parser) -> None:
-    group = parser.getgroup("db-test-action")
-    group.addoption(
-        "--db-per-worker", action="store_true", default=None, dest="db_per_worker", help=PER_WORKER_HELP
-    )
-    group.addoption("--db-setup", dest="db_setup", metavar="SETUP", help=SETUP_HELP)
-    group.addoption("--db-extensions", dest="db_extensions", metavar="NAMES", help=EXTENSIONS_HELP)
-    group.addoption("--db-url-env", dest="db_url_env", metavar="NAME", help=URL_ENV_HELP)
-    group.addoption(
-        "--db-reset-mode", dest="db_reset_mode", choices=[m.value for m in ResetMode], help=RESET_MODE_HELP
-    )
-    group.addoption("--db-keep", action="store_true", default=None, dest="db_keep", help=KEEP_HELP)
-    # default=None means unset, so the environment can apply. Typed keys accept native TOML values
-    # (`db_per_worker = true`, `db_extensions = ["pgcrypto"]`) under [tool.pytest] as well as ini strings.
-    for key, help_text, ini_type in (
-        ("db_per_worker", PER_WORKER_HELP, "bool"),
-        ("db_setup", SETUP_HELP, "string"),
-        ("db_extensions", EXTENSIONS_HELP, "args"),
-        ("db_url_env", URL_ENV_HELP, "string"),
-        ("db_reset_mode", RESET_MODE_HELP, "string"),
-        ("db_keep", KEEP_HELP, "bool"),
-    ):
-        parser.addini(key, help_text, type=ini_type, default=None)
-
-
-def _parse_bool(where: str, text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise DbTestActionError(f"{where}: {text!r} is not a boolean; use true or false")
-
-
-def _ini_text(value: object) -> str:
-    """An ini value as text: bools from `type="bool"`, lists from `type="args"` or TOML arrays."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(item) for item in value)
-    return str(value)
-
-
 def resolve_settings(
     cli: Callable[[str], object], ini: Callable[[str], object], env: Mapping[str, str], rootdir: Path
 ) -> DbSettings:
-    """Merge the three sources; a bad value raises naming where it came from (flag, ini key or variable)."""
-
-    def pick(key: str) -> tuple[str, str] | None:
-        value = cli(key)
-        if value is not None:
-            return "--" + key.replace("_", "-"), str(value)
-        try:
-            text = _ini_text(ini(key))
-        except (TypeError, ValueError) as exc:  # pytest's own type checks (e.g. `db_per_worker = maybe`)
-            detail = str(exc).split(": config option ", 1)[-1]
-            hint = INI_HINTS.get(key, "use a string")
-            raise DbTestActionError(f"{key} (ini): {detail}; {hint}") from None
-        if text.strip():
-            return f"{key} (ini)", text
-        name = ENV_PREFIX + key.upper()
-        if env.get(name, "").strip():
-            return name, env[name]
-        return None
-
-    def flag(key: str) -> bool:
-        got = pick(key)
-        return _parse_bool(*got) if got else False
-
-    if not flag("db_per_worker"):
-        return DbSettings()
+    """The plugin's settings from the one table (flag > ini > environment > default); bad values name
+    where they came from (flag, ini key or variable)."""
+    if not resolve_plugin(cli, ini, env, ("db-per-worker",))["db_per_worker"]:
+        return DbSettings()  # off: nothing else is read, so a stray variable cannot break a plain run
+    keys = ("db-extensions", "db-url-env", "db-reset-mode", "db-keep")
+    values = resolve_plugin(cli, ini, env, keys)
     setup = None
-    if got := pick("db_setup"):
+    if got := first_source(plugin_candidates(cli, ini, env, setting_for("plugin", "db-setup"))):
         where, text = got
         try:
-            setup = parse_setup(text, rootdir)
+            setup = parse_setup(str(text), rootdir)
         except DbTestActionError as exc:
             raise DbTestActionError(str(exc).replace("--db-setup", where, 1)) from None
-    extensions: tuple[str, ...] = ()
-    if got := pick("db_extensions"):
-        extensions = tuple(n for n in got[1].replace(",", " ").split() if n)
-    url_env = "DATABASE_URL"
-    if got := pick("db_url_env"):
-        url_env = got[1].strip()
-        if not url_env.replace("_", "").isalnum():
-            raise DbTestActionError(f"{got[0]}: {url_env!r} is not an environment variable name")
-    reset_mode = ResetMode.TRUNCATE
-    if got := pick("db_reset_mode"):
-        try:
-            reset_mode = ResetMode(got[1].strip().lower())
-        except ValueError:
-            raise DbTestActionError(
-                f"{got[0]}: {got[1]!r} is not a reset mode; use truncate or clone"
-            ) from None
-    return DbSettings(True, setup, extensions, url_env, reset_mode, flag("db_keep"))
+    return DbSettings(
+        is_enabled=True,
+        setup=setup,
+        extensions=values["db_extensions"],
+        url_env=values["db_url_env"],
+        reset_mode=ResetMode(values["db_reset_mode"]),
+        is_keep=values["db_keep"],
+    )
 
 
 def find_session(env: Mapping[str, str], parent_pid: int) -> tuple[SessionInfo, str] | None:
@@ -251,18 +149,13 @@ def find_session(env: Mapping[str, str], parent_pid: int) -> tuple[SessionInfo, 
     return session, worker
 
 
-def _option(config: pytest.Config, key: str) -> object:
-    """A command-line value; before the conftests load only `known_args_namespace` is filled in."""
-    value = config.getoption(key, None)
-    return getattr(config.known_args_namespace, key, None) if value is None else value
-
-
-def _settings(config: pytest.Config) -> DbSettings:
-    if SETTINGS_KEY not in config.stash:
-        config.stash[SETTINGS_KEY] = resolve_settings(
-            lambda key: _option(config, key), config.getini, os.environ, config.rootpath
-        )
-    return config.stash[SETTINGS_KEY]
+def start_once(config: pytest.Config) -> Cleanup:
+    """Resolve the settings and start, once per process (the early and the late hook may both ask)."""
+    if CLEANUP_KEY not in config.stash:
+        settings = resolve_settings(option(config), ini(config), os.environ, config.rootpath)
+        config.stash[SETTINGS_KEY] = settings
+        start(config, settings)
+    return config.stash[CLEANUP_KEY]
 
 
 def start(config: pytest.Config, settings: DbSettings) -> DbState:
@@ -339,38 +232,6 @@ class Cleanup:
                 drop_databases(state.session.base_url, session_databases(state.session.base_url, state.names))
         except DbTestActionError as exc:
             warnings.warn(f"db-per-worker cleanup: {exc}", stacklevel=1)
-
-
-@pytest.hookimpl(wrapper=True, specname="pytest_load_initial_conftests")
-def pytest_load_initial_conftests_db_per_worker(early_config: pytest.Config) -> Iterator[None]:
-    """Before the user's conftest.py is imported: set up and point the URL variable at our database."""
-    ns = early_config.known_args_namespace
-    if getattr(ns, "help", False) or getattr(ns, "version", False):
-        return (yield)
-    try:
-        settings = _settings(early_config)
-        state = start(early_config, settings) if settings.is_enabled else None
-    except DbTestActionError as exc:
-        raise pytest.UsageError(str(exc)) from None
-    try:
-        return (yield)
-    except BaseException:
-        if state is not None:  # pytest skips unconfigure when conftest loading fails: clean up here
-            early_config.stash[CLEANUP_KEY]()
-        raise
-
-
-@pytest.hookimpl(specname="pytest_configure")
-def pytest_configure_db_per_worker(config: pytest.Config) -> None:
-    """Late path, for the plugin being registered after the initial conftests (e.g. `-p` in a conftest)."""
-    if STATE_KEY in config.stash:
-        return
-    try:
-        settings = _settings(config)
-        if settings.is_enabled:
-            start(config, settings)
-    except DbTestActionError as exc:
-        raise pytest.UsageError(str(exc)) from None
 
 
 class DbPerWorker:

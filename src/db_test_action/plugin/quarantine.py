@@ -24,6 +24,10 @@ from pathlib import Path
 
 import pytest
 
+from db_test_action.config.settings import resolve_plugin
+from db_test_action.errors import DbTestActionError
+from db_test_action.plugin.sources import ini, option
+
 __all__ = ["pytest_addoption_quarantine", "pytest_configure_quarantine"]
 
 ENV = "DB_TEST_ACTION_QUARANTINE"
@@ -65,11 +69,12 @@ def pytest_addoption_quarantine(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(specname="pytest_configure")
 def pytest_configure_quarantine(config: pytest.Config) -> None:
-    source, value = "--quarantine", config.getoption("db_quarantine", None)
-    if not value:
-        source, value = "db_quarantine", config.getini("db_quarantine")
-    if not value:
-        source, value = ENV, os.environ.get(ENV)
+    try:
+        value = resolve_plugin(option(config), ini(config), os.environ, ("quarantine",))["db_quarantine"]
+    except DbTestActionError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    from_ini = not config.getoption("db_quarantine", None) and value == config.getini("db_quarantine")
+    source = "db_quarantine" if from_ini else ("--quarantine" if config.getoption("db_quarantine") else ENV)
     if not value or config.pluginmanager.has_plugin(Quarantine.NAME):
         return
     path = Path(value)

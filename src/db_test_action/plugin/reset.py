@@ -111,7 +111,9 @@ class Resetter:
                 self._conn = psycopg.connect(admin_conninfo(target), autocommit=True, connect_timeout=10)
             except psycopg.Error as exc:
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise DbTestActionError(f"db_reset: cannot connect to {redact(target)} ({first})") from None
+                raise DbTestActionError(
+                    f"db_reset: cannot connect to {redact(target)} ({first}); check the server is still up"
+                ) from None
             self._conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
             self._conn.execute("SET application_name = 'db-test-action reset'")
         if self._sql is None:

@@ -113,7 +113,9 @@ def check_url(url: str | None, env_name: str) -> str:
         )
     scheme = urlsplit(url).scheme.split("+", 1)[0]
     if scheme not in ("postgresql", "postgres"):
-        raise DbTestActionError(f"--db-per-worker: {env_name}={redact(url)!r} is not a postgresql:// URL")
+        raise DbTestActionError(
+            f"--db-per-worker: {env_name}={redact(url)!r} is not a postgresql:// URL; set it to postgresql://user@host:port/db"
+        )
     return url
 
 

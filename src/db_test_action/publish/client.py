@@ -20,9 +20,10 @@ import requests
 from github import Auth, Github, GithubException
 from github.IssueComment import IssueComment
 
+from db_test_action.config.settings import DEFAULT_API_URL, DEFAULT_MAX_WAIT_S, DEFAULT_RETRIES
+
 T = TypeVar("T")
 
-DEFAULT_API_URL = "https://api.github.com"
 ACTIONS_BOT_LOGIN = "github-actions[bot]"  # who GITHUB_TOKEN comments as; it cannot call GET /user
 RATE_LIMIT_PREFIXES = ("api rate limit exceeded", "you have exceeded a secondary rate limit")
 
@@ -31,9 +32,9 @@ RATE_LIMIT_PREFIXES = ("api rate limit exceeded", "you have exceeded a secondary
 class RetryPolicy:
     """How hard to try. `max_wait_s` caps the sum of all sleeps in one publish run."""
 
-    retries: int = 4
+    retries: int = DEFAULT_RETRIES
     backoff_s: float = 1.0  # first 5xx/network backoff; doubles each attempt
-    max_wait_s: float = 120.0
+    max_wait_s: float = DEFAULT_MAX_WAIT_S
     secondary_wait_s: float = 60.0  # GitHub: "wait at least one minute" when no Retry-After is given
 
 

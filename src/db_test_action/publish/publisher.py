@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TextIO
 
+from db_test_action.config.settings import ANNOTATIONS_PER_LEVEL
 from db_test_action.errors import EXIT_ENV, EXIT_OK, EXIT_USAGE, DbTestActionError
 from db_test_action.model import Annotation, Level
 from db_test_action.publish import client, gha
@@ -32,11 +33,10 @@ COMMENT_MAX_CHARS = 65536  # GitHub rejects longer issue comments with 422
 COMMENT_RESERVE_CHARS = (
     400  # marker + fingerprint + trim note; render with max_chars=COMMENT_MAX_CHARS - this
 )
-ANNOTATIONS_PER_LEVEL = 10  # GitHub shows at most 10 errors and 10 warnings per step
 KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,99}")
 FORK_HINT = (
     "the token cannot write to this pull request (fork PRs get a read-only GITHUB_TOKEN); the report is in "
-    "the job summary; to comment on fork PRs, publish from a workflow_run workflow (see docs: publish)"
+    "the job summary; to comment on fork PRs, publish from a workflow_run workflow (see docs/publishing.md)"
 )
 
 

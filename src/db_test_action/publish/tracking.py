@@ -22,11 +22,9 @@ from enum import Enum
 
 from github import Github, GithubException, InputGitTreeElement
 
+from db_test_action.config.settings import DEFAULT_LABEL
 from db_test_action.publish.client import ACTIONS_BOT_LOGIN, Retrier, RetryPolicy, connect, viewer_login
 
-DEFAULT_LABEL = "db-test-action:stability"
-DEFAULT_BRANCH = "db-test-action-history"
-DEFAULT_HISTORY_PATH = "stability-history.jsonl"
 ISSUE_MAX_CHARS = 65536  # GitHub rejects longer issue bodies with 422
 
 

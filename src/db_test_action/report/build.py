@@ -11,9 +11,10 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
-from db_test_action.config import ReportConfig
+from db_test_action.config.report import ReportConfig
 from db_test_action.errors import DbTestActionError
-from db_test_action.junit.parse import ParsedFile, group_tests_lazily
+from db_test_action.junit.attempts import group_tests_and_categories
+from db_test_action.junit.parse import ParsedFile
 from db_test_action.model import (
     BudgetStatus,
     CategoryRule,
@@ -65,11 +66,14 @@ def build_report(
     server_logs: Sequence[tuple[str, Sequence[ServerEvent]]] = (),
     server_note: str = "",
     server_problems: Sequence[ParseProblem] = (),
+    tests_out: list[TestResult] | None = None,
 ) -> Report:
     """Group, classify, count and check; `manifest`/`config.expect_files` turn missing shards into problems.
 
     `server_logs` (file name → its records) become each failing test's server evidence; without them a
     `server_note` says why there is none (empty: not a run of ours, so the report says nothing about it).
+    `tests_out`, when given, receives every grouped test (clean ones as `TestResultRow`s), e.g. for the
+    merged JUnit file; otherwise they are dropped once counted.
     """
     occurrences = [row for p in parsed for row in p.rows]  # OccurrenceRows: Occurrence's fields, cheaper
     files = [p.info for p in parsed]
@@ -78,8 +82,9 @@ def build_report(
     pytest_sources = frozenset(f.path for f in files if f.is_pytest)
     categorize = _categorizer(config.categories)
     # Clean single executions come back as TestResultRows (same fields): only counted, never shown.
-    tests = group_tests_lazily(occurrences, categorize, classify, pytest_sources)
-    category_of = {t.test_id: t.category for t in tests}
+    tests, category_of = group_tests_and_categories(occurrences, categorize, classify, pytest_sources)
+    if tests_out is not None:
+        tests_out.extend(tests)  # type: ignore[arg-type]  # rows have the fields a reader uses
     if config.expect_files:
         problems += check_expected_files(config.expect_files, files)
     if manifest is not None:

@@ -50,20 +50,20 @@ BUILTIN_RULES: tuple[CauseRule, ...] = (
         "DROP blocked by dependent objects",
         "drop in dependency order (or DROP … CASCADE / metadata.drop_all); better, give each worker its own "
         "database so tests never drop shared tables",
-        r"DependentObjectsStillExist|\b2BP01\b|cannot drop (?P<detail>\S+ \S+) because other objects depend on it",
+        r"DependentObjectsStillExist|\b2BP01\b|cannot drop (?P<detail>\S{1,200} \S{1,200}) because other objects depend on it",
     ),
     CauseRule(
         "unique-violation",
         "Unique violation (shared rows)",
         "tests insert the same keys: use unique values per test (uuid4) or isolate data per test "
         "(transaction rollback) or per worker (own database)",
-        rf"UniqueViolation|{_c('23505')}|duplicate key value violates unique constraint \"(?P<detail>[^\"]+)\"",
+        rf"UniqueViolation|{_c('23505')}|duplicate key value violates unique constraint \"(?P<detail>[^\"]{{1,200}})\"",
     ),
     CauseRule(
         "fk-violation",
         "Foreign-key violation",
         "create parent rows in the fixture first and delete children before parents (or TRUNCATE … CASCADE)",
-        rf"ForeignKeyViolation|{_c('23503')}|violates foreign key constraint \"(?P<detail>[^\"]+)\"",
+        rf"ForeignKeyViolation|{_c('23503')}|violates foreign key constraint \"(?P<detail>[^\"]{{1,200}})\"",
     ),
     CauseRule(
         "deadlock",
@@ -90,7 +90,7 @@ BUILTIN_RULES: tuple[CauseRule, ...] = (
         "database-in-use",
         "Database in use",
         "close sessions and `await engine.dispose()` before DROP DATABASE, or use DROP DATABASE … WITH (FORCE)",
-        rf"ObjectInUse|{_c('55006')}|database \"(?P<detail>[^\"]+)\" is being accessed by other users",
+        rf"ObjectInUse|{_c('55006')}|database \"(?P<detail>[^\"]{{1,200}})\" is being accessed by other users",
     ),
     CauseRule(
         "lock-timeout",
@@ -105,7 +105,7 @@ BUILTIN_RULES: tuple[CauseRule, ...] = (
         "the schema or extension is missing in this database: run migrations/create_all before the tests and "
         "install extensions (e.g. pgcrypto) in the per-worker template",
         rf"Undefined(?:Table|Function|Object|Column)|\b42P01\b|{_c('42883')}|{_c('42704')}"
-        r"|(?:relation|function|type) (?P<detail>\"?[\w.]+\"?(?:\([^)]*\))?) does not exist",
+        r"|(?:relation|function|type) (?P<detail>\"?[\w.]{1,200}\"?(?:\([^)]{0,200}\))?) does not exist",
     ),
     CauseRule(
         "event-loop",
@@ -134,12 +134,52 @@ BUILTIN_RULES: tuple[CauseRule, ...] = (
 )
 
 OTHER = Cause("other", "Other", "not a known database/fixture pattern: read the message below")
-_E_LINE = re.compile(r"^E +(.*)$", re.MULTILINE)
+
+# Literals one of which every match of a built-in rule contains (tests/test_classify.py checks this with
+# strings generated from each pattern). `in` over a 2 KB message takes well under a microsecond, a regex
+# search with a case-insensitive group up to ~150 µs: a haystack runs only the regexes whose literal it
+# holds, so an unmatched message (the commonest failure, an assertion) costs ~40 substring tests.
+NEEDLES: dict[str, tuple[str, ...]] = {
+    "concurrent-ddl": ("tuple concurrently ", 'unique constraint "pg_'),
+    "dependent-objects": ("DependentObjectsStillExist", "2BP01", "cannot drop "),
+    "unique-violation": ("UniqueViolation", "23505", "duplicate key value violates unique constraint"),
+    "fk-violation": ("ForeignKeyViolation", "23503", "violates foreign key constraint"),
+    "deadlock": ("DeadlockDetected", "40P01", "deadlock detected"),
+    "serialization": ("SerializationFailure", "SerializationError", "40001", "could not serialize access"),
+    "too-many-connections": (
+        "TooManyConnections",
+        "53300",
+        "too many clients already",
+        "remaining connection",
+    ),
+    "database-in-use": ("ObjectInUse", "55006", "is being accessed by other users"),
+    "lock-timeout": ("LockNotAvailable", "55P03", "due to lock timeout", "could not obtain lock"),
+    "undefined-object": ("Undefined", "42P01", "42883", "42704", " does not exist"),
+    "event-loop": ("loop", "another operation is in progress"),
+    "connection": ("onnect", "0800", "57P01"),
+    "timeout": ("imeout", "timed out", "QueryCanceled", "57014"),
+}
 
 
-@lru_cache(maxsize=64)
-def _compiled(rules: tuple[CauseRule, ...]) -> tuple[tuple[CauseRule, re.Pattern[str]], ...]:
-    return tuple((rule, re.compile(rule.pattern)) for rule in rules)
+_NEEDLE_KEYS = tuple((needle, key) for key, needles in NEEDLES.items() for needle in needles)
+_COMPILED: dict[
+    tuple[CauseRule, ...], tuple[tuple[CauseRule, re.Pattern[str], tuple[str, ...] | None], ...]
+] = {}
+
+
+def _compiled(
+    extra_rules: tuple[CauseRule, ...],
+) -> tuple[tuple[CauseRule, re.Pattern[str], tuple[str, ...] | None], ...]:
+    """User rules then built-ins, each with its regex and its literals (None: a user rule, always searched)."""
+    compiled = _COMPILED.get(extra_rules)
+    if compiled is None:
+        if len(_COMPILED) > 64:
+            _COMPILED.clear()
+        compiled = _COMPILED[extra_rules] = tuple(
+            (rule, re.compile(rule.pattern), NEEDLES.get(rule.key) if i >= len(extra_rules) else None)
+            for i, rule in enumerate(extra_rules + BUILTIN_RULES)
+        )
+    return compiled
 
 
 def classify_failure(message: str, text: str = "", extra_rules: Sequence[CauseRule] = ()) -> Cause:
@@ -147,6 +187,7 @@ def classify_failure(message: str, text: str = "", extra_rules: Sequence[CauseRu
 
     The message is searched first (it is the final exception); then the `E   …` lines of the
     traceback, which include chained exceptions (the asyncpg error under a SQLAlchemy wrapper).
+    Either way the first rule, in order, that matches anywhere in the haystack wins.
     """
     return _classify(message, text, tuple(extra_rules))
 
@@ -154,21 +195,39 @@ def classify_failure(message: str, text: str = "", extra_rules: Sequence[CauseRu
 def _classify(message: str, text: str, extra_rules: tuple[CauseRule, ...]) -> Cause:
     cause = _classify_text(message, extra_rules)  # usually decides: a few distinct messages, many tests
     if cause is None and text:
-        cause = _classify_text("\n".join(_E_LINE.findall(text)) or text[-4000:], extra_rules)
+        cause = _classify_text("\n".join(_e_lines(text)) or text[-4000:], extra_rules)
     return cause or OTHER
 
 
 @lru_cache(maxsize=4096)
 def _classify_text(haystack: str, extra_rules: tuple[CauseRule, ...]) -> Cause | None:
-    """The first rule that matches, with its detail; None when none does."""
+    """The first rule that matches, with its detail; None when none does. One pass of substring tests
+    picks the candidate rules; only their regexes run (every pattern is linear: bounded repeats)."""
     if not haystack:
         return None
-    for rule, regex in _compiled(extra_rules + BUILTIN_RULES):
-        if regex.search(haystack):
-            # The exception name may match before the sentence that names the object: look further.
-            details = (m.groupdict().get("detail") for m in regex.finditer(haystack))
-            return Cause(rule.key, rule.title, rule.hint, next((d for d in details if d), None))
+    present = {key for needle, key in _NEEDLE_KEYS if needle in haystack}  # one pass of `in`
+    for rule, regex, needles in _compiled(extra_rules):
+        if needles is not None and rule.key not in present:
+            continue
+        match = regex.search(haystack)
+        if match:
+            detail = match.group("detail") if "detail" in regex.groupindex else None
+            if not detail and "detail" in regex.groupindex:
+                # The exception name may match before the sentence that names the object: look further.
+                details = (m.group("detail") for m in regex.finditer(haystack, match.end()))
+                detail = next((d for d in details if d), None)
+            return Cause(rule.key, rule.title, rule.hint, detail)
     return None
+
+
+def _e_lines(text: str) -> list[str]:
+    """What follows `E` and its spaces on each line (pytest's lines of the exception): `^E +(.*)$`, without
+    a regex that tries every position of a long traceback."""
+    pieces = text.split("\nE ")
+    lines = [piece.split("\n", 1)[0].lstrip(" ") for piece in pieces[1:]]
+    if text.startswith("E "):
+        lines.insert(0, pieces[0].split("\n", 1)[0][2:].lstrip(" "))
+    return lines
 
 
 # --- categories -------------------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def split_tests(
 ) -> Split:
     """Assign every node id to exactly one of `shards` shards (see the module docstring)."""
     if shards < 1:
-        raise DbTestActionError(f"--shards: must be at least 1, got {shards}", EXIT_USAGE)
+        raise DbTestActionError(f"--shards: must be at least 1, got {shards}; give 1 or more", EXIT_USAGE)
     ids = list(dict.fromkeys(node_ids))  # duplicates (same path given twice) would run twice
     est = estimate_durations(ids, durations)
     order = {n: i for i, n in enumerate(ids)}
@@ -158,7 +158,9 @@ def parse_durations(text: str, source: str) -> dict[str, float]:
                 f"{source}: a list but not of [node id, seconds] pairs; use pytest-split's format", EXIT_USAGE
             ) from None
     if not isinstance(data, dict):
-        raise DbTestActionError(f"{source}: expected a JSON object of node id -> seconds", EXIT_USAGE)
+        raise DbTestActionError(
+            f"{source}: not a JSON object of node id -> seconds; use pytest-split's format", EXIT_USAGE
+        )
     out: dict[str, float] = {}
     for key, value in data.items():
         if (

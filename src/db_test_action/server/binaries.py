@@ -58,7 +58,8 @@ def server_major(bin_dir: Path) -> int:
     match = re.search(r"\(PostgreSQL\)\s+(\d+)", out.stdout)
     if not match:
         raise DbTestActionError(
-            f"{bin_dir}/postgres: cannot read its version ({out.stdout.strip()!r})", EXIT_ENV
+            f"{bin_dir}/postgres: cannot read its version ({out.stdout.strip()!r}); point --pg-bin at a PostgreSQL bin directory",
+            EXIT_ENV,
         )
     return int(match.group(1))
 

@@ -101,7 +101,8 @@ def parse_url(url: str) -> ServerInfo:
     scheme = parts.scheme.split("+", 1)[0]
     if scheme not in ("postgresql", "postgres") or not parts.hostname:
         raise DbTestActionError(
-            f"--database-url: {redact(url)!r} is not a postgresql://user@host:port/db URL", EXIT_USAGE
+            f"--database-url: {redact(url)!r} is not a PostgreSQL URL; use postgresql://user@host:port/db",
+            EXIT_USAGE,
         )
     return ServerInfo(
         host=parts.hostname,

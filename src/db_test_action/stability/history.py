@@ -21,15 +21,15 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from db_test_action.config.settings import DEFAULT_KEEP_NIGHTS
 from db_test_action.errors import DbTestActionError
 from db_test_action.stability.nightly import Night, TestCounts
 
 FORMAT = "db-test-action-history"
 VERSION = 1
-DEFAULT_KEEP = 90
 
 
-def add_night(nights: Sequence[Night], night: Night, keep: int = DEFAULT_KEEP) -> tuple[Night, ...]:
+def add_night(nights: Sequence[Night], night: Night, keep: int = DEFAULT_KEEP_NIGHTS) -> tuple[Night, ...]:
     """Append tonight, replacing an earlier night with the same label (a re-run of the workflow must not
     count twice), and keep the newest `keep` nights."""
     kept = [n for n in nights if n.label != night.label]

@@ -1,84 +1,23 @@
-"""`[tool.db-test-action]` settings, resolved once at the CLI edge: flag > DB_TEST_ACTION_* env > pyproject > default.
-
-One table (`SETTINGS`) names each scalar setting's pyproject key, env variable and parser, so the flag,
-the action input and the key stay the same word. Nested tables (`categories`, `budgets`, `classes`)
-come only from the TOML file (budgets also from `--budget KEY=VALUE`). Bad values raise one-line
-errors naming the file, table and key. Other commands may keep their own keys in the same table:
-unknown top-level keys are left alone, unknown keys inside our sub-tables are errors (typos).
+"""The report's configuration: the scalar settings from the one table (settings.py) plus the nested
+tables only a TOML file can hold (`categories`, `budgets`, `classes`; budgets also from `--budget
+KEY=VALUE`). Bad values raise one-line errors naming the file, table and key; unknown keys inside our
+sub-tables are errors (typos).
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
+from db_test_action.config.settings import TABLE, resolve, show
+from db_test_action.config.values import parse_duration
 from db_test_action.errors import DbTestActionError
 from db_test_action.model import CategoryRule, CauseRule
 
-TABLE = "tool.db-test-action"
-GATES = ("errors", "failures", "budgets", "flaky")
-_DURATION_RE = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m(?!s))?\s*(?:(\d+(?:\.\d+)?)s)?"
-                          r"\s*(?:(\d+(?:\.\d+)?)ms)?\s*$")  # fmt: skip
 _CLASS_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from 120, 1.5, "90s", "2m", "1m30s", "500ms", "1h"; ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError(value)
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(value)
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if re.fullmatch(r"\d+(?:\.\d+)?", text):
-            return float(text)
-        match = _DURATION_RE.match(text)
-        if match and text and any(match.groups()):
-            h, m, s, ms = (float(g) if g else 0.0 for g in match.groups())
-            return h * 3600 + m * 60 + s + ms / 1000
-    raise ValueError(value)
-
-
-def parse_fail_on(value: object) -> tuple[str, ...]:
-    """`errors,failures` → ("errors", "failures"); "" or "none" → (); unknown gate → ValueError."""
-    items = value if isinstance(value, list | tuple) else str(value).replace(" ", ",").split(",")
-    gates = tuple(dict.fromkeys(str(i).strip().lower() for i in items if str(i).strip()))
-    if gates == ("none",):
-        return ()
-    bad = [g for g in gates if g not in GATES]
-    if bad:
-        raise ValueError(value)
-    return gates
-
-
-def _positive_int(value: object) -> int:
-    number = int(str(value))
-    if number < 1:
-        raise ValueError(value)
-    return number
-
-
-@dataclass(frozen=True, slots=True)
-class Setting:
-    key: str
-    env: str
-    parse: Callable[[object], Any]
-    default: Any
-    expected: str
-
-
-SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "fail-on", "DB_TEST_ACTION_FAIL_ON", parse_fail_on, ("errors", "failures"), 'e.g. "errors,failures"'
-    ),
-    Setting("title", "DB_TEST_ACTION_TITLE", str, "Test results", "a string"),
-    Setting("expect-files", "DB_TEST_ACTION_EXPECT_FILES", _positive_int, None, "a whole number ≥ 1"),
-    Setting("details-per-cause", "DB_TEST_ACTION_DETAILS_PER_CAUSE", _positive_int, 5, "a whole number ≥ 1"),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,19 +65,7 @@ def resolve_report_config(
     flags: Mapping[str, Any], env: Mapping[str, str], table: Mapping[str, Any], where: str = "pyproject.toml"
 ) -> ReportConfig:
     """Merge the sources: `flags` holds parsed-or-raw CLI values (None = not given), keyed like SETTINGS."""
-    values: dict[str, Any] = {}
-    for setting in SETTINGS:
-        attr = setting.key.replace("-", "_")
-        for source, raw in (
-            (f"--{setting.key}", flags.get(setting.key)),
-            (setting.env, env.get(setting.env) or None),
-            (f"{where} {setting.key}", table.get(setting.key)),
-        ):
-            if raw is not None:
-                values[attr] = _parse(setting.parse, raw, source, setting.expected)
-                break
-        else:
-            values[attr] = setting.default
+    values = resolve("report", flags, env, table, where)
     budgets = _budgets(table.get("budgets", {}), f"{where[:-1]}.budgets]" if where.endswith("]") else where)
     budgets = _apply_budget_flags(budgets, flags.get("budget") or ())
     return ReportConfig(
@@ -149,11 +76,15 @@ def resolve_report_config(
     )
 
 
-def _parse(parse: Callable[[object], Any], raw: object, where: str, expected: str) -> Any:
+def _ratio(raw: object, where: str) -> float:
+    """A fraction like 0.8: finite and above 0 (nan would pass every comparison)."""
     try:
-        return parse(raw)
-    except (ValueError, TypeError):
-        raise DbTestActionError(f"{where}: {_show(raw)} is not valid; use {expected}") from None
+        ratio = float(str(raw))
+    except ValueError:
+        ratio = math.nan
+    if not 0 < ratio < 10:
+        raise DbTestActionError(f"{where}: {show(raw)} is not valid; use a fraction like 0.8")
+    return ratio
 
 
 def _duration(value: object, where: str, *, allow_zero: bool = False) -> float:
@@ -162,28 +93,21 @@ def _duration(value: object, where: str, *, allow_zero: bool = False) -> float:
     try:
         seconds = parse_duration(value)
     except ValueError:
-        raise DbTestActionError(f'{where}: {_show(value)} is not a duration; use 120 or "2m"') from None
+        raise DbTestActionError(f'{where}: {show(value)} is not a duration; use 120 or "2m"') from None
     if seconds == 0 and not allow_zero:
         raise DbTestActionError(f"{where}: a budget of 0 is always over; give a duration above 0")
     return seconds
 
 
-def _show(value: object) -> str:
-    return f'"{value}"' if isinstance(value, str) else repr(value)
-
-
 def _budgets(table: object, where: str) -> Budgets:
     if not isinstance(table, dict):
-        raise DbTestActionError(f"{where}: must be a table of durations")
+        raise DbTestActionError(f'{where}: must be a table of durations; write it as suite = "2m"')
     kwargs: dict[str, Any] = {}
     for key, value in table.items():
         if key in _BUDGET_KEYS:
             kwargs[_BUDGET_KEYS[key]] = _duration(value, f"{where} {key}", allow_zero=key == "regression-min")
         elif key in _RATIO_KEYS:
-            ratio = _parse(float, value, f"{where} {key}", "a fraction like 0.8")
-            if not 0 < ratio < 10:
-                raise DbTestActionError(f"{where} {key}: {value!r} is out of range; use a fraction like 0.8")
-            kwargs[_RATIO_KEYS[key]] = ratio
+            kwargs[_RATIO_KEYS[key]] = _ratio(value, f"{where} {key}")
         elif key == "categories" and isinstance(value, dict):
             kwargs["categories"] = tuple(
                 (
@@ -200,14 +124,12 @@ def _budgets(table: object, where: str) -> Budgets:
 
 def _apply_budget_flags(budgets: Budgets, items: Sequence[str]) -> Budgets:
     """`--budget suite=2m`, `--budget category.encryption=5s`: overrides the file's values."""
-    from dataclasses import replace
-
     for item in items:
         key, sep, value = item.partition("=")
         key = key.strip()
         where = f"--budget {item}"
         if not sep:
-            raise DbTestActionError(f"{where}: expected KEY=DURATION, e.g. suite=2m")
+            raise DbTestActionError(f"{where}: no `=` in it; use KEY=DURATION, e.g. suite=2m")
         if key.startswith("category."):
             name = key[len("category.") :].strip()
             if not name:
@@ -219,9 +141,7 @@ def _apply_budget_flags(budgets: Budgets, items: Sequence[str]) -> Budgets:
                 budgets, **{_BUDGET_KEYS[key]: _duration(value, where, allow_zero=key == "regression-min")}
             )
         elif key in _RATIO_KEYS:
-            budgets = replace(
-                budgets, **{_RATIO_KEYS[key]: _parse(float, value, where, "a fraction like 0.8")}
-            )
+            budgets = replace(budgets, **{_RATIO_KEYS[key]: _ratio(value, where)})
         else:
             raise DbTestActionError(
                 f"{where}: unknown budget {key!r}; use suite, average-test, category.NAME, …"
@@ -232,13 +152,13 @@ def _apply_budget_flags(budgets: Budgets, items: Sequence[str]) -> Budgets:
 def _categories(table: object, where: str) -> tuple[CategoryRule, ...]:
     label = f"{where[:-1]}.categories]" if where.endswith("]") else f"{where} categories"
     if not isinstance(table, dict):
-        raise DbTestActionError(f"{label}: must be a table of name = [globs]")
+        raise DbTestActionError(f"{label}: must be a table; write it as name = [globs]")
     rules = []
     for name, patterns in table.items():
         items = [patterns] if isinstance(patterns, str) else patterns
         if not isinstance(items, list) or not all(isinstance(p, str) and p for p in items) or not items:
             raise DbTestActionError(
-                f'{label} {name}: expected a glob or a list of globs, e.g. ["tests/test_auth*"]'
+                f'{label} {name}: not a glob or a list of globs; use e.g. ["tests/test_auth*"]'
             )
         rules.append(CategoryRule(str(name), tuple(items)))
     return tuple(rules)
@@ -247,19 +167,23 @@ def _categories(table: object, where: str) -> tuple[CategoryRule, ...]:
 def _classes(items: object, where: str) -> tuple[CauseRule, ...]:
     label = f"{where[:-1]}.classes]" if where.endswith("]") else f"{where} classes"
     if not isinstance(items, list):
-        raise DbTestActionError(f"{label}: must be an array of tables ([[{TABLE}.classes]])")
+        raise DbTestActionError(f"{label}: must be an array of tables; write each as [[{TABLE}.classes]]")
     rules = []
     for i, item in enumerate(items):
         at = f"{label}[{i}]"
         if not isinstance(item, dict) or not isinstance(item.get("pattern"), str) or not item.get("key"):
-            raise DbTestActionError(f"{at}: needs key and pattern (and title, hint)")
+            raise DbTestActionError(f"{at}: key or pattern missing; give key and pattern (and title, hint)")
         key = str(item["key"])
         if not _CLASS_KEY_RE.match(key):
-            raise DbTestActionError(f"{at} key: {key!r} must be lowercase words joined by '-'")
+            raise DbTestActionError(
+                f"{at} key: {key!r} is not a class key; use lowercase words joined by '-'"
+            )
         try:
             re.compile(item["pattern"])
         except re.error as exc:
-            raise DbTestActionError(f"{at} pattern: not a valid regex ({exc})") from None
+            raise DbTestActionError(
+                f"{at} pattern: not a valid regex ({exc}); fix the regular expression"
+            ) from None
         rules.append(
             CauseRule(key, str(item.get("title") or key), str(item.get("hint") or ""), item["pattern"])
         )
