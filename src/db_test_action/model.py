@@ -232,12 +232,8 @@ class ServerLogSummary:
 
 @dataclass(frozen=True, slots=True)
 class Collision:
-    """Who collided: this test (on `worker`) and the other test the server log shows touching the same
-    object (`partner_id` None: the evidence names nobody, and the report says "partner unknown").
-
-    `object` is what they collided on (a constraint, table, function or extension); `evidence` says how
-    the partner was found (a deadlock's DETAIL, the other worker's logged statement).
-    """
+    """This test (on `worker`) and the other test the server log shows touching the same `object`
+    (`partner_id` None: "partner unknown"); `evidence` says how the partner was found."""
 
     test_id: str
     worker: str | None
@@ -247,16 +243,6 @@ class Collision:
     cause: str
     evidence: str = ""
     count: int = 1  # error records of this test that show the same pair (repeats, reruns)
-
-    def __str__(self) -> str:
-        me = f"{self.test_id} ({self.worker})" if self.worker else self.test_id
-        other = (
-            (f"{self.partner_id} ({self.partner_worker})" if self.partner_worker else str(self.partner_id))
-            if self.partner_id
-            else "partner unknown"
-        )
-        where = f' on "{self.object}"' if self.object else ""
-        return f"{me} × {other}{where}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,14 +289,9 @@ class BudgetStatus(str, Enum):
 
 @dataclass(frozen=True, slots=True)
 class Counts:
-    """Per category (or `all`), counted the way pytest counts them.
-
-    `passed`, `failed`, `flaky`, `skipped`, `xfailed` hold each test once (its status). `setup_errors` and
-    `teardown_errors` count the tests with such an error in *any* attempt, so a test that failed in its body
-    and errored in teardown is in `failed` and `teardown_errors` (pytest: "1 failed, 1 error"), and a flaky
-    test whose bad attempt was a fixture error is in `flaky` and `setup_errors`; `*_flaky` say how many of
-    the fixture errors belong to flaky tests (shown as `2 (1 flaky)`).
-    """
+    """Per category (or `all`), as pytest counts: status columns hold each test once; `setup_errors` and
+    `teardown_errors` every test with such an error in any attempt (also when it failed in its body or was
+    flaky: "1 failed, 1 error"); `*_flaky` say how many of those belong to flaky tests."""
 
     name: str
     tests: int = 0
@@ -394,12 +375,7 @@ class SlowTest:
 
 @dataclass(frozen=True, slots=True)
 class DoctorFinding:
-    """A fixture anti-pattern the fixture doctor saw in a serial run, that fails under xdist.
-
-    `key`: ddl-per-test, schema-teardown-per-test, fixed-keys or connections-left-open; `evidence`: what
-    the statement log showed (counts); `tests`: how many tests and the first few; `fixture`: the fixture
-    (and its file:line) that ran most of it.
-    """
+    """A fixture anti-pattern seen in a serial run that fails under xdist (report/doctor.py: the keys)."""
 
     key: str
     title: str

@@ -23,7 +23,7 @@ from db_test_action.model import (
     TestResult,
     Verdict,
 )
-from db_test_action.report.sections import doctor_markdown
+from db_test_action.report.sections import collision_text, doctor_markdown
 
 GITHUB_COMMENT_MAX = 65536
 ZWJ = "\u200d"
@@ -446,7 +446,7 @@ def _test_details(test: TestResult, group: CauseGroup, detail: Detail) -> list[s
             if collision.evidence and collision.partner_id
             else ""
         )
-        content += [f"Collision: {inline(str(collision), 400)}{how}", ""]
+        content += [f"Collision: {inline(collision_text(collision), 400)}{how}", ""]
     if test.server_log and detail.server_lines > 0:  # first: a few lines that explain the long traceback
         sources = sorted({r.source.rsplit("/", 1)[-1] for r in test.server_log if r.source})
         where = f" ({inline(', '.join(sources), 120)})" if sources else ""

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from db_test_action.model import DoctorFinding
+from db_test_action.model import Collision, DoctorFinding
+
+
+def collision_text(c: Collision) -> str:
+    """`A (gw0) × B (gw1) on "workspaces_pkey"`, or `A (gw0) × partner unknown on "…"`."""
+    me = f"{c.test_id} ({c.worker})" if c.worker else c.test_id
+    other = f"{c.partner_id} ({c.partner_worker})" if c.partner_worker else str(c.partner_id)
+    where = f' on "{c.object}"' if c.object else ""
+    return f"{me} × {other if c.partner_id else 'partner unknown'}{where}"
 
 
 def doctor_markdown(
