@@ -121,20 +121,33 @@ def _place(events: Sequence[ServerEvent], runs: Sequence[_Attempt]) -> list[_Stm
     """Each logged statement with the attempt and (innermost) fixture that was running; a doctor run is
     serial, so the one live attempt on that database is the one."""
     out: list[_Stmt] = []
-    i = 0
-    for event in sorted(events, key=lambda e: e.timestamp):
+    starts = [a.start for a in runs]
+    longest = max((a.end - a.start for a in runs), default=0.0)
+    for event in events:
         sql = statement_of(event)
         if sql is None:
             continue
-        while i < len(runs) and runs[i].end + SLACK_S < event.timestamp:
-            i += 1
-        owner = _owner(runs[i : i + 3], event)
+        at = event.timestamp
+        lo = bisect.bisect_left(starts, at - longest - SLACK_S)
+        owner = _owner(runs[lo : bisect.bisect_right(starts, at + SLACK_S)], event)
         if owner is None:
             continue
-        spans = [s for s in owner.spans if s.start - SLACK_S <= event.timestamp <= s.end + SLACK_S]
-        fixture = max(spans, key=lambda s: s.start) if spans else None
+        fixture = _fixture_at(owner.spans, event.timestamp)
         out.append(_Stmt(owner.test_id, fixture, sql, event.detail or "", event.vxid, event.timestamp))
     return out
+
+
+SPAN_SLACK_S = 0.002  # the server's log timestamps have millisecond resolution
+
+
+def _fixture_at(spans: Sequence[_Span], at: float) -> _Span | None:
+    """The innermost fixture running at `at`: one whose span holds it, else one within the log's
+    millisecond resolution (fixture spans follow each other with no gap: a wide slack picks the next)."""
+    for slack in (0.0, SPAN_SLACK_S):
+        live = [s for s in spans if s.start - slack <= at <= s.end + slack]
+        if live:
+            return max(live, key=lambda s: s.start)
+    return None
 
 
 def _owner(runs: Sequence[_Attempt], event: ServerEvent) -> _Attempt | None:
@@ -346,8 +359,8 @@ def _connections_left_open(events: Sequence[ServerEvent], runs: Sequence[_Attemp
         owner = _owner(runs[lo : bisect.bisect_right(starts, at + SLACK_S)], event)
         if owner is None:
             continue
-        spans = [s for s in owner.spans if s.start - SLACK_S <= at <= s.end + SLACK_S]
-        fixture = max(spans, key=lambda s: s.start) if spans else None
+        spans = [s for s in owner.spans if s.start - SPAN_SLACK_S <= at <= s.end + SPAN_SLACK_S]
+        fixture = _fixture_at(owner.spans, at)
         if any(s.scope != "function" for s in spans):
             continue  # a session/module fixture's connection is meant to outlive the test
         end = closed.get(pid)
