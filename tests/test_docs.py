@@ -250,6 +250,13 @@ def test_every_action_input_is_in_the_readme_and_docs_tables_with_its_real_defau
             assert rows[name][1] == _default_cell(spec["default"]), f"{where}: default of `{name}`"
 
 
+def test_every_action_output_has_its_row():
+    outputs = _load(ACTION)["outputs"]
+    sections = _sections_about("action.yml", (DOCS / "action.md",))
+    missing = sorted(set(outputs) - _documented(sections))
+    assert not missing, f"action.md: action outputs without a table row: {missing}"
+
+
 @pytest.mark.parametrize("path", [p for p in REUSABLE if _workflow_call(p) is not None], ids=lambda p: p.name)
 def test_every_reusable_workflow_input_is_documented_with_its_real_default(path: Path):
     call = _workflow_call(path)

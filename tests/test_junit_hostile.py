@@ -1,7 +1,7 @@
 """Hostile JUnit: nesting depth, DTDs in any encoding, odd encodings, absurd numbers, and fuzzed corpus files.
 
 Every input ends as rows plus at most one named `ParseProblem` (`<what>; <fix>`, one line) — never an
-exception, never a hang. The fuzz tests start from the real files in shared/corpus and mutate them.
+exception, never a hang. The fuzz tests start from the real files in tests/data/corpus and mutate them.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from db_test_action.config import resolve_report_config
+from db_test_action.config.report import resolve_report_config
 from db_test_action.junit.parse import ParsedFile, parse_junit_bytes, parse_junit_chunks
 from db_test_action.model import report_json
 from db_test_action.report.build import build_report
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+CORPUS_DIR = Path(__file__).resolve().parent / "data" / "corpus"  # real files of other projects
 CASE = b'<testcase classname="tests.test_a" name="t" time="0.5"/>'
 
 
@@ -202,10 +202,7 @@ def test_a_suite_with_an_infinite_time_is_named():
 
 
 def _corpus() -> list[bytes]:
-    root = SHARED / "corpus"
-    if not root.is_dir():
-        return []
-    files = sorted(p for p in root.rglob("*.xml") if "__outputs__" not in p.parts)
+    files = sorted(p for p in CORPUS_DIR.rglob("*.xml") if "__outputs__" not in p.parts)
     return [p.read_bytes() for p in files if p.stat().st_size < 200_000]
 
 
@@ -259,7 +256,6 @@ def mutated(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
-@pytest.mark.skipif(not CORPUS, reason="../shared/corpus is absent")
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated())
 def test_fuzzed_corpus_files_parse_to_rows_and_named_problems(data):
@@ -270,7 +266,6 @@ def test_fuzzed_corpus_files_parse_to_rows_and_named_problems(data):
     orjson.loads(report_json(report))  # the JSON is valid and holds no NaN/Infinity
 
 
-@pytest.mark.skipif(not CORPUS, reason="../shared/corpus is absent")
 @settings(max_examples=100, deadline=None)
 @given(st.sampled_from(CORPUS), st.sampled_from(["utf-16", "utf-16-le", "utf-16-be", "utf-8-sig"]))
 def test_corpus_files_reencoded_read_the_same(data, codec):

@@ -122,7 +122,11 @@ def test_a_merged_file_left_among_the_results_is_not_counted_twice(merged, tmp_p
     (folder / "merged.xml").write_bytes((root / "out" / "merged.xml").read_bytes())
     proc = _report(tmp_path, "results", "--json", "again.json")
     assert proc.returncode == 0, proc.stdout
-    assert json.loads((tmp_path / "again.json").read_text())["totals"]["tests"] == 7
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["totals"]["tests"] == 7
+    # nor counted as a result file of its own (the comment's footer says how many shard files reported)
+    assert sorted(again["files"]) == ["results/shard-1-run-1.xml", "results/shard-1-run-2.xml"]
+    assert "merged.xml: a merged file from `report --junit-out`; not read again" in proc.stderr
 
 
 def test_unwritable_junit_out_is_a_one_line_error(merged, tmp_path):

@@ -11,22 +11,13 @@ to a directory, as the artifact service would).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-STANDINS = ROOT / "tests" / "e2e" / "standins"
-PINS = {
-    "actions/setup-python@a26af69be951a213d495a4c3e4e4022e16d87065": "setup-python",
-    "actions/upload-artifact@ea165f8d65b6e75b540449e92b4886f43607fa02": "upload-artifact",
-    "actions/download-artifact@d3f86a106a0bac45b974a628896c90dbdf5c8093": "download-artifact",
-}
+from actrun import ROOT, act, copy_project, git
 
 pytestmark = [
     pytest.mark.e2e,
@@ -34,23 +25,10 @@ pytestmark = [
 ]
 
 
-def _act(workdir: Path, tmp: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
-    out, artifacts = tmp / "out", tmp / "artifacts"
-    out.mkdir()
-    artifacts.mkdir()
-    cmd = ["act", "push", "--concurrent-jobs", "1", "-P", "ubuntu-latest=-self-hosted", *args]
-    for pin, folder in PINS.items():
-        cmd += ["--local-repository", f"{pin}={STANDINS / folder}"]
-    for name, value in (
-        ("DTA_E2E_OUT", out),
-        ("DTA_E2E_ARTIFACTS", artifacts),
-        ("DTA_E2E_PYTHON", sys.executable),
-    ):
-        cmd += ["--env", f"{name}={value}"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "DB_TEST_ACTION_"))}
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=540, env=env)
-    (tmp / "act.log").write_text(proc.stdout + proc.stderr)  # kept for a failing test's reader
-    return proc, out, artifacts
+def _act(
+    workdir: Path, tmp: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
+    return act(workdir, tmp, *args, env=env)
 
 
 def _outputs(path: Path) -> dict[str, str]:
@@ -92,8 +70,33 @@ def test_action_on_the_fragile_and_robust_examples(tmp_path: Path) -> None:
     assert Path(__import__("db_test_action").__file__).is_relative_to(ROOT)
 
 
-def test_user_repo_calls_the_reusable_workflow_by_tag(tmp_path: Path) -> None:
-    """A separate repository says `uses: org/db-test-action/...@v1` — mapped to this checkout."""
+def _project_repo(tmp: Path) -> tuple[Path, str]:
+    """This checkout as a git repository of its own: `v1` on an older commit whose action cannot run,
+    the working tree as it is now on top. Returns the repository and the SHA of the current commit."""
+    repo = copy_project(tmp / "repos" / "org" / "db-test-action")
+    action = (repo / "action.yml").read_text()
+    broken = action.replace(
+        'python -m pip install --disable-pip-version-check -q "$GITHUB_ACTION_PATH"', "exit 97"
+    )
+    assert broken != action
+    (repo / "action.yml").write_text(broken)
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "an old release whose action fails")
+    git(repo, "tag", "v1")
+    (repo / "action.yml").write_text(action)
+    git(repo, "commit", "-qam", "now")
+    return repo, git(repo, "rev-parse", "HEAD")
+
+
+def test_user_repo_calls_the_reusable_workflow_by_sha(tmp_path: Path) -> None:
+    """A separate repository pins `uses: org/db-test-action/.github/workflows/db-tests.yml@<sha>`: every
+    job runs the action and db-test-action of that commit, not of `v1` (whose action here exits 97).
+
+    act does not fill in job.workflow_repository / job.workflow_sha (GitHub does), so the runner
+    environment names the commit, the fallback the workflow documents for such runners; that the
+    workflow reads job.workflow_* first is checked in tests/test_release_files.py."""
+    project, sha = _project_repo(tmp_path)
     repo = tmp_path / "user-repo"
     shutil.copytree(ROOT / "examples", repo, ignore=shutil.ignore_patterns("__pycache__"))
     workflows = repo / ".github" / "workflows"
@@ -104,7 +107,7 @@ def test_user_repo_calls_the_reusable_workflow_by_tag(tmp_path: Path) -> None:
         "permissions: {}\n"
         "jobs:\n"
         "  db-tests:\n"
-        "    uses: org/db-test-action/.github/workflows/db-tests.yml@v1\n"
+        f"    uses: org/db-test-action/.github/workflows/db-tests.yml@{sha}\n"
         "    permissions:\n"
         "      contents: read\n"
         "      pull-requests: write\n"
@@ -115,10 +118,15 @@ def test_user_repo_calls_the_reusable_workflow_by_tag(tmp_path: Path) -> None:
         "      pytest-args: robust -q\n"
         "      comment: false\n"
     )
-    git = ["git", "-c", "user.email=e2e@example.com", "-c", "user.name=e2e"]
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "user repo"]):
-        subprocess.run([*git, *args], cwd=repo, check=True)
-    proc, _out, artifacts = _act(repo, tmp_path, "--local-repository", f"org/db-test-action@v1={ROOT}")
+        git(repo, *args)
+    runner_env = {
+        "DB_TEST_ACTION_WORKFLOW_REPOSITORY": "org/db-test-action",
+        "DB_TEST_ACTION_WORKFLOW_SHA": sha,
+    }
+    proc, _out, artifacts = _act(
+        repo, tmp_path, "--local-repository", f"org/db-test-action@{sha}={project}", env=runner_env
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     # plan + 2 shard jobs + report job
@@ -128,6 +136,9 @@ def test_user_repo_calls_the_reusable_workflow_by_tag(tmp_path: Path) -> None:
     for i, name in enumerate(shards, 1):
         files = {p.name for p in (artifacts / name).iterdir()}
         assert {"manifest.json", f"shard-{i}-run-1.xml", f"server-shard-{i}.jsonl"} <= files
+    # each of the three jobs that run the action checked out exactly the pinned commit
+    assert log.count(f"checked out org/db-test-action at {sha}") == 3, log[-3000:]
+    assert "exit 97" not in log
     report_lines = [line for line in log.splitlines() if "[db-tests/db-tests/report" in line]
     assert any("outcome=success" in line for line in report_lines)
     # the report job's summary (act prints it as a multi-line block) covers both shards' files

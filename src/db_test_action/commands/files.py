@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 
 from db_test_action.config.settings import TABLE
 from db_test_action.errors import DbTestActionError
+from db_test_action.junit.files import parse_junit_file
+from db_test_action.junit.parse import ParsedFile
 
 if TYPE_CHECKING:
     from db_test_action.stability.nightly import Night
@@ -129,3 +131,16 @@ def write_history_file(path: Path, nights: Sequence[Night]) -> None:
         raise DbTestActionError(
             f"{path}: cannot write the history ({exc.strerror}); make its directory writable or pass another --history"
         ) from None
+
+
+def read_result_files(files: Sequence[Path], cwd: Path) -> list[ParsedFile]:
+    """Parse each JUnit file; a merged file we wrote (`report --junit-out`) is left out, with a note,
+    because every test in it is already in the shard files beside it."""
+    parsed = [parse_junit_file(path, display_path(path, cwd)) for path in files]
+    for item in parsed:
+        if item.is_merged:
+            print(
+                f"db-test-action: {item.info.path}: a merged file from `report --junit-out`; not read again",
+                file=sys.stderr,
+            )
+    return [item for item in parsed if not item.is_merged]

@@ -21,10 +21,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from db_test_action.commands.files import display_path, load_table, read_json, write_chunks, write_output
+from db_test_action.commands.files import (
+    display_path,
+    load_table,
+    read_json,
+    read_result_files,
+    write_chunks,
+    write_output,
+)
 from db_test_action.config.report import resolve_report_config
 from db_test_action.errors import EXIT_GATE, EXIT_OK, EXIT_USAGE, DbTestActionError
-from db_test_action.junit.files import expand_paths, parse_junit_file
+from db_test_action.junit.files import expand_paths
 from db_test_action.model import ParseProblem, Report, report_from_dict, report_json_chunks
 from db_test_action.publish import gha
 from db_test_action.report.build import build_report, validate_manifest
@@ -151,7 +158,7 @@ def build_from_args(
     log_paths = find_server_logs(dirs, args.server_log)
     all_tests: list | None = [] if args.junit_out else None
     with _without_gc():
-        parsed = [parse_junit_file(path, display_path(path, cwd)) for path in files]
+        parsed = read_result_files(files, cwd)
         server_logs, server_problems = [], []
         for log in log_paths:
             name = display_path(log, cwd)

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from db_test_action.commands.files import (
-    display_path,
     load_table,
     read_history_file,
+    read_result_files,
     write_history_file,
     write_output,
 )
@@ -39,7 +39,7 @@ from db_test_action.config.settings import (
     table_keys,
 )
 from db_test_action.errors import EXIT_ENV, EXIT_GATE, EXIT_OK, EXIT_USAGE, DbTestActionError
-from db_test_action.junit.files import expand_paths, parse_junit_file
+from db_test_action.junit.files import expand_paths
 from db_test_action.publish import gha
 from db_test_action.report.build import build_report
 from db_test_action.report.evidence import parse_server_log
@@ -204,7 +204,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
             "stability: no results given; pass the nightly run's JUnit XML files, directories or globs"
         )
     files, missing = expand_paths(args.paths)
-    parsed = [parse_junit_file(path, display_path(path, cwd)) for path in files]
+    parsed = read_result_files(files, cwd)
     observed = observe(parsed, report_config.categories, report_config.classes, st["expect_runs"])
     observed = dataclasses.replace(observed, problems=observed.problems + missing)
     tonight = night_of(observed, label, commit)

@@ -72,6 +72,7 @@ class ParsedFile:
     info: ResultFile
     rows: tuple[OccurrenceRow | PassRow, ...]
     problem: ParseProblem | None
+    is_merged: bool = False  # our own `report --junit-out` file: its tests are already in the others
 
     @property
     def occurrences(self) -> tuple[Occurrence, ...]:
@@ -127,7 +128,7 @@ def parse_junit_chunks(chunks: Iterable[bytes], name: str) -> ParsedFile:
     except NotJUnit:
         pass
     except MergedReport:
-        return ParsedFile(ResultFile(name, None, None, 0.0, 0), (), None)
+        return ParsedFile(ResultFile(name, None, None, 0.0, 0), (), None, is_merged=True)
     except ET.ParseError as exc:
         with contextlib.suppress(NotJUnit):
             reader.consume(_pending(parser))  # the events before the error: every complete testcase
