@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from db_test_action.commands.files import (
+    display_path,
     load_table,
     read_history_file,
     read_result_files,
