@@ -112,7 +112,7 @@ def test_readme_demo_tells_the_same_story_under_cpu_load(cli, cli_env, tmp_path)
         "report",
         str(results),
         "--config",
-        "examples/db-test-action.toml",
+        "examples/budgets.toml",
         "--json",
         str(out),
     ]
