@@ -19,6 +19,7 @@ ran it (the plugin's fixture spans, `DB_TEST_ACTION_PLUGIN_FIXTURES`):
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -137,6 +138,7 @@ def _place(events: Sequence[ServerEvent], runs: Sequence[_Attempt]) -> list[_Stm
     return out
 
 
+CLOSE_LAG_S = 0.25  # a disconnection is logged when the backend exits, a moment after the client closed
 SPAN_SLACK_S = 0.002  # the server's log timestamps have millisecond resolution
 
 
@@ -353,6 +355,7 @@ def _connections_left_open(events: Sequence[ServerEvent], runs: Sequence[_Attemp
     leaked: list[tuple[str, _Span | None]] = []
     starts = [a.start for a in runs]
     longest = max((a.end - a.start for a in runs), default=0.0)
+    following = {id(a): b for a, b in itertools.pairwise(runs)}
     for pid, event in opened.items():
         at = event.timestamp
         lo = bisect.bisect_left(starts, at - longest - SLACK_S)
@@ -363,8 +366,12 @@ def _connections_left_open(events: Sequence[ServerEvent], runs: Sequence[_Attemp
         fixture = _fixture_at(owner.spans, at)
         if any(s.scope != "function" for s in spans):
             continue  # a session/module fixture's connection is meant to outlive the test
+        # Still open once the *next* test is over (or, after the last test, a while later): not a close
+        # that the server logged a little late, but a connection nobody closed.
         end = closed.get(pid)
-        if end is None or end > owner.end + 1.0:
+        after = following.get(id(owner))
+        deadline = max(owner.end + CLOSE_LAG_S, after.end if after is not None else 0.0)
+        if end is None or end > deadline:
             leaked.append((owner.test_id, fixture))
     if not leaked:
         return []
