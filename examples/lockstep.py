@@ -1,28 +1,33 @@
 """Deterministic interleavings of two xdist workers that share one database (the fragile suite only).
 
 On CI the fragile suite's collisions happen by chance — a few times a week, in different tests. For a
-reproducible demo this module decides *when* the two workers' fixture steps run relative to each other;
-it never touches the database itself, so every error in the report is a real PostgreSQL error caused
-by the fixtures' anti-patterns. The robust suite does not need it: with a database per worker nothing
-two workers do can collide, whatever the timing.
+demo that tells the same story on every machine, this module decides *which* tests meet and *when* the
+two workers' fixture steps run relative to each other; it never touches the database itself, so every
+error in the report is a real PostgreSQL error caused by the fixtures' anti-patterns. The robust suite
+does not need it: with a database per worker nothing two workers do can collide, whatever the timing.
 
-How: each test of each worker is a *slot*. A worker starting a test joins the other worker's open slot
-(a pair) or opens one and waits briefly for a partner; a slot without a partner runs alone. Slots run
-one after another (a slot starts when every earlier slot has ended), so outside the choreographed
-pairs the shared database sees one test at a time. Within a pair, a *scenario* orders the steps of both
-fixtures (A = the worker that opened the slot, B = the one that joined):
+How, by construction rather than timing luck:
 
-- calm:    all of A, then all of B — nothing collides;
-- crypto:  B's CREATE OR REPLACE FUNCTION runs while A's is uncommitted; A commits once B is blocked
-           on the catalog row → B: "tuple concurrently updated";
-- pkey:    B sets up while A's test still holds the fixed workspace → B: UniqueViolation workspaces_pkey;
-- cascade: A tears down after B created its extra table → A: DependentObjectsStillExist (drop_all),
-           then B: UniqueViolation (A's rolled-back drop left the fixed workspace behind).
+- `RoundRobinScheduling` (the conftest's `pytest_xdist_make_scheduler`) hands out the whole collection
+  up front, alternately: gw0 runs tests 0, 2, 4 …, gw1 runs 1, 3, 5 … — the same on any machine.
+- Each database test of a worker is a *slot*; a worker's k-th slot pairs with the other worker's k-th
+  (or runs alone once the other worker has finished). Slots run one after another (slot k starts when
+  every earlier slot has ended), so outside the choreographed pairs the database sees one test at a time.
+- Within a pair a *scenario* orders the steps of both fixtures (A = gw0's test, B = gw1's), with barriers
+  (files) between them:
 
-Which pairs collide is drawn per session (seeded by xdist's test-run id, shared by both workers): three
-collisions in every block of BLOCK pairs, so each kind appears in every session of a dozen tests or
-more, in different tests from run to run — which is what makes them look flaky. Active only with
-exactly two xdist workers; otherwise every call is a no-op and the suite runs as written.
+  - calm:    all of A, then all of B — nothing collides;
+  - crypto:  B's CREATE OR REPLACE FUNCTION runs while A's is uncommitted; A commits once B is blocked
+             on the catalog row → B: "tuple concurrently updated";
+  - pkey:    B sets up while A's test still holds the fixed workspace → B: UniqueViolation workspaces_pkey;
+  - cascade: A tears down after B created its extra table → A: DependentObjectsStillExist (drop_all),
+             then B: UniqueViolation (A's rolled-back drop left the fixed workspace behind).
+
+Which pairs collide is fixed: crypto in pair 1, pkey in pair 3, cascade in pair 5 on odd runs and pair 6
+on even runs (`DB_TEST_ACTION_PLUGIN_RUN`), so every session shows all three errors, the same tests hit
+by crypto and pkey in every run, and the cascade's tests failing in one run and passing in the next —
+flaky, as on CI, but reproducibly. Active only with exactly two xdist workers; otherwise every call is
+a no-op and the suite runs as written.
 """
 
 from __future__ import annotations
@@ -32,7 +37,6 @@ import contextlib
 import fcntl
 import json
 import os
-import random
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -40,11 +44,14 @@ from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
+from xdist.scheduler import LoadScheduling
 
 STEPS = ("replace_functions", "create_all", "extra_table", "workspace", "drop_extra", "drop_all")
-BLOCK = 9
-JOIN_WAIT_S = 0.3  # how long a worker waits for the other one to pair up
-STEP_TIMEOUT_S = 10.0  # a partner that vanished must not hang the suite
+# Pair index → scenario; the cascade moves by one pair between odd and even runs (see the docstring).
+FIXED = {1: "crypto", 3: "pkey"}
+CASCADE_AT = (5, 6)
+# Only a partner that vanished (a crashed worker) hits these: generous, so a loaded machine never does.
+STEP_TIMEOUT_S = 120.0
 
 _A = [("A", s) for s in STEPS]
 _B = [("B", s) for s in STEPS]
@@ -70,8 +77,11 @@ class Lockstep:
         self.seed = seed
         self.me = _worker()
         self.slot: int | None = None
-        self.role = "A"
+        self.slots_begun = 0
+        self.role = "A" if self.me == "gw0" else "B"
+        self.other = "gw1" if self.me == "gw0" else "gw0"
         self.scenario = "solo"
+        self.run = int(os.environ.get("DB_TEST_ACTION_PLUGIN_RUN") or 1)
         self.dir.mkdir(parents=True, exist_ok=True)
 
     @classmethod
@@ -107,43 +117,35 @@ class Lockstep:
     # --- slots ------------------------------------------------------------------------------------
 
     def begin(self) -> None:
-        """Join or open a slot, then wait until every earlier slot has ended."""
+        """Take this worker's next slot, wait for the other worker's slot of the same number (or its end),
+        then until every earlier slot has ended."""
+        self.slot = self.slots_begun
+        self.slots_begun += 1
         with self._state() as state:
             slots = state["slots"]
-            last = slots[-1] if slots else None
-            if last and not last["closed"] and self.me not in last["members"]:
-                last["members"].append(self.me)
-                last["closed"] = True
-                self.slot, self.role = len(slots) - 1, "B"
-            else:
-                slots.append({"members": [self.me], "closed": False, "ended": []})
-                self.slot, self.role = len(slots) - 1, "A"
-        deadline = time.monotonic() + JOIN_WAIT_S
-        while self.role == "A":
-            with self._state() as state:
-                mine = state["slots"][self.slot]
-                partner_gone = bool(set(state["gone"]) - {self.me})
-                if mine["closed"] or partner_gone or time.monotonic() > deadline:
-                    mine["closed"] = True
-                    break
-            time.sleep(0.002)
+            while len(slots) <= self.slot:
+                slots.append({"members": [], "ended": []})
+            slots[self.slot]["members"].append(self.me)
+        self._wait(self._partner_here_or_gone, "the partner's slot")
         with self._state() as state:
             paired = len(state["slots"][self.slot]["members"]) == 2
-            pairs_before = sum(len(s["members"]) == 2 for s in state["slots"][: self.slot])
-        self.scenario = self._scenario(pairs_before) if paired else "solo"
-        self._wait(lambda: self._earlier_slots_ended(), "earlier slots")
+        self.scenario = self._scenario(self.slot) if paired else "solo"
+        self._wait(self._earlier_slots_ended, "earlier slots")
+
+    def _partner_here_or_gone(self) -> bool:
+        with self._state() as state:
+            return len(state["slots"][self.slot]["members"]) == 2 or self.other in state["gone"]
 
     def _earlier_slots_ended(self) -> bool:
         with self._state() as state:
             return all(len(s["ended"]) == len(s["members"]) for s in state["slots"][: self.slot])
 
     def _scenario(self, pair_index: int) -> str:
-        block, position = divmod(pair_index, BLOCK)
         # Not the very first pair: on a fresh database the functions do not exist yet, and two concurrent
         # CREATEs collide on pg_proc's unique index instead of "tuple concurrently updated".
-        picks = random.Random(f"{self.seed}-{block}").sample(range(1 if block == 0 else 0, BLOCK), 3)
-        kinds = ("crypto", "pkey", "cascade")
-        return kinds[picks.index(position)] if position in picks else "calm"
+        if pair_index == CASCADE_AT[(self.run - 1) % len(CASCADE_AT)]:
+            return "cascade"
+        return FIXED.get(pair_index, "calm")
 
     def end(self) -> None:
         """This worker's part of the slot is over (normally, or because a setup step failed)."""
@@ -206,8 +208,31 @@ class Lockstep:
             await asyncio.sleep(0.001)
 
     def _wait(self, ready, what: str) -> None:  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + STEP_TIMEOUT_S * 3
+        deadline = time.monotonic() + STEP_TIMEOUT_S
         while not ready():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"lockstep: {what} never ended before slot {self.slot}")
             time.sleep(0.002)
+
+
+class RoundRobinScheduling(LoadScheduling):
+    """xdist's load scheduling, but the whole collection is handed out up front and alternately (gw0 gets
+    tests 0, 2, 4 …, gw1 gets 1, 3, 5 …), so which tests meet in a pair does not depend on timing."""
+
+    def schedule(self) -> None:
+        if self.collection is not None:
+            return super().schedule()
+        if not self._check_nodes_have_same_collection():
+            self.log("**Different tests collected, aborting run**")
+            return
+        self.collection = next(iter(self.node2collection.values()))
+        nodes = sorted(self.nodes, key=lambda node: node.gateway.id)
+        self.pending[:] = []
+        for i, node in enumerate(nodes):
+            mine = list(range(i, len(self.collection), len(nodes)))
+            if mine:
+                self.node2pending[node].extend(mine)
+                node.send_runtest_some(mine)
+        for node in nodes:
+            node.shutdown()
+        return None

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from db_test_action.config.report import resolve_report_config
 from db_test_action.junit.parse import ParsedFile, parse_junit_bytes, parse_junit_chunks
-from db_test_action.model import report_json
 from db_test_action.report.build import build_report
+from db_test_action.report.codec import report_json
 
 CORPUS_DIR = Path(__file__).resolve().parent / "data" / "corpus"  # real files of other projects
 CASE = b'<testcase classname="tests.test_a" name="t" time="0.5"/>'

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from pytest_runs import run_pytest
 
-from db_test_action.model import Outcome, Phase, Report, Status, report_from_dict, report_to_dict
+from db_test_action.model import Outcome, Phase, Report, Status
+from db_test_action.report.codec import report_from_dict, report_to_dict
 from db_test_action.report.markdown import GITHUB_COMMENT_MAX, ZWJ, render_markdown
 
 ROOT = Path(__file__).resolve().parent.parent

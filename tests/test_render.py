@@ -16,8 +16,9 @@ import pytest
 from db_test_action.config.report import resolve_report_config
 from db_test_action.junit.files import parse_junit_file
 from db_test_action.junit.parse import parse_junit_bytes
-from db_test_action.model import Level, Timing, report_from_dict, report_to_dict
+from db_test_action.model import Level, Timing
 from db_test_action.report.build import build_report
+from db_test_action.report.codec import report_from_dict, report_to_dict
 from db_test_action.report.markdown import ZWJ, cell, fenced
 from db_test_action.report.render import annotations_for, render_console, render_markdown, report_fingerprint
 
@@ -65,7 +66,7 @@ def test_report_from_dict_names_bad_fields(phases_report):
 def test_console_summary(phases_report):
     text = render_console(phases_report)
     assert text.splitlines()[0] == (
-        "Test results: FAILED — 10 tests: 3 passed, 3 failed, 1 setup error, 1 teardown error, 2 skipped"
+        "Test results: FAILED — 10 tests: 3 passed, 3 failed, 1 setup error, 2 teardown errors, 2 skipped"
     )
     assert "gate (fail on errors, failures): FAILED (errors, failures)" in text
 
@@ -78,7 +79,8 @@ def test_annotations_rank_fixture_errors_and_frequent_causes_first(phases_report
         "failed (other)",
     ]
     setup = notes[0]
-    assert (setup.level, setup.file, setup.line) == (Level.ERROR, "conftest.py", 6)
+    # A fixture error in conftest.py points at the test's own `def` (1-based), where a reviewer looks.
+    assert (setup.level, setup.file, setup.line) == (Level.ERROR, "tests/test_phases.py", 10)
     assert "Connection refused or closed:" in setup.message
     assert [n.rank for n in notes] == sorted(n.rank for n in notes)
     both = [n for n in notes if n.title.endswith("test_fails_and_teardown_error")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -35,7 +35,17 @@ def async_url(url: str | None = None) -> str:
 
 def make_engine(url: str | None = None, *, pooled: bool = True) -> AsyncEngine:
     kwargs = {} if pooled else {"poolclass": NullPool}
-    return create_async_engine(async_url(url), **kwargs)
+    engine = create_async_engine(async_url(url), **kwargs)
+    event.listen(engine.sync_engine, "do_connect", _name_connection)
+    return engine
+
+
+def _name_connection(dialect, conn_rec, cargs, cparams) -> None:  # type: ignore[no-untyped-def]
+    """asyncpg ignores PGAPPNAME; pass it on, so the server log names the test (db-test-action sets it to
+    `<worker> <node id>` around every test) and a report can tell which test collided with which."""
+    name = os.environ.get("PGAPPNAME")
+    if name:
+        cparams.setdefault("server_settings", {})["application_name"] = name
 
 
 async def install_functions(conn: AsyncConnection) -> None:

@@ -12,7 +12,7 @@ import pytest
 from app.db import install_functions, make_engine
 from app.models import Base
 from app.services import create_workspace
-from lockstep import Lockstep
+from lockstep import Lockstep, RoundRobinScheduling
 from sqlalchemy import text
 
 # ANTI-PATTERN: fixed ids, shared by every test (and by every worker on the same database).
@@ -35,6 +35,14 @@ LOCKSTEP = Lockstep.from_env()
 
 def _step(name, conn=None):
     return LOCKSTEP.step(name, conn) if LOCKSTEP else contextlib.nullcontext()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """The choreography pairs gw0's k-th test with gw1's k-th: hand the tests out the same way every time."""
+    if getattr(config.option, "numprocesses", None) == 2:
+        return RoundRobinScheduling(config, log)
+    return None
 
 
 def pytest_sessionfinish(session):

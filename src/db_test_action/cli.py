@@ -40,6 +40,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "db_test_action.commands.durations",
         "build pytest-split's .test_durations from JUnit files (median over runs)",
     ),
+    "doctor": (
+        "db_test_action.commands.doctor",
+        "run the suite once serially and name the fixtures that will break under xdist",
+    ),
     "stability": (
         "db_test_action.commands.stability",
         "flake rates across runs and nights, history, trend, tracking issue, quarantine list",

@@ -18,7 +18,9 @@ ENV_PROGRESS = "DB_TEST_ACTION_PLUGIN_PROGRESS"
 ENV_STREAM = "DB_TEST_ACTION_PLUGIN_STREAM"
 # A directory where the runner acknowledges a per-test limit event once it has snapshotted the server.
 ENV_LIMIT_ACKS = "DB_TEST_ACTION_PLUGIN_LIMIT_ACKS"
-RUNNER_ENV = (ENV_SHARD, ENV_RUN, ENV_SELECT, ENV_COLLECT, ENV_PROGRESS, ENV_STREAM)
+# `db-test-action doctor`: record each attempt's fixture spans (the `fixtures` JUnit property).
+ENV_FIXTURES = "DB_TEST_ACTION_PLUGIN_FIXTURES"
+RUNNER_ENV = (ENV_SHARD, ENV_RUN, ENV_SELECT, ENV_COLLECT, ENV_PROGRESS, ENV_STREAM, ENV_FIXTURES)
 PROPERTY_NAMES = ("shard", "run", "attempt", "worker")
 MAIN_WORKER = "main"  # the `worker` value without xdist
 # Our own connections (create/drop databases, extensions): the report leaves them out when it looks for

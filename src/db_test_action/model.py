@@ -7,17 +7,8 @@ dataclass holding a list is not frozen.
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
-
-import orjson
-
-from db_test_action.errors import DbTestActionError
 
 
 class Outcome(str, Enum):
@@ -103,6 +94,9 @@ class Occurrence:
     # The plugin's `--quarantine` list held this test: a failure in any phase was written as an xfail
     # (`quarantined (setup): …`), which the reader turns back into this phase and message.
     is_quarantined: bool = False
+    # `db-test-action doctor`: the plugin's JSON list of this attempt's fixture spans
+    # ([name, scope, "file:line", phase, start, end]), so a logged statement names the fixture that ran it.
+    fixtures: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +225,21 @@ class ServerLogSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class Collision:
+    """This test (on `worker`) and the other test the server log shows touching the same `object`
+    (`partner_id` None: "partner unknown"); `evidence` says how the partner was found."""
+
+    test_id: str
+    worker: str | None
+    partner_id: str | None
+    partner_worker: str | None
+    object: str | None
+    cause: str
+    evidence: str = ""
+    count: int = 1  # error records of this test that show the same pair (repeats, reruns)
+
+
+@dataclass(frozen=True, slots=True)
 class TestResult:
     """Everything known about one test id across files, shards, runs and attempts."""
 
@@ -249,6 +258,7 @@ class TestResult:
     # On the `--quarantine` list: its failures are xfailed (not counted as failures) and kept in `problems`
     # with outcome XFAILED, so the report can show what failed without it blocking.
     is_quarantined: bool = False
+    collisions: tuple[Collision, ...] = ()  # shared-state failures: the other test, from server evidence
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,7 +316,9 @@ class BudgetStatus(str, Enum):
 
 @dataclass(frozen=True, slots=True)
 class Counts:
-    """Per category (or `all`): each test is counted in exactly one of the status columns."""
+    """Per category (or `all`), as pytest counts: status columns hold each test once; `setup_errors` and
+    `teardown_errors` every test with such an error in any attempt (also when it failed in its body or was
+    flaky: "1 failed, 1 error"); `*_flaky` say how many of those belong to flaky tests."""
 
     name: str
     tests: int = 0
@@ -325,6 +337,13 @@ class Counts:
     duration_s: float = 0.0
     budget_s: float | None = None
     budget_status: BudgetStatus | None = None
+    setup_errors_flaky: int = 0
+    teardown_errors_flaky: int = 0
+
+    @property
+    def hard_fixture_errors(self) -> int:
+        """Setup/teardown errors of tests that did not pass on another attempt: what the errors gate sees."""
+        return self.setup_errors - self.setup_errors_flaky + self.teardown_errors - self.teardown_errors_flaky
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,6 +401,19 @@ class SlowTest:
 
 
 @dataclass(frozen=True, slots=True)
+class DoctorFinding:
+    """A fixture anti-pattern seen in a serial run that fails under xdist (report/doctor.py: the keys)."""
+
+    key: str
+    title: str
+    fix: str
+    evidence: tuple[str, ...]
+    test_count: int
+    tests: tuple[str, ...]
+    fixture: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     """The one model every output (Markdown, JSON, console, annotations) renders from."""
 
@@ -412,107 +444,10 @@ class Report:
     new_breaches: tuple[str, ...] = ()
     has_base: bool = False
     hangs: tuple[Hang, ...] = ()  # tests caught at a time limit (runner snapshots of the server)
+    # The fixture doctor (a run with fixture spans and a statement log): None when it did not look.
+    doctor: tuple[DoctorFinding, ...] | None = None
 
     @property
     def is_green(self) -> bool:
         """True when no gate selected by --fail-on tripped: the exit code is 0."""
         return not self.gate_failures
-
-
-# --- JSON round trip (versioned; documented in docs/cli.md, "JSON report") ---------------------------
-
-SCHEMA_VERSION = 1
-
-
-def report_json_chunks(report: Report, items_per_chunk: int = 256) -> Iterator[bytes]:
-    """The JSON report as UTF-8 chunks: `schema_version` first, enums as their values, tuples as lists.
-
-    orjson serialises the frozen slotted dataclasses, enums and tuples natively, in C: a report holding
-    4,000 failing tests with their tracebacks takes tens of milliseconds instead of a second of recursive
-    dataclass-to-dict conversion. The long arrays (tests, quarantined) come a few hundred items at a
-    time, so the writer never holds the whole document (constant memory beyond the report itself).
-    Non-finite floats (the reader keeps them out of a report) would be `null`.
-    """
-    yield b'{"schema_version":%d' % SCHEMA_VERSION
-    for field in dataclasses.fields(Report):
-        value = getattr(report, field.name)
-        key = b',"%s":' % field.name.encode()
-        if field.name in _STREAMED and len(value) > items_per_chunk:
-            yield key + b"["
-            for start in range(0, len(value), items_per_chunk):
-                chunk = orjson.dumps(value[start : start + items_per_chunk])
-                yield (b"," if start else b"") + chunk[1:-1]
-            yield b"]"
-        else:
-            yield key + orjson.dumps(value)
-    yield b"}\n"
-
-
-_STREAMED = frozenset(("tests", "quarantined"))
-
-
-def report_json(report: Report) -> bytes:
-    """The whole JSON report (`report_json_chunks` joined)."""
-    return b"".join(report_json_chunks(report))
-
-
-def report_to_dict(report: Report) -> dict[str, Any]:
-    """Plain JSON-able dict: the parsed `report_json` (the same content, by construction)."""
-    return orjson.loads(report_json(report))
-
-
-def report_from_dict(data: dict[str, Any], where: str = "report JSON") -> Report:
-    """Inverse of `report_to_dict`; a wrong version or shape is a one-line error naming the field."""
-    if not isinstance(data, dict):
-        raise DbTestActionError(f"{where}: expected a JSON object; pass a file written by `report --json`")
-    version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise DbTestActionError(
-            f"{where}: schema_version {version!r} is not supported; this version reads {SCHEMA_VERSION}"
-        )
-    body = {k: v for k, v in data.items() if k != "schema_version"}
-    return _from_plain(Report, body, where)
-
-
-def _from_plain(tp: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _from_plain(inner, value, where)
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise DbTestActionError(f"{where}: expected a list; re-write it with `report --json`")
-        inner = typing.get_args(tp)[0]
-        return tuple(_from_plain(inner, v, f"{where}[{i}]") for i, v in enumerate(value))
-    if isinstance(tp, type) and issubclass(tp, Enum):
-        try:
-            return tp(value)
-        except ValueError:
-            raise DbTestActionError(
-                f"{where}: {value!r} is not a {tp.__name__}; re-write it with `report --json`"
-            ) from None
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise DbTestActionError(
-                f"{where}: expected an object for {tp.__name__}; re-write it with `report --json`"
-            )
-        hints = typing.get_type_hints(tp)
-        kwargs = {}
-        for f in dataclasses.fields(tp):
-            if f.name in value:
-                kwargs[f.name] = _from_plain(hints[f.name], value[f.name], f"{where}.{f.name}")
-            elif f.default is dataclasses.MISSING:
-                raise DbTestActionError(
-                    f"{where}: missing field {f.name!r}; re-write it with `report --json`"
-                )
-        return tp(**kwargs)
-    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(tp, type) and not isinstance(value, tp):
-        raise DbTestActionError(
-            f"{where}: expected {tp.__name__}, got {type(value).__name__}; re-write it with `report --json`"
-        )
-    return value

@@ -126,7 +126,7 @@ def read_event(path: str) -> dict[str, Any]:
 
 def publication_from_report_json(path: str, key: str, markdown: str | None = None) -> Publication:
     """The CLI glue from the reporter's JSON to a Publication (the publish core never sees a Report)."""
-    from db_test_action.model import report_from_dict
+    from db_test_action.report.codec import report_from_dict
     from db_test_action.report.render import annotations_for, render_markdown, report_fingerprint
 
     try:

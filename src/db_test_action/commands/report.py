@@ -37,9 +37,10 @@ from db_test_action.errors import EXIT_GATE, EXIT_OK, EXIT_USAGE, DbTestActionEr
 from db_test_action.junit.files import expand_paths
 from db_test_action.junit.parse import ParsedFile, _shard_run_from_name
 from db_test_action.junit.stream import merge_stream, parse_stream
-from db_test_action.model import Hang, ParseProblem, Report, report_from_dict, report_json_chunks
+from db_test_action.model import Hang, ParseProblem, Report
 from db_test_action.publish import gha
 from db_test_action.report.build import build_report, validate_manifest
+from db_test_action.report.codec import report_from_dict, report_json_chunks
 from db_test_action.report.evidence import parse_server_log
 from db_test_action.report.hangs import find_hangs, parse_snapshots, why_unfinished
 from db_test_action.report.junit_out import merged_junit_chunks
@@ -114,6 +115,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path | None = None) -> int:
+    report, all_tests = build_from_args(args, env, cwd)
+    write_outputs(report, args)
+    if args.junit_out:
+        chunks = (chunk.encode("utf-8") for chunk in merged_junit_chunks(all_tests or (), report.categories))
+        write_chunks(args.junit_out, chunks, "--junit-out")
+    sys.stdout.write(gha.console(render_console(report)))
+    return exit_code(report)
+
+
+def build_from_args(
+    args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[Report, list | None]:
+    """The report the `report` flags describe (also `doctor`'s, over its own results dir), and every test
+    when `--junit-out` wants them."""
     env = dict(os.environ) if env is None else env
     cwd = cwd or Path.cwd()
     table, where = load_table(args.config, cwd)
@@ -182,12 +197,7 @@ def run(args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path |
             tests_out=all_tests,
             hangs=hangs,
         )
-    _write_outputs(report, args)
-    if args.junit_out:
-        chunks = (chunk.encode("utf-8") for chunk in merged_junit_chunks(all_tests or (), report.categories))
-        write_chunks(args.junit_out, chunks, "--junit-out")
-    sys.stdout.write(gha.console(render_console(report)))
-    return exit_code(report)
+    return report, all_tests
 
 
 def _manifest_in(paths: list[str]) -> Path | None:
@@ -383,7 +393,7 @@ def exit_code(report: Report) -> int:
     return EXIT_OK if report.is_green else EXIT_GATE
 
 
-def _write_outputs(report: Report, args: argparse.Namespace) -> None:
+def write_outputs(report: Report, args: argparse.Namespace) -> None:
     if args.markdown:
         write_output(args.markdown, render_markdown(report), "--markdown")
     if args.json:

@@ -34,7 +34,7 @@ from db_test_action.run.runner import (
 from db_test_action.run.sharding import parse_durations
 from db_test_action.server.info import parse_url_envs
 from db_test_action.server.launch import LocalServer, ServerInfo, use_external
-from db_test_action.server.log import copy_server_log
+from db_test_action.server.log import LOG_STATEMENTS, copy_server_log
 from db_test_action.server.state import default_state_file, read_state
 
 DEFAULT_DURATIONS = ".test_durations"  # pytest-split's default file name
@@ -161,7 +161,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--pytest-output",
         choices=("auto", "show", "hide"),
         default="auto",
-        help="stream pytest's output (auto: when stderr is not a terminal; it is always in shard-I-run-K.log)",
+        help="stream pytest's output too (show), or not (hide; auto = hide): it is always in "
+        "shard-I-run-K.log, whose path each run's line prints",
     )
     group.add_argument(
         "--pytest-args",
@@ -174,6 +175,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--server-state",
         metavar="NAME|FILE",
         help="use the server `db-test-action postgres start --name NAME` started (its log is captured too)",
+    )
+    group.add_argument(
+        "--log-statements",
+        choices=LOG_STATEMENTS,
+        default="mod",
+        help="what the server log records besides errors: DDL and data-modifying statements with their "
+        "parameters, and connections (mod, the default: collision partners, the fixture doctor), DDL only, "
+        "or none",
     )
     group.add_argument(
         "--no-server-log",
@@ -245,7 +254,9 @@ def plan_from_args(args: argparse.Namespace) -> RunPlan:
             f"--reruns: must be 0 or more, got {args.reruns}; give 0 or a positive number"
         )
     is_tty = sys.stderr.isatty()
-    show = args.pytest_output == "show" or (args.pytest_output == "auto" and not is_tty)
+    # pytest's own output goes to each run's log file (its path printed); the console keeps progress and
+    # the summary readable, however many runs. `show` streams it as well.
+    show = args.pytest_output == "show"
     try:
         extra = shlex.split(args.pytest_args)
     except ValueError as exc:
@@ -297,6 +308,7 @@ def run(args: argparse.Namespace) -> int:
     opts = dataclasses.replace(
         launch_options(args),
         server_log=not args.no_server_log,
+        log_statements=args.log_statements,
         log_copy_to=str(plan.results_dir.resolve() / log_name) if log_name else None,
     )
     detached = _detached(args.server_state) if args.server_state else None
@@ -336,7 +348,7 @@ def run(args: argparse.Namespace) -> int:
                 copy_server_log(Path(detached.server_log_dir), Path(opts.log_copy_to))
     for shard, outcome in outcomes:
         if outcome.crash:
-            if plan.progress_tty or not plan.show_output:
+            if not plan.show_output:
                 tail = (
                     outcome.junit.with_suffix(".log").read_text(errors="replace").strip().splitlines()[-15:]
                 )
@@ -345,7 +357,7 @@ def run(args: argparse.Namespace) -> int:
                 f"run: shard {shard} run {outcome.run}: {outcome.crash}; see pytest's output in {outcome.junit.with_suffix('.log')}",
                 EXIT_USAGE if outcome.exit_code == 4 else EXIT_GATE,
             )
-    if code != 0 and plan.progress_tty and not plan.show_output:
+    if code != 0 and not plan.show_output:
         failing = next(o for _shard, o in outcomes if o.exit_code != 0)
         say(f"see {failing.junit.with_suffix('.log')} for pytest's output")
     print(f"results: {os.fspath(plan.results_dir)}")

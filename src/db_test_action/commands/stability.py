@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from db_test_action.commands.files import (
+    display_path,
     load_table,
     problem_from,
     read_history_file,
@@ -30,6 +31,7 @@ from db_test_action.commands.files import (
     write_history_file,
     write_output,
 )
+from db_test_action.commands.report import _result_dirs, find_server_logs
 from db_test_action.config.report import resolve_report_config
 from db_test_action.config.settings import (
     DEFAULT_BRANCH,
@@ -42,6 +44,9 @@ from db_test_action.config.settings import (
 from db_test_action.errors import EXIT_ENV, EXIT_GATE, EXIT_OK, EXIT_USAGE, DbTestActionError
 from db_test_action.junit.files import expand_paths
 from db_test_action.publish import gha
+from db_test_action.report.build import build_report
+from db_test_action.report.evidence import parse_server_log
+from db_test_action.stability.conflicts import conflict_list
 from db_test_action.stability.history import (
     add_night,
     dump_history,
@@ -259,6 +264,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
             github.failed = True
 
     report = build_stability(observed, tonight, previous, settings)
+    conflicts, unknown = _conflicts(parsed, args.paths, files, report_config, cwd)
+    report = dataclasses.replace(report, conflicts=conflicts, conflicts_unknown=unknown)
     markdown = render_stability_markdown(report)
     _write_outputs(report, markdown, args)
     sys.stdout.write(gha.console(render_stability_console(report)))
@@ -310,6 +317,22 @@ def fetch_history_artifact(github: _GitHub, name: str, history_file: str | None)
     Path(history_file).parent.mkdir(parents=True, exist_ok=True)
     Path(history_file).write_text(found.text, encoding="utf-8")
     _io(f"history artifact {name}: from workflow run {found.run_id} (artifact {found.artifact_id})")
+
+
+def _conflicts(parsed, paths, files, config, cwd: Path):  # type: ignore[no-untyped-def]
+    """Collision partners from the server logs next to the results (none: an empty list)."""
+    logs = find_server_logs(_result_dirs(list(paths), files), [])
+    server_logs = []
+    for log in logs:
+        try:
+            text = log.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            _io(f"{log}: cannot read the server log ({exc.strerror}); no conflict list from it")
+            continue
+        server_logs.append((display_path(log, cwd), parse_server_log(text, str(log))[0]))
+    if not server_logs:
+        return (), 0
+    return conflict_list(build_report(parsed, config, server_logs=server_logs).tests)
 
 
 @dataclasses.dataclass

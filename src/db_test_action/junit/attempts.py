@@ -34,6 +34,7 @@ class TestResultRow(
     problems: tuple[Problem, ...] = ()
     server_log: tuple = ()
     is_quarantined = False
+    collisions: tuple = ()
 
     def result(self) -> TestResult:
         return TestResult(
@@ -226,4 +227,21 @@ def error_location(text: str, file: str | None, line: int | None) -> tuple[str |
         if match:
             return match.group(1), int(match.group(2))
         end = line_start
+    return file, line
+
+
+def failing_line(text: str, file: str | None, line: int | None) -> tuple[str | None, int | None]:
+    """Where an annotation points: the deepest traceback line inside the test's own file (`file.py:47`,
+    1-based as pytest prints it, under the path the traceback uses), else the test's `def` line.
+
+    A fixture error deep in conftest.py or a library points at the test, which is what a reviewer opens.
+    """
+    if file and text:
+        end = len(text)
+        while (hit := text.rfind(".py:", 0, end)) >= 0:
+            line_start = text.rfind("\n", 0, hit) + 1
+            match = _LOCATION_RE.match(text, line_start)
+            if match and (match.group(1) == file or match.group(1).endswith("/" + file)):
+                return match.group(1), int(match.group(2))
+            end = line_start
     return file, line

@@ -45,6 +45,7 @@ class PassRow(namedtuple("PassRow", ["test_id", "file", "line", "duration_s", "s
     attempt = worker = started_at = finished_at = database = attempt_failure = None
     markers: tuple[str, ...] = ()
     is_quarantined = False
+    fixtures = None
 
     def occurrence(self) -> Occurrence:
         return Occurrence(
@@ -68,7 +69,7 @@ class NotJUnit(Exception):
 # property each costs 20,000 small dict copies, not 20,000² entries.
 _KNOWN_PROPS = frozenset(
     ("shard", "run", "attempt", "worker", "markers", "started_at", "finished_at", "database",
-     "attempt_failure", "quarantined")
+     "attempt_failure", "quarantined", "fixtures")
 )  # fmt: skip
 
 
@@ -182,6 +183,8 @@ class JUnitReader:
                         self._add_testcase(elem)
                     else:  # the common case, a clean pass without runner properties
                         test_id = f"{prefix}::{get('name') or ''}"
+                        if line_no is not None and self.is_pytest:
+                            line_no += 1  # pytest writes the 0-based line of the `def`; editors count from 1
                         append(_new_row(PassRow, (test_id, path, line_no, duration, name, shard, run)))
                 elif tag == "properties":
                     self._suite_properties(elem)
@@ -273,6 +276,8 @@ class JUnitReader:
                 _LINES.clear()
                 _LINES[None] = None
             _LINES[line_attr] = line
+        if line is not None and self.is_pytest:
+            line += 1  # pytest writes the 0-based line of the `def`; editors and GitHub count from 1
         rows, name = self.rows, self.name
         results: list[tuple[str, str, str | None, str]] = []
         case_props: dict[str, str] = {}
@@ -304,9 +309,10 @@ class JUnitReader:
             started, finished = _time(pget("started_at")), _time(pget("finished_at"))
             database, attempt_failure = pget("database") or None, pget("attempt_failure") or None
             is_quarantined = pget("quarantined") == "true"
+            fixtures = pget("fixtures")
         else:
             own_shard = own_run = attempt = worker = started = finished = database = attempt_failure = None
-            markers, is_quarantined = (), False
+            markers, is_quarantined, fixtures = (), False, None
         if own_shard is not None:
             shard, run = own_shard, own_run
         else:
@@ -319,7 +325,7 @@ class JUnitReader:
                     OccurrenceRow(
                         test_id, file, line, Outcome.FAILED, Phase.CALL, 0.0, message, text, name, shard,
                         run, attempt, worker, markers, started, finished, database, attempt_failure,
-                        is_quarantined,
+                        is_quarantined, fixtures,
                     )
                 )  # fmt: skip
         results = [r for r in results if r[0] in _SEVERITY]
@@ -335,7 +341,7 @@ class JUnitReader:
             OccurrenceRow(
                 test_id, file, line, outcome, phase, duration, message, text, name,
                 shard, run, attempt, worker, markers, started, finished, database, attempt_failure,
-                is_quarantined,
+                is_quarantined, fixtures,
             )
         )  # fmt: skip
 

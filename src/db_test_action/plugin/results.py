@@ -23,9 +23,11 @@ The one module-level hook is re-exported from `db_test_action.plugin` under a un
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
+import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -33,6 +35,7 @@ import pytest
 
 from db_test_action.contract import (
     ENV_COLLECT,
+    ENV_FIXTURES,
     ENV_PROGRESS,
     ENV_RUN,
     ENV_SELECT,
@@ -73,6 +76,10 @@ class JunitTagger:
         self._attempt_failure: dict[tuple[str, int], str] = {}
         self._started: dict[tuple[str, int], float] = {}
         self.user_appname = os.environ.get("PGAPPNAME")
+        # The fixture doctor: which fixture ran when (setup, and teardown as the gaps between finalizers).
+        self.record_fixtures = bool(os.environ.get(ENV_FIXTURES))
+        self._spans: list[list[object]] = []
+        self._teardown_mark = 0.0
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -122,6 +129,9 @@ class JunitTagger:
             self._started[key] = call.start
         if report.when == "teardown":
             self._attempt_failure.pop(key, None)
+            if self.record_fixtures:
+                values["fixtures"] = json.dumps(self._spans, separators=(",", ":"))
+                self._spans = []
             values["started_at"] = f"{self._started.pop(key, call.start):.6f}"
             values["finished_at"] = f"{call.stop:.6f}"
             values["database"] = _database_name(os.environ.get("DATABASE_URL", ""))
@@ -143,6 +153,35 @@ class JunitTagger:
         finally:
             os.environ.pop("PGAPPNAME", None)
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef, request):  # type: ignore[no-untyped-def]
+        if not self.record_fixtures:
+            return (yield)
+        start = time.time()
+        try:
+            return (yield)
+        finally:
+            where = _fixture_location(fixturedef, self.config)
+            if where is not None:
+                self._spans.append([fixturedef.argname, fixturedef.scope, where, "setup", start, time.time()])
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_teardown(self, item: pytest.Item, nextitem: pytest.Item | None):  # type: ignore[no-untyped-def]
+        self._teardown_mark = time.time()
+        return (yield)
+
+    def pytest_fixture_post_finalizer(self, fixturedef, request) -> None:  # type: ignore[no-untyped-def]
+        """Finalizers run one after another: a fixture's teardown is the time since the previous one ended."""
+        if not self.record_fixtures or not self._teardown_mark or fixturedef.cached_result is None:
+            return
+        where = _fixture_location(fixturedef, self.config)
+        now = time.time()
+        if where is not None:
+            self._spans.append(
+                [fixturedef.argname, fixturedef.scope, where, "teardown", self._teardown_mark, now]
+            )
+        self._teardown_mark = now
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if not self.progress_path or not self.is_controller:
             return
@@ -154,6 +193,20 @@ class JunitTagger:
             final = self._worst.pop(report.nodeid, "passed")
             with open(self.progress_path, "a", encoding="utf-8") as fh:
                 fh.write(f"{final}\n")
+
+
+def _fixture_location(fixturedef, config: pytest.Config) -> str | None:  # type: ignore[no-untyped-def]
+    """`conftest.py:45` for the suite's own fixtures; None for plugins' (site-packages, pytest's own)."""
+    func = inspect.unwrap(getattr(fixturedef, "func", None) or (lambda: None))
+    code = getattr(func, "__code__", None)
+    path = code.co_filename if code is not None else ""
+    if not path or "site-packages" in path or path.startswith("<"):
+        return None
+    try:
+        shown = os.path.relpath(path, config.invocation_params.dir)
+    except ValueError:
+        shown = path
+    return f"{shown}:{code.co_firstlineno}"
 
 
 def _database_name(url: str) -> str:

@@ -40,6 +40,8 @@ from db_test_action.report.budgets import (
     with_category_budgets,
 )
 from db_test_action.report.classify import category_for, classify_failure, default_category, group_causes
+from db_test_action.report.collisions import Evidence, created_relations, find_collisions, refine_causes
+from db_test_action.report.doctor import diagnose
 from db_test_action.report.evidence import (
     ServerEvent,
     TestWindow,
@@ -107,6 +109,9 @@ def build_report(
         regressions = find_regressions(timing, categories, base, b.regression_ratio, b.regression_min_s)
     problem_tests = tuple(sorted((t for t in tests if t.status in _PROBLEM), key=_problem_order))
     server = None
+    doctor = None
+    if server_logs and any(getattr(row, "fixtures", None) for row in occurrences):
+        doctor = diagnose(occurrences, [e for _name, events in server_logs for e in events])
     if server_logs:
         problem_tests, server = attach_server_evidence(occurrences, problem_tests, server_logs)
         server = replace(server, problems=tuple(server_problems))
@@ -132,6 +137,7 @@ def build_report(
         quarantined=quarantined_tests(tests),
         is_empty_planned=manifest is not None and not _planned(manifest),
         hangs=tuple(hangs),
+        doctor=doctor,
     )
     return decide(with_base(report, base))
 
@@ -190,8 +196,16 @@ def attach_server_evidence(
     result = attribute_events(events, windows)
     by_test = dict(result.evidence)
     shown, attributed = [], 0
+    index = Evidence(events, windows) if any(by_test.get(t.test_id) for t in problem_tests) else None
+    created = created_relations(events) if index is not None else {}
+    own_windows: dict[str, list[TestWindow]] = {}
+    for window in windows:
+        own_windows.setdefault(window.test_id, []).append(window)
     for test in problem_tests:
         found = by_test.get(test.test_id, ())
+        if index is not None:
+            collisions = find_collisions(test.test_id, found, own_windows.get(test.test_id, ()), index)
+            test = refine_causes(test, collisions, created)
         if not found:
             shown.append(test)
             continue
@@ -246,15 +260,42 @@ def _problem_order(test: TestResult) -> tuple[int, str]:
     return rank.get(test.status, 9), test.test_id
 
 
+_STATUS_COLUMNS = ("passed", "failed", "flaky", "skipped", "xfailed")
+_FIXTURE_COLUMNS = ("setup_errors", "teardown_errors", "setup_errors_flaky", "teardown_errors_flaky")
+
+
+def fixture_error_phases(test: TestResult) -> tuple[bool, bool]:
+    """(setup, teardown): did any attempt of this test error in that phase? (quarantined xfails do not)"""
+    setup = test.status is Status.SETUP_ERROR
+    teardown = test.status is Status.TEARDOWN_ERROR
+    for problem in test.problems:
+        if problem.outcome is Outcome.XFAILED:
+            continue
+        setup |= problem.phase is Phase.SETUP
+        teardown |= problem.phase is Phase.TEARDOWN
+    return setup, teardown
+
+
 def count_by_category(tests: Sequence[TestResult], durations: Mapping[str, float]) -> tuple[Counts, ...]:
+    """Status columns hold each test once; fixture-error columns every test that errored in that phase in
+    any attempt (see Counts) — pytest's own "1 failed, 1 error" for a body failure plus a teardown error."""
     columns: dict[str, dict[str, int]] = {}
     quarantine: dict[str, dict[str, int]] = {}
     for test in tests:  # one pass: 100,000 tests are common
-        column = _COLUMN[test.status]
         counts = columns.get(test.category)
         if counts is None:
-            counts = columns[test.category] = dict.fromkeys(_COLUMN.values(), 0)
-        counts[column] += 1
+            counts = columns[test.category] = dict.fromkeys(("tests", *_STATUS_COLUMNS, *_FIXTURE_COLUMNS), 0)
+        counts["tests"] += 1
+        column = _COLUMN[test.status]
+        if column in _STATUS_COLUMNS:
+            counts[column] += 1
+        if test.problems or column not in _STATUS_COLUMNS:
+            setup, teardown = fixture_error_phases(test)
+            flaky = test.status is Status.FLAKY
+            counts["setup_errors"] += setup
+            counts["teardown_errors"] += teardown
+            counts["setup_errors_flaky"] += setup and flaky
+            counts["teardown_errors_flaky"] += teardown and flaky
         if test.is_quarantined:
             q = quarantine.setdefault(test.category, dict.fromkeys(_QUARANTINE_COLUMNS, 0))
             q["quarantined"] += 1
@@ -263,7 +304,6 @@ def count_by_category(tests: Sequence[TestResult], durations: Mapping[str, float
     return tuple(
         Counts(
             name=name,
-            tests=sum(columns[name].values()),
             duration_s=durations.get(name, 0.0),
             **columns[name],
             **quarantine.get(name, {}),
@@ -283,7 +323,9 @@ def _quarantine_column(test: TestResult) -> str:
 
 
 def _sum_counts(counts: Sequence[Counts], name: str, duration_s: float) -> Counts:
-    columns = {column: sum(getattr(c, column) for c in counts) for column in _COLUMN.values()}
+    columns = {
+        column: sum(getattr(c, column) for c in counts) for column in (*_STATUS_COLUMNS, *_FIXTURE_COLUMNS)
+    }
     quarantine = {column: sum(getattr(c, column) for c in counts) for column in _QUARANTINE_COLUMNS}
     return Counts(
         name=name, tests=sum(c.tests for c in counts), duration_s=duration_s, **columns, **quarantine
@@ -325,7 +367,7 @@ def decide(report: Report) -> Report:
     """Verdict (worst thing seen) and which --fail-on gates tripped; re-run after any `replace`."""
     t = report.totals
     over = any(b.status is BudgetStatus.OVER for b in report.budgets) or bool(report.regressions)
-    broken = t.failed + t.setup_errors + t.teardown_errors
+    broken = t.failed + t.hard_fixture_errors
     if t.tests == 0 and not report.problems:
         verdict = Verdict.PASSED if report.is_empty_planned else Verdict.NO_TESTS
     elif broken:
@@ -344,7 +386,7 @@ def decide(report: Report) -> Report:
     if t.tests == 0 and not report.is_empty_planned:
         gates.append("no-tests")
     tripped = {
-        "errors": t.setup_errors + t.teardown_errors > 0,
+        "errors": t.hard_fixture_errors > 0,
         "failures": t.failed > 0,
         "budgets": over,
         "flaky": t.flaky > 0,

@@ -45,6 +45,7 @@ class ServerEvent:
     application_name: str | None = None
     pid: int | None = None
     backend_type: str | None = None
+    vxid: str | None = None  # the virtual transaction: statements run together (one drop_all)
 
     @property
     def is_error(self) -> bool:
@@ -103,6 +104,7 @@ def _event(rec: dict[str, str | int | None]) -> ServerEvent:
         application_name=text("application_name"),
         pid=pid if type(pid) is int and 0 < pid < 1 << 31 else None,  # never trusted to be a number
         backend_type=text("backend_type"),
+        vxid=text("vxid"),
     )
 
 

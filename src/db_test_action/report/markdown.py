@@ -13,6 +13,7 @@ import html
 import re
 from dataclasses import dataclass
 
+from db_test_action.junit.attempts import failing_line
 from db_test_action.model import (
     BudgetStatus,
     CauseGroup,
@@ -23,6 +24,7 @@ from db_test_action.model import (
     Verdict,
 )
 from db_test_action.report.hangs import hang_sentence
+from db_test_action.report.sections import collision_text, doctor_markdown
 from db_test_action.report.textsafety import fit_with_closers, neutralize
 
 GITHUB_COMMENT_MAX = 65536
@@ -171,6 +173,7 @@ def _document(report: Report, detail: Detail) -> str:
     parts += _categories(report, detail)
     parts += _quarantine(report, detail)
     parts += _causes(report, detail)
+    parts += doctor_markdown(report.doctor, inline, code)
     parts += _details(report, detail)
     parts += _unreported_server_errors(report, detail)
     if "regressions" in report.fail_on:
@@ -263,15 +266,16 @@ def verdict_line(report: Report) -> str:
         Verdict.NO_TESTS: "No tests found",
     }
     bits = []
-    for count, label in (
-        (t.setup_errors, "setup errors"),
-        (t.teardown_errors, "teardown errors"),
-        (t.failed, "failed"),
-        (t.flaky, "flaky"),
-        (len(report.problems), "result file problems"),
+    for count, label, flaky in (
+        (t.setup_errors, "setup errors", t.setup_errors_flaky),
+        (t.teardown_errors, "teardown errors", t.teardown_errors_flaky),
+        (t.failed, "failed", 0),
+        (t.flaky, "flaky", 0),
+        (len(report.problems), "result file problems", 0),
     ):
         if count:
-            bits.append(f"{count} {label[:-1] if count == 1 and label.endswith('s') else label}")
+            of_flaky = f" ({flaky} flaky)" if flaky else ""
+            bits.append(f"{count} {label[:-1] if count == 1 and label.endswith('s') else label}{of_flaky}")
     summary = ", ".join(bits) if bits else f"{t.passed} passed"
     timing = report.timing
     where = f" (slowest: {inline(timing.wall_source, 80)})" if timing.wall_source else ""
@@ -293,9 +297,7 @@ def _categories(report: Report, detail: Detail) -> list[str]:
         "| Category | Tests | Passed | Failed | Setup errors | Teardown errors | Flaky | Skipped | Time | Budget |",
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
-    ranked = sorted(
-        report.categories, key=lambda c: (-(c.failed + c.setup_errors + c.teardown_errors), c.name)
-    )
+    ranked = sorted(report.categories, key=lambda c: (-(c.failed + c.hard_fixture_errors), c.name))
     for c in ranked[: detail.max_rows]:
         budget = (
             f"{duration(c.budget_s)} {_BUDGET_ICON[c.budget_status]}"
@@ -303,16 +305,18 @@ def _categories(report: Report, detail: Detail) -> list[str]:
             else ""
         )
         rows.append(
-            f"| {cell(c.name, 60)} | {c.tests} | {c.passed} | {_bold(c.failed)} | {_bold(c.setup_errors)} "
-            f"| {_bold(c.teardown_errors)} | {c.flaky or ''} | {(c.skipped + c.xfailed) or ''} "
+            f"| {cell(c.name, 60)} | {c.tests} | {c.passed} | {_bold(c.failed)} "
+            f"| {fixture_errors(c.setup_errors, c.setup_errors_flaky)} "
+            f"| {fixture_errors(c.teardown_errors, c.teardown_errors_flaky)} | {c.flaky or ''} | {(c.skipped + c.xfailed) or ''} "
             f"| {duration(c.duration_s)} | {budget} |"
         )
     if len(ranked) > detail.max_rows:
         rows.append(f"| … {len(ranked) - detail.max_rows} more categories | | | | | | | | | |")
     t = report.totals
     rows.append(
-        f"| **all** | **{t.tests}** | {t.passed} | {_bold(t.failed)} | {_bold(t.setup_errors)} "
-        f"| {_bold(t.teardown_errors)} | {t.flaky or ''} | {(t.skipped + t.xfailed) or ''} "
+        f"| **all** | **{t.tests}** | {t.passed} | {_bold(t.failed)} "
+        f"| {fixture_errors(t.setup_errors, t.setup_errors_flaky)} "
+        f"| {fixture_errors(t.teardown_errors, t.teardown_errors_flaky)} | {t.flaky or ''} | {(t.skipped + t.xfailed) or ''} "
         f"| {duration(t.duration_s)} | |"
     )
     return rows
@@ -371,6 +375,15 @@ def _quarantine_lists(report: Report) -> tuple[list[TestResult], list[TestResult
 def _quarantine_listed(report: Report) -> int:
     """How many rows the longer of the two quarantine lists wants (0 without a quarantine)."""
     return max(map(len, _quarantine_lists(report))) if report.quarantined else 0
+
+
+def fixture_errors(n: int, flaky: int) -> str:
+    """`**2**`, `**2** (1 flaky)`, or `1 flaky` when every fixture error was in a test that then passed."""
+    if not n:
+        return ""
+    if flaky == n:
+        return f"{n} flaky"
+    return f"**{n}**" + (f" ({flaky} flaky)" if flaky else "")
 
 
 def _bold(n: int) -> str:
@@ -441,7 +454,8 @@ def _test_details(test: TestResult, group: CauseGroup, detail: Detail) -> list[s
     summary = f"{html.escape(_plain(test.test_id, 160))} — {label}{attempts}"
     body = []
     for problem in problems[:2]:
-        where = f"{problem.file}:{problem.line}" if problem.file and problem.line else problem.source
+        file, line = failing_line(problem.text, test.file, test.line)
+        where = f"{file}:{line}" if file and line else problem.source
         text = problem.text if problem.text and detail.max_lines > 8 else problem.message
         body.append(
             f"{problem.phase.value} · {where}\n{trim_lines(text or problem.message, detail.max_lines, detail.max_chars)}"
@@ -449,6 +463,16 @@ def _test_details(test: TestResult, group: CauseGroup, detail: Detail) -> list[s
     if not body:
         body.append("the failing attempt was a rerun; pytest's JUnit does not record rerun failures")
     content = []
+    collisions = [
+        c for c in test.collisions if c.cause == group.cause.key or group.cause.key == "concurrent-drop"
+    ]
+    for collision in (collisions or list(test.collisions))[:3]:
+        how = (
+            f" <sub>({inline(collision.evidence, 80)})</sub>"
+            if collision.evidence and collision.partner_id
+            else ""
+        )
+        content += [f"Collision: {inline(collision_text(collision), 400)}{how}", ""]
     if test.server_log and detail.server_lines > 0:  # first: a few lines that explain the long traceback
         sources = sorted({r.source.rsplit("/", 1)[-1] for r in test.server_log if r.source})
         where = f" ({inline(', '.join(sources), 120)})" if sources else ""

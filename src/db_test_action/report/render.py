@@ -9,7 +9,9 @@ import hashlib
 import json
 import re
 
-from db_test_action.model import Annotation, Level, Phase, Report, Status, report_to_dict
+from db_test_action.junit.attempts import failing_line
+from db_test_action.model import Annotation, Level, Phase, Report, Status
+from db_test_action.report.codec import report_to_dict
 from db_test_action.report.hangs import hang_sentence
 from db_test_action.report.markdown import (
     GITHUB_COMMENT_MAX,
@@ -18,8 +20,24 @@ from db_test_action.report.markdown import (
     render_markdown,
     trim_lines,
 )
+from db_test_action.report.sections import doctor_console
 
 QUARANTINE_CONSOLE_ROWS = 10
+COLLISION_CONSOLE_ROWS = 8
+
+
+def collision_pairs(tests) -> list[tuple[tuple[str, str, str | None], int]]:  # type: ignore[no-untyped-def]
+    """Collisions as `A (gw0)` / `B (gw1)` / object, most frequent first ("partner unknown" included)."""
+    counts: dict[tuple[str, str, str | None], int] = {}
+    for test in tests:
+        for c in test.collisions:
+            me = f"{c.test_id} ({c.worker})" if c.worker else c.test_id
+            other = f"{c.partner_id} ({c.partner_worker})" if c.partner_id else "partner unknown"
+            key = (me, other, c.object)
+            counts[key] = counts.get(key, 0) + 1
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0][0]))
+
+
 _VOLATILE = re.compile(r"0x[0-9a-fA-F]{6,}|/tmp/[^\s\"']*|pytest-\d+")
 __all__ = [
     "GITHUB_COMMENT_MAX",
@@ -42,13 +60,14 @@ def render_console(report: Report) -> str:
     t = report.totals
     counts = ", ".join(
         f"{n} {label[:-1] if n == 1 and label.endswith('errors') else label}"
-        for n, label in (
-            (t.passed, "passed"),
-            (t.failed, "failed"),
-            (t.setup_errors, "setup errors"),
-            (t.teardown_errors, "teardown errors"),
-            (t.flaky, "flaky"),
-            (t.skipped + t.xfailed, "skipped"),
+        + (f" ({flaky} flaky)" if flaky else "")
+        for n, label, flaky in (
+            (t.passed, "passed", 0),
+            (t.failed, "failed", 0),
+            (t.setup_errors, "setup errors", t.setup_errors_flaky),
+            (t.teardown_errors, "teardown errors", t.teardown_errors_flaky),
+            (t.flaky, "flaky", 0),
+            (t.skipped + t.xfailed, "skipped", 0),
         )
         if n
     )
@@ -78,6 +97,12 @@ def render_console(report: Report) -> str:
             cats = ", ".join(group.categories[:3]) + (" …" if len(group.categories) > 3 else "")
             lines.append(f"  {group.tests:>4} × {group.cause.key:<22} {cats}  e.g. {group.example_test}")
             lines.append(f"         hint: {group.cause.hint}")
+    pairs = collision_pairs(report.tests)
+    if pairs:
+        lines.append("collisions:")
+        for (a, b, obj), n in pairs[:COLLISION_CONSOLE_ROWS]:
+            lines.append(f"  {n:>4} × {a} × {b}" + (f' on "{obj}"' if obj else ""))
+    lines += doctor_console(report.doctor)
     over = [b for b in report.budgets if b.status.value != "ok"]
     for check in over:
         lines.append(
@@ -170,8 +195,8 @@ def annotations_for(report: Report) -> tuple[Annotation, ...]:
         if problem.cause.key != "other":
             message += f"\n\n{problem.cause.title}: {problem.cause.hint}"
         out.append(
-            Annotation(level, f"{what} ({problem.cause.key}): {test.test_id}", message, problem.file or test.file,
-                       problem.line if problem.file else test.line, rank)
+            Annotation(level, f"{what} ({problem.cause.key}): {test.test_id}", message,
+                       *failing_line(problem.text, test.file, test.line), rank)
         )  # fmt: skip
     out.sort(key=lambda a: (a.rank, a.title))
     return tuple(out)

@@ -360,7 +360,7 @@ def _one_run(
     state = (
         "stopped at --timeout" if timed_out else PYTEST_EXIT.get(code, "signal" if code < 0 else "crashed")
     )
-    say(f"{label}: exit {code} ({state}), {summary} in {elapsed:.1f}s")
+    say(f"{label}: exit {code} ({state}), {summary} in {elapsed:.1f}s; pytest's output: {log}")
     return RunOutcome(run, code, junit, name, elapsed, counts, crash, timed_out)
 
 

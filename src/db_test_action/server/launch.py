@@ -85,6 +85,7 @@ class LaunchOptions:
     # Detached (`postgres start`): the server outlives this process once its state file is written, so it
     # gets no parent-death signal; owned (`-- CMD`, `run`, tests): it dies with us, whatever kills us.
     detached: bool = False
+    log_statements: str = "mod"  # log_statement: none, ddl, mod (collision partners, the fixture doctor)
 
 
 def _unprivileged_user() -> pwd.struct_passwd | None:
@@ -294,7 +295,7 @@ class LocalServer:
         log = self._tmp / "postgres.log"
         settings = dict(FAST_SETTINGS, max_connections=str(self.options.max_connections))
         if log_dir is not None and log_format is not None:
-            settings.update(server_log_settings(log_dir, log_format))
+            settings.update(server_log_settings(log_dir, log_format, self.options.log_statements))
         settings.update(dict(self.options.settings))
         # An owned server gets SIGQUIT (immediate shutdown) when we die; a detached one must outlive us.
         preexec = None if self.options.detached else die_with_parent(signal.SIGQUIT)

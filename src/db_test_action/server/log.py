@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+LOG_STATEMENTS = ("none", "ddl", "mod")
 
-def server_log_settings(log_dir: Path, log_format: str) -> dict[str, str]:
+
+def server_log_settings(log_dir: Path, log_format: str, statements: str = "mod") -> dict[str, str]:
     """What the server must log so a failing test can be explained from the server's side.
 
     Errors come with their statement; lock waits and deadlocks with DETAIL naming the other process
     (deadlock_timeout short so a deadlocked teardown is reported in 0.1 s, not 1 s); timestamps in UTC
     so they compare with the plugin's; files rotate by size and copy_server_log keeps the newest 64 MB,
-    so a runaway suite cannot fill the disk; connections are logged so the report can tell which
-    databases the suite really used.
+    so a runaway suite cannot fill the disk. DDL and data-modifying statements (`log_statement = mod`, with
+    their parameters: the keys) and each connection's application_name (`log_connections`, which also tell which databases the suite really used) are what name
+    the *other* test of a collision and let the fixture doctor see DDL per test and fixed keys
+    (benchmarks/statement_log_overhead.py measures the cost).
     """
     return {
         "logging_collector": "on",
@@ -36,6 +40,8 @@ def server_log_settings(log_dir: Path, log_format: str) -> dict[str, str]:
         "log_connections": "on",
         "deadlock_timeout": "100ms",
         "log_error_verbosity": "default",
+        "log_statement": statements,
+        "log_disconnections": "on" if statements != "none" else "off",
     }
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from db_test_action.model import Cause, ParseProblem
+from db_test_action.stability.conflicts import Conflict
 from db_test_action.stability.nightly import (
     Night,
     Observed,
@@ -249,6 +250,9 @@ class StabilityReport:
     fail_on: tuple[str, ...]
     gate_failures: tuple[str, ...]
     quarantine: tuple[str, ...]  # flaky and newly flaky node ids
+    # Tonight's collision partners (from the server logs next to the results): pairs that collide most.
+    conflicts: tuple[Conflict, ...] = ()
+    conflicts_unknown: int = 0  # collisions whose partner the evidence did not name
 
     @property
     def is_green(self) -> bool:

@@ -153,6 +153,7 @@ def _render(report: StabilityReport, shown: int, unstable_total: int) -> str:
         out.append("")
     if report.causes:
         out += _causes(report.causes)
+    out += _conflicts(report)
     out += _trend(report)
     if report.quarantine:
         out += [
@@ -190,6 +191,23 @@ def _causes(causes: Sequence[GroupStability]) -> list[str]:
     return out
 
 
+def _conflicts(report: StabilityReport) -> list[str]:
+    """ "These tests collide most": pairs named by the server log, with what they collided on."""
+    if not report.conflicts and not report.conflicts_unknown:
+        return []
+    out = ["### Tests that collide most (tonight, from the server log)", ""]
+    if report.conflicts:
+        out += ["| tests | on | cause | times |", "|---|---|---|---:|"]
+        for c in report.conflicts:
+            on = code(c.object, 60) if c.object else "–"
+            out.append(
+                f"| {code(c.tests[0])} × {code(c.tests[1])} | {on} | {code(c.cause, 40)} | {c.count} |"
+            )
+    if report.conflicts_unknown:
+        out += ["", f"_{report.conflicts_unknown} more collisions named no partner (partner unknown)._"]
+    return [*out, ""]
+
+
 def _trend(report: StabilityReport) -> list[str]:
     points = report.trend
     if len(points) < 2:
@@ -224,6 +242,9 @@ def render_stability_console(report: StabilityReport, max_tests: int = 20) -> st
         )
     for g in report.causes[:5]:
         lines.append(f"  cause {g.name}: {g.tests} tests, {g.occurrences} occurrences; hint: {g.hint}")
+    for c in report.conflicts[:5]:
+        on = f' on "{c.object}"' if c.object else ""
+        lines.append(f"  collides {c.count}×: {_short(c.tests[0], 80)} × {_short(c.tests[1], 80)}{on}")
     for problem in report.problems[:MAX_PROBLEMS]:
         lines.append(f"problem: {problem}")
     if len(report.problems) > MAX_PROBLEMS:

@@ -1,0 +1,221 @@
+"""Collision partners and the hints that fit the evidence, on real runs: two xdist workers on one database
+of our own server, paired by barriers (files) so each collision happens in every run, never by luck."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from db_test_action.model import Report
+from db_test_action.report.codec import report_from_dict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CONFTEST = """
+import os
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from xdist.scheduler import LoadScheduling
+
+
+class Alternate(LoadScheduling):
+    # Tests in file order alternate left/right: gw0 gets 0, 2, 4 (left), gw1 gets 1, 3, 5 (right).
+    def schedule(self):
+        if self.collection is not None:
+            return super().schedule()
+        self.collection = next(iter(self.node2collection.values()))
+        nodes = sorted(self.nodes, key=lambda node: node.gateway.id)
+        self.pending[:] = []
+        for i, node in enumerate(nodes):
+            mine = list(range(i, len(self.collection), len(nodes)))
+            self.node2pending[node].extend(mine)
+            node.send_runtest_some(mine)
+            node.shutdown()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    return Alternate(config, log)
+
+BARRIERS = Path(__file__).parent / "barriers"
+BARRIERS.mkdir(exist_ok=True)
+
+
+def signal(name):
+    (BARRIERS / name).touch()
+
+
+def wait(name, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not (BARRIERS / name).exists():
+        assert time.monotonic() < deadline, f"barrier {name} never came"
+        time.sleep(0.01)
+
+
+def connect(**kw):
+    return psycopg.connect(os.environ["DATABASE_URL"], **kw)
+
+
+def wait_until_blocked(conn, timeout=120):
+    deadline = time.monotonic() + timeout
+    while conn.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0] == 0:
+        assert time.monotonic() < deadline, "the other worker never blocked"
+        time.sleep(0.01)
+"""
+
+PAIRS = """
+from conftest import connect, signal, wait, wait_until_blocked
+
+
+def test_deadlock_left():
+    with connect(autocommit=True) as conn:
+        conn.execute("CREATE TABLE acct (id int PRIMARY KEY, n int)")
+        conn.execute("INSERT INTO acct VALUES (1, 0), (2, 0)")
+    signal("acct")
+    try:
+        with connect() as conn:
+            conn.execute("UPDATE acct SET n = n + 1 WHERE id = 1")
+            signal("left-locked")
+            wait("right-locked")
+            conn.execute("UPDATE acct SET n = n + 1 WHERE id = 2")
+    finally:
+        signal("deadlock-left-done")
+
+
+def test_deadlock_right():
+    wait("acct")
+    try:
+        with connect() as conn:
+            conn.execute("UPDATE acct SET n = n + 1 WHERE id = 2")
+            signal("right-locked")
+            wait("left-locked")
+            conn.execute("UPDATE acct SET n = n + 1 WHERE id = 1")
+    finally:
+        wait("deadlock-left-done")
+        signal("deadlock-right-done")
+
+
+def test_drops_the_table():
+    wait("deadlock-right-done")
+    with connect(autocommit=True) as conn:
+        conn.execute("CREATE TABLE shared_t (id int)")
+        signal("created")
+        wait("reader-ready")
+        conn.execute("DROP TABLE shared_t")
+    signal("dropped")
+
+
+def test_reads_the_table():
+    wait("created")
+    signal("reader-ready")
+    wait("dropped")
+    try:
+        with connect() as conn:
+            conn.execute("SELECT * FROM shared_t")
+    finally:
+        signal("drop-right-done")
+
+
+def test_extension_left():
+    wait("drop-right-done")
+    with connect() as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS citext")
+        signal("ext-left")
+        wait_until_blocked(conn)
+
+
+def test_extension_right():
+    wait("ext-left")
+    with connect() as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS citext")
+"""
+
+
+def _run_and_report(cli, cli_env, tmp_path: Path) -> tuple[Report, str, str]:
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    for name, text in {"conftest.py": CONFTEST, "test_pairs.py": PAIRS}.items():
+        (suite / name).write_text(text)
+    results = tmp_path / "results"
+    cmd = [*cli, "run", "--workers", "2", "--results-dir", str(results), "--no-fail", "--",
+           ".", "-p", "no:randomly"]  # fmt: skip
+    done = subprocess.run(cmd, cwd=suite, env=cli_env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / "report.json"
+    cmd = [*cli, "report", str(results), "--json", str(out), "--markdown", str(tmp_path / "r.md")]
+    shown = subprocess.run(cmd, cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 1, shown.stderr
+    return report_from_dict(json.loads(out.read_text())), (tmp_path / "r.md").read_text(), shown.stdout
+
+
+def test_partners_and_hints_from_the_server_log(cli, cli_env, tmp_path):
+    report, markdown, console = _run_and_report(cli, cli_env, tmp_path)
+    by_id = {t.test_id: t for t in report.tests}
+
+    # The deadlock: whichever side PostgreSQL chose to abort names the other, from both processes in DETAIL.
+    (loser,) = [t for i, t in by_id.items() if "deadlock" in i]
+    (deadlock,) = [c for c in loser.collisions if c.cause == "deadlock"]
+    other = "test_deadlock_right" if loser.test_id.endswith("left") else "test_deadlock_left"
+    assert deadlock.partner_id is not None and deadlock.partner_id.endswith(other)
+    assert {deadlock.worker, deadlock.partner_worker} == {"gw0", "gw1"}
+    detail = "\n".join(line for r in loser.server_log for line in r.lines)
+    assert detail.count("blocked by process") == 2
+
+    # relation does not exist, right after the other worker's DROP: not a missing migration.
+    reader = by_id["test_pairs.py::test_reads_the_table"]
+    (gone,) = reader.collisions
+    assert (gone.partner_id, gone.object) == ("test_pairs.py::test_drops_the_table", "shared_t")
+    assert gone.worker != gone.partner_worker
+    cause = reader.problems[0].cause
+    assert cause.key == "concurrent-drop" and "--db-per-worker" in cause.hint
+    assert "run migrations" not in cause.hint
+
+    # The extension race names the extension and the option that pre-creates it.
+    ext = by_id["test_pairs.py::test_extension_right"]
+    cause = ext.problems[0].cause
+    assert cause.key == "concurrent-ddl" and "citext" in cause.title
+    assert "--extensions pgcrypto,citext" in cause.hint
+    (race,) = ext.collisions
+    assert race.partner_id == "test_pairs.py::test_extension_left" and race.object == "citext"
+
+    # Rendered as `A (gw0) × B (gw1) on "object"`, in the comment and the console.
+    assert (
+        f'× test\\_pairs.py::test\\_drops\\_the\\_table ({gone.partner_worker}) on "shared\\_t"'
+        in markdown.replace("\\(", "(").replace("\\)", ")")
+    )
+    assert (
+        f"test_pairs.py::test_reads_the_table ({gone.worker}) × test_pairs.py::test_drops_the_table"
+        in console
+    )
+
+
+def test_nightly_lists_the_pairs_that_collide(cli, cli_env, tmp_path):
+    _run_and_report(cli, cli_env, tmp_path)
+    out = tmp_path / "stability.json"
+    cmd = [
+        *cli,
+        "stability",
+        str(tmp_path / "results"),
+        "--json",
+        str(out),
+        "--markdown",
+        str(tmp_path / "s.md"),
+    ]
+    done = subprocess.run(cmd, cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=120)
+    assert done.returncode in (0, 1), done.stderr
+    conflicts = json.loads(out.read_text())["conflicts"]
+    pairs = {(tuple(c["tests"]), c["object"]) for c in conflicts}
+    assert (
+        ("test_pairs.py::test_drops_the_table", "test_pairs.py::test_reads_the_table"),
+        "shared_t",
+    ) in pairs
+    assert (("test_pairs.py::test_extension_left", "test_pairs.py::test_extension_right"), "citext") in pairs
+    assert "Tests that collide most" in (tmp_path / "s.md").read_text()
+    assert (
+        "collides 1×: test_pairs.py::test_drops_the_table × test_pairs.py::test_reads_the_table"
+        in done.stdout
+    )
