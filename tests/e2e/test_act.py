@@ -76,9 +76,7 @@ def _project_repo(tmp: Path) -> tuple[Path, str]:
     the working tree as it is now on top. Returns the repository and the SHA of the current commit."""
     repo = copy_project(tmp / "repos" / "org" / "db-test-action")
     action = (repo / "action.yml").read_text()
-    broken = action.replace(
-        'python -m pip install --disable-pip-version-check -q "$GITHUB_ACTION_PATH"', "exit 97"
-    )
+    broken = action.replace('"$tool/bin/db-test-action" --version', "exit 97")  # the tool install step
     assert broken != action
     (repo / "action.yml").write_text(broken)
     git(repo, "init", "-q")
