@@ -54,7 +54,7 @@ def write_chunks(path: Path, chunks: Iterable[bytes], flag: str) -> None:
 def read_json(path: Path, flag: str) -> Any:
     """Parsed JSON, or a one-line error for every way an untrusted file can be bad (never a crash)."""
     try:
-        return json.loads(path.read_bytes().decode("utf-8"))
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise DbTestActionError(
             f"{path}: cannot read {flag} file ({exc.strerror}); check the path and its permissions"
@@ -63,18 +63,19 @@ def read_json(path: Path, flag: str) -> Any:
         raise DbTestActionError(
             f"{path}: {flag} file is not UTF-8 (byte {exc.start}); pass the file db-test-action wrote"
         ) from None
+    return loads_json(text, str(path), f"{flag} file", "pass the file db-test-action wrote")
+
+
+def loads_json(text: str, where: str, what: str, fix: str) -> Any:
+    """json.loads with every way untrusted text can fail as one line: `<where>: <what> is not …; <fix>`."""
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DbTestActionError(
-            f"{path}:{exc.lineno}: {flag} file is not JSON ({exc.msg}); pass the file db-test-action wrote"
-        ) from None
+        raise DbTestActionError(f"{where}:{exc.lineno}: {what} is not JSON ({exc.msg}); {fix}") from None
     except ValueError as exc:  # e.g. an integer of more than 4300 digits
-        raise DbTestActionError(
-            f"{path}: {flag} file is not usable JSON ({str(exc)[:100]}); pass the file db-test-action wrote"
-        ) from None
+        raise DbTestActionError(f"{where}: {what} is not usable JSON ({str(exc)[:100]}); {fix}") from None
     except RecursionError:
-        raise DbTestActionError(
-            f"{path}: {flag} file is nested too deeply; pass the file db-test-action wrote"
-        ) from None
+        raise DbTestActionError(f"{where}: {what} is nested too deeply; {fix}") from None
 
 
 def bug(exc: BaseException) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from db_test_action.commands.files import loads_json
 from db_test_action.config.settings import resolve
 from db_test_action.errors import EXIT_USAGE, DbTestActionError
 from db_test_action.publish.client import RetryPolicy
@@ -103,20 +104,9 @@ def _read_text(path: str, flag: str) -> str:
 
 def read_event(path: str) -> dict[str, Any]:
     """The webhook payload: GITHUB_EVENT_PATH, or one saved by the PR workflow (two-workflow pattern)."""
-    try:
-        data = json.loads(_read_text(path, "event"))
-    except json.JSONDecodeError as exc:
-        raise DbTestActionError(
-            f"{path}:{exc.lineno}: event payload is not JSON ({exc.msg}); pass GitHub's event file (GITHUB_EVENT_PATH)"
-        ) from None
-    except ValueError as exc:  # e.g. an integer of more than 4300 digits
-        raise DbTestActionError(
-            f"{path}: event payload is not usable JSON ({str(exc)[:100]}); pass GitHub's event file (GITHUB_EVENT_PATH)"
-        ) from None
-    except RecursionError:
-        raise DbTestActionError(
-            f"{path}: event payload is nested too deeply; pass GitHub's event file (GITHUB_EVENT_PATH)"
-        ) from None
+    data = loads_json(
+        _read_text(path, "event"), path, "event payload", "pass GitHub's event file (GITHUB_EVENT_PATH)"
+    )
     if not isinstance(data, dict):
         raise DbTestActionError(
             f"{path}: event payload is not a JSON object; pass GitHub's event file (GITHUB_EVENT_PATH)"
