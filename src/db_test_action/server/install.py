@@ -182,10 +182,10 @@ def ensure_server(
         if pg_bin or env.get("PG_BIN"):
             raise  # an explicit bin dir that is wrong: installing would not fix it
         if install_refused(env, no_install):
-            what = str(missing).removeprefix("postgres: ").split("; ", 1)[0]
+            what, _, fix = str(missing).removeprefix("postgres: ").partition("; ")
             raise DbTestActionError(
                 f"postgres: {what}, and installing is refused (--no-install / {NO_INSTALL_ENV}=1); "
-                "install postgresql and postgresql-contrib yourself, or allow the install",
+                f"{fix or 'install postgresql and postgresql-contrib'}, or allow the install",
                 EXIT_ENV,
             ) from None
         install_server(major, env, say)
