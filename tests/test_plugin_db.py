@@ -463,7 +463,12 @@ def test_shared_database_anti_patterns_fail_and_pass_with_the_plugin(
     args = ["-p", "no:cacheprovider", "-n", "2", "--dist", "each"]
     shared = inner.runpytest_subprocess(*args)
     assert shared.ret == 1
-    assert "UniqueViolation" in shared.stdout.str() or "duplicate key" in shared.stdout.str()
+    # which collision wins the race varies (both workers start create_all at the barrier): the duplicate
+    # fixed key, the concurrent CREATE TABLE / CREATE FUNCTION, or the neighbour's drop_all — all the seed's
+    out = shared.stdout.str()
+    collisions = ("UniqueViolation", "duplicate key", "already exists", "tuple concurrently updated",
+                  "does not exist", "DependentObjectsStillExist")  # fmt: skip
+    assert any(c in out for c in collisions), out[-3000:]
     for name in ("barrier-start", "barrier-inserted"):
         for path in (inner.path / name).iterdir():
             path.unlink()
