@@ -27,13 +27,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STANDINS = ROOT / "tests" / "e2e" / "standins"
-PINS = {
-    "actions/setup-python@a26af69be951a213d495a4c3e4e4022e16d87065": "setup-python",
-    "actions/upload-artifact@ea165f8d65b6e75b540449e92b4886f43607fa02": "upload-artifact",
-    "actions/download-artifact@d3f86a106a0bac45b974a628896c90dbdf5c8093": "download-artifact",
-    "actions/cache@5a3ec84eff668545956fd18022155c47e93e2684": "cache",
-}
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+from actrun import PINS, STANDINS  # noqa: E402 (the one list of act stand-ins, shared with the e2e tests)
+
 PROJECT_INSTALL = "python -m pip install -q 'sqlalchemy[asyncio]>=2.0' 'asyncpg>=0.29' pytest pytest-asyncio pytest-xdist 'psycopg[binary]'"
 WORKFLOW = f"""name: overhead
 on: push
