@@ -37,6 +37,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -158,8 +159,12 @@ class Lockstep:
         self.slot = None
 
     def gone(self) -> None:
+        """This worker has finished; the last one to go removes the shared directory."""
         with self._state() as state:
             state["gone"].append(self.me)
+            last = set(state["gone"]) >= {self.me, self.other}
+        if last:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     # --- steps ------------------------------------------------------------------------------------
 

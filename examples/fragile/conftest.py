@@ -2,7 +2,9 @@
 with two xdist workers on one database they collide (see ../README.md and ../robust/conftest.py).
 
 `lockstep` only fixes *when* the two workers' steps run (see ../lockstep.py); the errors come from
-PostgreSQL. Without xdist the suite is green.
+PostgreSQL. Without xdist the suite is green. A step wraps its whole transaction, so the other worker's
+next step starts only after the commit (the one exception is the first transaction's functions, which
+the crypto scenario holds uncommitted on purpose).
 """
 
 import contextlib
@@ -63,7 +65,7 @@ async def engine():
                 await install_functions(conn)  # CREATE OR REPLACE FUNCTION app_encrypt / app_decrypt
             async with _step("create_all", conn):
                 await conn.run_sync(Base.metadata.create_all)
-        async with engine.begin() as conn, _step("extra_table"):
+        async with _step("extra_table"), engine.begin() as conn:
             await conn.execute(text(AUDIT_DDL))
     except BaseException:
         if LOCKSTEP:
@@ -72,9 +74,9 @@ async def engine():
         raise
     try:
         yield engine
-        async with engine.begin() as conn, _step("drop_extra"):
+        async with _step("drop_extra"), engine.begin() as conn:
             await conn.execute(text("DROP TABLE IF EXISTS workspace_audit"))
-        async with engine.begin() as conn, _step("drop_all"):
+        async with _step("drop_all"), engine.begin() as conn:
             await conn.run_sync(Base.metadata.drop_all)
     finally:
         if LOCKSTEP:
@@ -85,7 +87,7 @@ async def engine():
 @pytest.fixture
 async def workspace(engine):
     """ANTI-PATTERN: inserts the same two workspace ids in every test."""
-    async with engine.begin() as conn, _step("workspace"):
+    async with _step("workspace"), engine.begin() as conn:
         await create_workspace(conn, "Acme", ACME)
         await create_workspace(conn, "Globex", GLOBEX)
     return ACME
