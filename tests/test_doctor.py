@@ -91,6 +91,28 @@ def test_doctor_sees_connections_left_open(cli, cli_env, tmp_path):
     assert finding.fixture is not None and finding.fixture.startswith("db (conftest.py:")
 
 
+def test_doctor_weighs_connections_per_worker_against_max_connections(cli, cli_env, tmp_path):
+    """Serially the leaky suite holds 2 connections at once; 4 workers would hold 8 of the 6 − 3 left."""
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    for name, text in LEAKY.items():
+        (suite / name).write_text(text)
+    cmd = [*cli, "doctor", "--results-dir", str(tmp_path / "results"), "--json", str(tmp_path / "d.json"),
+           "--workers", "4", "--max-connections", "6", "--", ".", "-q", "-p", "no:randomly"]  # fmt: skip
+    done = subprocess.run(cmd, cwd=suite, env=cli_env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr[-3000:]
+    findings = {
+        f.key: f for f in report_from_dict(json.loads((tmp_path / "d.json").read_text())).doctor or ()
+    }
+    assert set(findings) == {"connections-left-open", "connection-headroom"}
+    (evidence,) = findings["connection-headroom"].evidence
+    assert "up to 2 connections at once (during test_leak.py::test_two)" in evidence
+    assert "4 workers would hold 8, and max_connections 6 leaves 3" in evidence
+    assert "max_connections" in done.stdout
+    manifest = json.loads((tmp_path / "results" / "manifest.json").read_text())
+    assert (manifest["max_connections"], manifest["workers"]) == (6, 4)
+
+
 def test_doctor_needs_a_server_of_its_own(cli, cli_env, tmp_path):
     cmd = [*cli, "doctor", "--database-url", "postgresql://u@127.0.0.1:1/x", "--", "examples/robust"]
     done = subprocess.run(cmd, cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=120)

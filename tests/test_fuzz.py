@@ -178,6 +178,7 @@ def test_fuzz_junit_never_crashes_the_report(workdir: Path, data: st.DataObject)
 MANIFEST = {
     "version": 1, "shards": 2, "repeat": 2, "until_failure": False, "server": "ours",
     "server_log": "server-shard-1.jsonl", "tests": {"tests/test_ok.py::test_a": 1, "tests/test_ok.py::test_b": 2},
+    "max_connections": 300, "workers": 2,
 }  # fmt: skip
 
 
@@ -369,3 +370,11 @@ def test_seeds_are_valid_inputs(workdir: Path) -> None:
     assert parse_server_log(JSONLOG, "x")[0] and parse_server_log(CSVLOG, "x")[0]
     assert pull_request_from_event(EVENT, "o/r") == 7
     assert len(parse_history(HISTORY, "h")) == 3
+
+
+@pytest.mark.parametrize("key", ["max_connections", "workers"])
+@pytest.mark.parametrize("value", [0, -1, True, "300", 1.5, 10**7])
+def test_manifest_capacity_must_be_a_plain_count(key: str, value: object) -> None:
+    """The doctor multiplies these: a bool, a string or an absurd count makes the manifest invalid."""
+    with pytest.raises(DbTestActionError, match="^m: not a runner manifest"):
+        validate_manifest({**MANIFEST, key: value}, "m")

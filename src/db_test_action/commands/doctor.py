@@ -43,8 +43,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="as for `run` (default: hide)",
     )
+    parser.add_argument(
+        "--workers",
+        type=_planned_workers,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="the xdist workers you plan to run, for the max_connections headroom check "
+        "(default: one per CPU, as `-n auto`; here %(default)s)",
+    )
     add_launch_options(parser)
     parser.set_defaults(handler=run)
+
+
+def _planned_workers(value: str) -> int:
+    if value.isdigit() and 1 <= int(value) <= 1024:
+        return int(value)
+    raise argparse.ArgumentTypeError(f"--workers: {value!r} is not a number of workers 1..1024")
 
 
 def _run_args(args: argparse.Namespace) -> argparse.Namespace:
@@ -53,7 +67,7 @@ def _run_args(args: argparse.Namespace) -> argparse.Namespace:
     run_cmd.add_parser(parser.add_subparsers())
     ns = parser.parse_args(["run"])
     for key, value in vars(args).items():
-        if hasattr(ns, key) and key not in ("handler",):
+        if hasattr(ns, key) and key not in ("handler", "workers"):
             setattr(ns, key, value)
     pytest_args = list(args.passthrough)
     if "no:xdist" not in pytest_args:
@@ -71,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         )
     os.environ[ENV_FIXTURES] = "1"  # inherited by pytest: the plugin records fixture spans
     try:
-        run_cmd.run(_run_args(args))
+        run_cmd.run(_run_args(args), planned_workers=args.workers)
     finally:
         os.environ.pop(ENV_FIXTURES, None)
     report_args = argparse.Namespace(

@@ -301,9 +301,10 @@ def _detached(name_or_file: str) -> ServerInfo:
     return read_state(path if path.suffix == ".json" or path.is_file() else default_state_file(name_or_file))
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, planned_workers: int | None = None) -> int:
+    """`planned_workers`: the doctor's serial run records the workers it checks headroom for."""
     resolve_launch_settings(args, "run")
-    plan = plan_from_args(args)
+    plan = dataclasses.replace(plan_from_args(args), planned_workers=planned_workers)
     log_name = None if args.no_server_log else _server_log_name(plan)
     opts = dataclasses.replace(
         launch_options(args),
@@ -319,6 +320,11 @@ def run(args: argparse.Namespace) -> int:
         plan = dataclasses.replace(plan, server="external")  # a state file that only records a URL
     elif detached is None or detached.server_log_dir:
         plan = dataclasses.replace(plan, server_log=log_name)
+    if server is not None:
+        setting = dict(opts.settings).get("max_connections", "")
+        plan = dataclasses.replace(
+            plan, max_connections=int(setting) if setting.isdigit() else opts.max_connections
+        )
     with stop_on_signals():
         try:
             if detached is not None:

@@ -111,7 +111,8 @@ def build_report(
     server = None
     doctor = None
     if server_logs and any(getattr(row, "fixtures", None) for row in occurrences):
-        doctor = diagnose(occurrences, [e for _name, events in server_logs for e in events])
+        capacity = (manifest or {}).get("max_connections"), (manifest or {}).get("workers")
+        doctor = diagnose(occurrences, [e for _name, events in server_logs for e in events], *capacity)
     if server_logs:
         problem_tests, server = attach_server_evidence(occurrences, problem_tests, server_logs)
         server = replace(server, problems=tuple(server_problems))
@@ -490,9 +491,15 @@ def validate_manifest(data: object, where: str) -> Mapping[str, Any]:
         or not 1 <= data.get("repeat", 1) <= 10_000
         or data["shards"] > 10_000
         or not all(isinstance(v, int) for v in data.get("tests", {}).values())
+        or not all(_count_or_none(data.get(k)) for k in ("max_connections", "workers"))
     ):
         raise DbTestActionError(
             f'{where}: not a runner manifest (want {{"version": 1, "shards": N, "repeat": K, "tests": {{…}}}}); '
             "pass the manifest.json from the results dir"
         )
     return data
+
+
+def _count_or_none(value: object) -> bool:
+    """An optional positive count of the manifest (`max_connections`, `workers`): absent, or 1..1,000,000."""
+    return value is None or (type(value) is int and 1 <= value <= 1_000_000)

@@ -13,7 +13,10 @@ ran it (the plugin's fixture spans, `DB_TEST_ACTION_PLUGIN_FIXTURES`):
 - fixed keys — the same primary-key/unique values inserted by different tests: duplicate keys once two
   workers share a database;
 - connections left open — a connection a test opened (outside session-scoped fixtures) still open after
-  its teardown: engines or pools not disposed, which multiplies per worker against max_connections.
+  its teardown: engines or pools not disposed, which multiplies per worker against max_connections;
+- connection headroom — the most connections the serial run held at once, times the workers planned
+  (the manifest's `workers`), against the server's `max_connections` less the superuser's reserve: a
+  suite that fits serially and runs out of connections under xdist ("too many clients already").
 """
 
 from __future__ import annotations
@@ -55,6 +58,12 @@ FIXES = {
         "Same keys inserted by different tests",
         "these tests collide under xdist: use uuid4 (or other unique values) per test, or per-worker databases "
         "(`--db-per-worker`)",
+    ),
+    "connection-headroom": (
+        "Connections per worker exceed max_connections",
+        "each worker holds what one serial session held at once: dispose engines, use NullPool or a small "
+        "pool_size in tests, run fewer workers, or raise max_connections (`--max-connections`, or "
+        "`server-settings: max_connections=N`)",
     ),
     "connections-left-open": (
         "Connections left open after the test",
@@ -167,9 +176,13 @@ def _owner(runs: Sequence[_Attempt], event: ServerEvent) -> _Attempt | None:
 
 
 def diagnose(
-    occurrences: Sequence[Occurrence], events: Sequence[ServerEvent]
+    occurrences: Sequence[Occurrence],
+    events: Sequence[ServerEvent],
+    max_connections: int | None = None,
+    workers: int | None = None,
 ) -> tuple[DoctorFinding, ...] | None:
-    """The findings of a doctor run; None when the results hold no fixture spans (not a doctor run)."""
+    """The findings of a doctor run; None when the results hold no fixture spans (not a doctor run).
+    `max_connections`/`workers` (the run's manifest) enable the headroom check."""
     runs = attempts(occurrences)
     if not runs:
         return None
@@ -179,6 +192,7 @@ def diagnose(
         *_schema_teardown(stmts),
         *_fixed_keys(stmts),
         *_connections_left_open(events, runs),
+        *_connection_headroom(events, runs, max_connections, workers),
     ]
     return tuple(f for f in findings if f is not None)
 
@@ -380,6 +394,43 @@ def _connections_left_open(events: Sequence[ServerEvent], runs: Sequence[_Attemp
         f"{len(leaked)} connections opened in {len(tests)} tests were still open after their teardown"
     ]
     return [_finding("connections-left-open", evidence, tests, (f for _, f in leaked))]
+
+
+RESERVED_CONNECTIONS = 3  # superuser_reserved_connections' default: slots the suite's role cannot use
+
+
+def _connection_headroom(
+    events: Sequence[ServerEvent], runs: Sequence[_Attempt], max_connections: int | None, workers: int | None
+) -> list[DoctorFinding]:
+    """Peak connections the suite held at once (opened during a test, session fixtures' included: they
+    count per worker too) × workers, against max_connections less the reserve."""
+    if not max_connections or not workers or not runs:
+        return []
+    starts = [a.start for a in runs]
+    longest = max((a.end - a.start for a in runs), default=0.0)
+    ours: set[int] = set()
+    open_now, peak, peak_test = 0, 0, ""
+    for event in sorted((e for e in events if e.pid is not None), key=lambda e: e.timestamp):
+        if event.message.startswith("connection authorized"):
+            lo = bisect.bisect_left(starts, event.timestamp - longest - SLACK_S)
+            owner = _owner(runs[lo : bisect.bisect_right(starts, event.timestamp + SLACK_S)], event)
+            if owner is None or event.pid in ours:
+                continue
+            ours.add(event.pid)  # type: ignore[arg-type]  # filtered above
+            open_now += 1
+            if open_now > peak:
+                peak, peak_test = open_now, owner.test_id
+        elif event.message.startswith("disconnection") and event.pid in ours:
+            ours.discard(event.pid)  # type: ignore[arg-type]
+            open_now -= 1
+    usable = max_connections - RESERVED_CONNECTIONS
+    if peak * workers <= usable:
+        return []
+    evidence = [
+        f"a serial run held up to {peak} connections at once (during {peak_test}); {workers} workers would "
+        f"hold {peak * workers}, and max_connections {max_connections} leaves {usable} for the suite"
+    ]
+    return [_finding("connection-headroom", evidence, [peak_test], ())]
 
 
 def _in_session_fixture(stmt: _Stmt) -> bool:

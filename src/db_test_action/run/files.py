@@ -73,6 +73,9 @@ def write_manifest(
     server: str = "ours",
     server_log: str | None = None,
     until_failure: bool = False,
+    *,
+    max_connections: int | None = None,
+    workers: int | None = None,
 ) -> Path:
     path = results_dir / "manifest.json"
     data = {
@@ -84,5 +87,7 @@ def write_manifest(
         "server_log": server_log,
         "tests": split.shard_of(),
     }
+    # What the doctor's headroom check needs: absent rather than null when unknown.
+    data.update({k: v for k, v in (("max_connections", max_connections), ("workers", workers)) if v})
     path.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n", encoding="utf-8")
     return path

@@ -92,6 +92,10 @@ class RunPlan:
     deadline: float | None = None
     test_timeout_s: float | None = None
     stop_grace_s: float = 30.0  # SIGINT → SIGKILL
+    # For the doctor's headroom check (manifest): our server's max_connections (None: not ours, unknown),
+    # and the workers a doctor run plans for (None: those of this run).
+    max_connections: int | None = None
+    planned_workers: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +224,10 @@ def run_shard(
     if node_ids is None or not node_ids:
         return _collection_failed(plan, code, output, say)
     split = split_tests(node_ids, plan.durations, plan.shards, group_scopes=plan.group_scopes)
-    write_manifest(results, split, plan.repeat, plan.server, plan.server_log, plan.until_failure)
+    write_manifest(
+        results, split, plan.repeat, plan.server, plan.server_log, plan.until_failure,
+        max_connections=plan.max_connections, workers=plan.planned_workers or _worker_count(plan.workers),
+    )  # fmt: skip
     mine = split.shards[plan.shard - 1].node_ids
     if not mine:
         note = (
@@ -253,6 +260,13 @@ def run_shard(
                 say(f"--until-failure: stopping after run {run} of {plan.repeat}")
                 break
     return worst, tuple(outcomes)
+
+
+def _worker_count(workers: str | None) -> int:
+    """The sessions a run holds at once: xdist's workers (`auto`: one per CPU), else one."""
+    if workers == "auto":
+        return os.cpu_count() or 1
+    return int(workers) if workers and workers.isdigit() else 1
 
 
 def worse_exit(a: int, b: int) -> int:
