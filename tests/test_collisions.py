@@ -130,8 +130,29 @@ def test_extension_left():
 
 def test_extension_right():
     wait("ext-left")
+    try:
+        with connect() as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS citext")
+    finally:
+        signal("ext-right-done")
+
+
+def test_serial_left():
+    wait("ext-right-done")
+    with connect(autocommit=True) as conn:
+        conn.execute("CREATE TABLE counter (id int PRIMARY KEY, n int)")
+        conn.execute("INSERT INTO counter VALUES (1, 0)")
     with connect() as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS citext")
+        conn.execute("UPDATE counter SET n = n + 1 WHERE id = 1")
+        signal("serial-left-updated")
+        wait_until_blocked(conn)  # the right's UPDATE waits on our row; our commit makes it fail
+
+
+def test_serial_right():
+    wait("serial-left-updated")
+    with connect() as conn:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        conn.execute("UPDATE counter SET n = n + 10 WHERE id = 1")
 """
 
 
@@ -182,6 +203,13 @@ def test_partners_and_hints_from_the_server_log(cli, cli_env, tmp_path):
     (race,) = ext.collisions
     assert race.partner_id == "test_pairs.py::test_extension_left" and race.object == "citext"
 
+    # A serialization failure (REPEATABLE READ, a concurrent UPDATE of the row): the other worker's write.
+    serial = by_id["test_pairs.py::test_serial_right"]
+    assert serial.problems[0].cause.key == "serialization"
+    (conflict,) = serial.collisions
+    assert (conflict.partner_id, conflict.object) == ("test_pairs.py::test_serial_left", "counter")
+    assert {conflict.worker, conflict.partner_worker} == {"gw0", "gw1"}
+
     # Rendered as `A (gw0) × B (gw1) on "object"`, in the comment and the console.
     assert (
         f'× test\\_pairs.py::test\\_drops\\_the\\_table ({gone.partner_worker}) on "shared\\_t"'
@@ -214,6 +242,7 @@ def test_nightly_lists_the_pairs_that_collide(cli, cli_env, tmp_path):
         "shared_t",
     ) in pairs
     assert (("test_pairs.py::test_extension_left", "test_pairs.py::test_extension_right"), "citext") in pairs
+    assert (("test_pairs.py::test_serial_left", "test_pairs.py::test_serial_right"), "counter") in pairs
     assert "Tests that collide most" in (tmp_path / "s.md").read_text()
     assert (
         "collides 1×: test_pairs.py::test_drops_the_table × test_pairs.py::test_reads_the_table"

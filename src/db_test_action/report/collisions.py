@@ -10,7 +10,9 @@ the object; the *partner* is found only from evidence, never guessed:
 - for a duplicate key, a catalog race, a blocked DROP or a missing table, the other worker's logged
   statement (`log_statement = mod`) that touched the same constraint's table (with the same key value
   when parameters were logged), function, extension, dependent table or dropped relation, while the
-  failing test ran.
+  failing test ran;
+- for a serialization failure, the other worker's latest write (INSERT/UPDATE/DELETE) to a table the
+  failing statement names — or, failing at COMMIT, one the failing transaction wrote.
 
 Without such a record the collision says "partner unknown". The same evidence refines two hints: a
 `relation … does not exist` whose relation another worker had just dropped (or the suite itself creates)
@@ -47,6 +49,8 @@ _DDL = re.compile(
     re.I,
 )
 _INSERT = re.compile(r"\b(?:INSERT\s+INTO|UPDATE)\s+\"?([\w.]+)\"?", re.I)
+_WRITE = re.compile(r"\b(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(?:ONLY\s+)?\"?([\w.]+)\"?", re.I)
+_READ = re.compile(r"\b(?:FROM|JOIN)\s+(?:ONLY\s+)?\"?([\w.]+)\"?", re.I)
 _KEY = re.compile(r"Key \((?P<cols>[^)]*)\)=\((?P<value>.*)\) already exists")
 _DEPENDENT = re.compile(r"on table (\S+) depends on")
 _EXTENSION = re.compile(r"CREATE\s+EXTENSION\s+(?:IF\s+NOT\s+EXISTS\s+)?\"?(\w+)\"?", re.I)
@@ -84,6 +88,7 @@ class _Statement:
     app: str | None
     sql: str
     params: str
+    vxid: str | None = None
 
 
 class Evidence:
@@ -106,7 +111,13 @@ class Evidence:
                 params = event.detail or ""
                 by_db.setdefault(event.database, []).append(
                     _Statement(
-                        event.timestamp, event.pid, event.database, event.application_name, sql, params
+                        event.timestamp,
+                        event.pid,
+                        event.database,
+                        event.application_name,
+                        sql,
+                        params,
+                        event.vxid,
                     )
                 )
             elif event.is_lock_wait:
@@ -254,7 +265,30 @@ def _partners(
             return bool(obj and found and found.group(1).upper() == "DROP" and _bare(found.group(3)) == obj)
 
         return obj, _matching(event, worker, start, ev, drops_it), "the other worker's DROP"
+    if kind == "serialization":
+        tables = _tables_of(event, sql, ev)
+
+        def writes_them(stmt: _Statement) -> bool:
+            return any(_bare(t) in tables for t in _WRITE.findall(stmt.sql))
+
+        obj = ", ".join(sorted(tables)) or None
+        return obj, _matching(event, worker, start, ev, writes_them), "the other worker's write to that table"
     return None, [], ""
+
+
+def _tables_of(event: ServerEvent, sql: str, ev: Evidence) -> set[str]:
+    """The tables a failed statement names; for a COMMIT (serializable: the conflict shows at commit),
+    the tables its transaction wrote (its logged statements carry the same virtual transaction id)."""
+    tables = {_bare(t) for t in (*_WRITE.findall(sql), *_READ.findall(sql))}
+    if tables or not event.vxid:
+        return tables
+    earlier = ev.statements_between(event.database, event.timestamp - LOOKBACK_S, event.timestamp)
+    return {
+        _bare(t)
+        for s in earlier
+        if s.pid == event.pid and s.vxid == event.vxid
+        for t in _WRITE.findall(s.sql)
+    }
 
 
 LOOKBACK_S = 600.0  # how far back a partner's statement may lie (its test must still overlap the failing one)
