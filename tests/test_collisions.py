@@ -222,20 +222,22 @@ def test_partners_and_hints_from_the_server_log(cli, cli_env, tmp_path):
 
 
 def test_nightly_lists_the_pairs_that_collide(cli, cli_env, tmp_path):
+    """Each night's pairs go into the history, so the list adds up over the window's nights."""
     _run_and_report(cli, cli_env, tmp_path)
     out = tmp_path / "stability.json"
-    cmd = [
-        *cli,
-        "stability",
-        str(tmp_path / "results"),
-        "--json",
-        str(out),
-        "--markdown",
-        str(tmp_path / "s.md"),
-    ]
-    done = subprocess.run(cmd, cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=120)
-    assert done.returncode in (0, 1), done.stderr
+
+    def night(label: str) -> subprocess.CompletedProcess:
+        cmd = [*cli, "stability", str(tmp_path / "results"), "--json", str(out), "--markdown",
+               str(tmp_path / "s.md"), "--history", str(tmp_path / "history.jsonl"), "--night", label]  # fmt: skip
+        done = subprocess.run(cmd, cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=120)
+        assert done.returncode in (0, 1), done.stderr
+        return done
+
+    night("2026-12-01")
+    assert '"conflicts":[[' in (tmp_path / "history.jsonl").read_text()
+    done = night("2026-12-02")
     conflicts = json.loads(out.read_text())["conflicts"]
+    assert {(c["count"], c["nights"]) for c in conflicts} == {(2, 2)}  # every pair, once a night
     pairs = {(tuple(c["tests"]), c["object"]) for c in conflicts}
     assert (
         ("test_pairs.py::test_drops_the_table", "test_pairs.py::test_reads_the_table"),
@@ -243,8 +245,8 @@ def test_nightly_lists_the_pairs_that_collide(cli, cli_env, tmp_path):
     ) in pairs
     assert (("test_pairs.py::test_extension_left", "test_pairs.py::test_extension_right"), "citext") in pairs
     assert (("test_pairs.py::test_serial_left", "test_pairs.py::test_serial_right"), "counter") in pairs
-    assert "Tests that collide most" in (tmp_path / "s.md").read_text()
+    assert "Tests that collide most (last 2 nights" in (tmp_path / "s.md").read_text()
     assert (
-        "collides 1×: test_pairs.py::test_drops_the_table × test_pairs.py::test_reads_the_table"
+        "collides 2× (2 nights): test_pairs.py::test_drops_the_table × test_pairs.py::test_reads_the_table"
         in done.stdout
     )

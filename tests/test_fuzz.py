@@ -12,6 +12,7 @@ Profiles: `ci` (default, short) and `long` (by hand: `HYPOTHESIS_PROFILE=long py
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -33,6 +34,7 @@ from db_test_action.errors import EXIT_INTERNAL, DbTestActionError
 from db_test_action.publish.publisher import pull_request_from_event
 from db_test_action.report.build import validate_manifest
 from db_test_action.report.evidence import parse_server_log
+from db_test_action.stability.conflicts import Conflict
 from db_test_action.stability.history import dump_history, parse_history
 from db_test_action.stability.nightly import TestCounts, night_from_counts
 
@@ -342,7 +344,9 @@ def _history_seed() -> str:
     nights = []
     for n in range(3):
         counts = {t: TestCounts(3, 3 - (rng.random() < 0.1), 0, 0, 0, 0) for t in ids}
-        nights.append(night_from_counts(f"2026-11-0{n + 1}", (True, False, True), counts, {"deadlock": 1}))
+        night = night_from_counts(f"2026-11-0{n + 1}", (True, False, True), counts, {"deadlock": 1})
+        pair = Conflict((ids[0], ids[1 + n]), "workspaces_pkey" if n else None, "unique-violation", n + 1)
+        nights.append(dataclasses.replace(night, conflicts=(pair,)))
     return dump_history(nights)
 
 
@@ -370,11 +374,12 @@ def test_seeds_are_valid_inputs(workdir: Path) -> None:
     assert parse_server_log(JSONLOG, "x")[0] and parse_server_log(CSVLOG, "x")[0]
     assert pull_request_from_event(EVENT, "o/r") == 7
     assert len(parse_history(HISTORY, "h")) == 3
+    assert parse_history(HISTORY, "h")[2].conflicts[0].count == 3  # the conflicts round-trip too
 
 
 @pytest.mark.parametrize("key", ["max_connections", "workers"])
 @pytest.mark.parametrize("value", [0, -1, True, "300", 1.5, 10**7])
 def test_manifest_capacity_must_be_a_plain_count(key: str, value: object) -> None:
     """The doctor multiplies these: a bool, a string or an absurd count makes the manifest invalid."""
-    with pytest.raises(DbTestActionError, match="^m: not a runner manifest"):
+    with pytest.raises(DbTestActionError, match=r"^m: not a runner manifest"):
         validate_manifest({**MANIFEST, key: value}, "m")

@@ -46,7 +46,7 @@ from db_test_action.junit.files import expand_paths
 from db_test_action.publish import gha
 from db_test_action.report.build import build_report
 from db_test_action.report.evidence import parse_server_log
-from db_test_action.stability.conflicts import conflict_list
+from db_test_action.stability.conflicts import conflict_list, merge_conflicts
 from db_test_action.stability.history import (
     add_night,
     dump_history,
@@ -263,9 +263,12 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
             _io(f"cannot read the history from branch {branch}: {exc}; it will not be overwritten tonight")
             github.failed = True
 
-    report = build_stability(observed, tonight, previous, settings)
     conflicts, unknown = _conflicts(parsed, args.paths, files, report_config, cwd)
-    report = dataclasses.replace(report, conflicts=conflicts, conflicts_unknown=unknown)
+    tonight = dataclasses.replace(tonight, conflicts=conflicts)  # kept in the history line
+    report = build_stability(observed, tonight, previous, settings)
+    earlier = previous[-(settings.window - 1) :] if settings.window > 1 else ()
+    merged = merge_conflicts(n.conflicts for n in (*earlier, tonight))
+    report = dataclasses.replace(report, conflicts=merged, conflicts_unknown=unknown)
     markdown = render_stability_markdown(report)
     _write_outputs(report, markdown, args)
     sys.stdout.write(gha.console(render_stability_console(report)))

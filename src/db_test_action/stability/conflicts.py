@@ -1,8 +1,10 @@
-"""The nightly conflict list: which tests collide most, from tonight's collision partners. Pure.
+"""The nightly conflict list: which tests collide most, over the nights of the window. Pure.
 
 Each failing test's collisions (report/collisions.py: the other test, named by server-log evidence) are
-counted per unordered pair and object, so "these two tests collide on workspaces_pkey 6 times tonight"
-tops the list whichever of the two happened to lose. Pairs whose partner is unknown are counted apart.
+counted per unordered pair and object, so "these two tests collide on workspaces_pkey 6 times" tops the
+list whichever of the two happened to lose. Pairs whose partner is unknown are counted apart. Each night
+keeps its own list in the history (history.py), so a pair that collides once a week still adds up: the
+list covers the stability window, not only tonight.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class Conflict:
     object: str | None
     cause: str
     count: int
+    nights: int = 1  # nights of the window it was seen on
 
 
 def conflict_list(
@@ -41,3 +44,17 @@ def conflict_list(
             counts[key] = counts.get(key, 0) + c.count
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0][0], kv[0][1] or ""))
     return tuple(Conflict(pair, obj, cause, n) for (pair, obj, cause), n in ranked[:limit]), unknown
+
+
+def merge_conflicts(
+    nights: Iterable[Iterable[Conflict]], limit: int = CONFLICTS_KEPT
+) -> tuple[Conflict, ...]:
+    """Several nights' lists (each night's from its history line) → one, counts summed, most first."""
+    counts: dict[tuple[tuple[str, str], str | None, str], list[int]] = {}
+    for night in nights:
+        for c in night:
+            seen = counts.setdefault((c.tests, c.object, c.cause), [0, 0])
+            seen[0] += c.count
+            seen[1] += c.nights
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0][0], kv[0][1] or ""))
+    return tuple(Conflict(pair, obj, cause, n, k) for (pair, obj, cause), (n, k) in ranked[:limit])

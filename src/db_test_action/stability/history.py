@@ -6,12 +6,14 @@ a megabyte in this layout:
 
     {"format": "db-test-action-history", "version": 1, "ids": ["tests/test_a.py::test_x", …]}
     {"night": "2025-01-31", "commit": "…", "runs": "GGxG", "present": [[0, 4999]],
-     "clean": [4, 4, 0, 0, 0, 0], "odd": [[17, 4, 2, 2, 0, 1, 0]], "causes": {"unique-violation": 2}}
+     "clean": [4, 4, 0, 0, 0, 0], "odd": [[17, 4, 2, 2, 0, 1, 0]], "causes": {"unique-violation": 2},
+     "conflicts": [[17, 18, "workspaces_pkey", "unique-violation", 2]]}
 
 The first line is the node-id table (sorted); a night names its tests as index ranges into it (`[start,
 end)`, nearly always one or two ranges), the counts shared by every clean test (`clean`: runs, passes,
 failures, fixture errors, reruns, rerun passes) and the few tests that differ (`odd`: index then counts).
-`runs` is one letter per suite run: G green, x not. Saving keeps the last `keep` nights and drops ids no
+`runs` is one letter per suite run: G green, x not; `conflicts` (optional) the night's colliding pairs
+as two test indexes, the object (or null), the cause and the count. Saving keeps the last `keep` nights and drops ids no
 kept night mentions, so the file never grows without bound.
 """
 
@@ -23,6 +25,7 @@ from typing import Any
 
 from db_test_action.config.settings import DEFAULT_KEEP_NIGHTS
 from db_test_action.errors import DbTestActionError
+from db_test_action.stability.conflicts import Conflict
 from db_test_action.stability.nightly import Night, TestCounts
 
 FORMAT = "db-test-action-history"
@@ -39,7 +42,9 @@ def add_night(nights: Sequence[Night], night: Night, keep: int = DEFAULT_KEEP_NI
 
 def dump_history(nights: Sequence[Night]) -> str:
     """Nights (oldest first) → the JSON-lines text; ids compacted to those the nights mention."""
-    ids = sorted({tid for n in nights for tid in n.present})
+    ids = sorted(
+        {tid for n in nights for tid in n.present} | {t for n in nights for c in n.conflicts for t in c.tests}
+    )
     index = {tid: i for i, tid in enumerate(ids)}
     lines = [json.dumps({"format": FORMAT, "version": VERSION, "ids": ids}, ensure_ascii=False)]
     ranges_of: dict[int, list[list[int]]] = {}
@@ -56,6 +61,10 @@ def dump_history(nights: Sequence[Night]) -> str:
             "odd": [[index[tid], *counts.as_tuple()] for tid, counts in night.odd],
             "causes": dict(night.causes),
         }
+        if night.conflicts:
+            record["conflicts"] = [
+                [index[c.tests[0]], index[c.tests[1]], c.object, c.cause, c.count] for c in night.conflicts
+            ]
         lines.append(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
     return "\n".join(lines) + "\n"
 
@@ -147,7 +156,19 @@ def _night(data: Any, ids: tuple[str, ...], shared: dict[str, tuple[str, ...]]) 
         odd=odd,
         causes=tuple(sorted((str(k), int(v)) for k, v in causes.items())),
         commit=str(data.get("commit") or ""),
+        conflicts=tuple(_conflict(row, ids) for row in data.get("conflicts") or ()),
     )
+
+
+def _conflict(row: Any, ids: tuple[str, ...]) -> Conflict:
+    if not isinstance(row, list) or len(row) != 5:
+        raise ValueError(f"a conflict must be [test, test, object, cause, count], got {row!r}"[:200])
+    a, b, obj, cause, count = row
+    if not (obj is None or isinstance(obj, str)) or not isinstance(cause, str):
+        raise TypeError("a conflict's object and cause must be text")
+    if type(count) is not int or count < 1:
+        raise ValueError(f"a conflict's count must be a whole number >= 1, got {count!r}")
+    return Conflict((ids[_index(a, ids)], ids[_index(b, ids)]), obj, cause, count)
 
 
 def _index(value: Any, ids: tuple[str, ...]) -> int:

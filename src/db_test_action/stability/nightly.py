@@ -31,6 +31,7 @@ from db_test_action.model import (
     TestResult,
 )
 from db_test_action.report.classify import category_for, classify_failure
+from db_test_action.stability.conflicts import Conflict
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,7 @@ class Night:
     odd: tuple[tuple[str, TestCounts], ...] = ()
     causes: tuple[tuple[str, int], ...] = ()  # root-cause key → failing occurrences, this night
     commit: str = ""
+    conflicts: tuple[Conflict, ...] = ()  # this night's colliding pairs (conflicts.py), most first
 
     def counts_of(self, test_id: str) -> TestCounts | None:
         """Slow path (tests, rendering); aggregation uses `present`/`odd` directly."""

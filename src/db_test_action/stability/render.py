@@ -195,16 +195,21 @@ def _conflicts(report: StabilityReport) -> list[str]:
     """ "These tests collide most": pairs named by the server log, with what they collided on."""
     if not report.conflicts and not report.conflicts_unknown:
         return []
-    out = ["### Tests that collide most (tonight, from the server log)", ""]
+    span = "tonight" if report.window_nights <= 1 else f"last {report.window_nights} nights"
+    out = [f"### Tests that collide most ({span}, from the server log)", ""]
     if report.conflicts:
-        out += ["| tests | on | cause | times |", "|---|---|---|---:|"]
+        out += ["| tests | on | cause | times | nights |", "|---|---|---|---:|---:|"]
         for c in report.conflicts:
             on = code(c.object, 60) if c.object else "–"
             out.append(
-                f"| {code(c.tests[0])} × {code(c.tests[1])} | {on} | {code(c.cause, 40)} | {c.count} |"
+                f"| {code(c.tests[0])} × {code(c.tests[1])} | {on} | {code(c.cause, 40)} | {c.count} "
+                f"| {c.nights} |"
             )
     if report.conflicts_unknown:
-        out += ["", f"_{report.conflicts_unknown} more collisions named no partner (partner unknown)._"]
+        out += [
+            "",
+            f"_{report.conflicts_unknown} more collisions tonight named no partner (partner unknown)._",
+        ]
     return [*out, ""]
 
 
@@ -244,7 +249,10 @@ def render_stability_console(report: StabilityReport, max_tests: int = 20) -> st
         lines.append(f"  cause {g.name}: {g.tests} tests, {g.occurrences} occurrences; hint: {g.hint}")
     for c in report.conflicts[:5]:
         on = f' on "{c.object}"' if c.object else ""
-        lines.append(f"  collides {c.count}×: {_short(c.tests[0], 80)} × {_short(c.tests[1], 80)}{on}")
+        nights = f" ({c.nights} nights)" if c.nights > 1 else ""
+        lines.append(
+            f"  collides {c.count}×{nights}: {_short(c.tests[0], 80)} × {_short(c.tests[1], 80)}{on}"
+        )
     for problem in report.problems[:MAX_PROBLEMS]:
         lines.append(f"problem: {problem}")
     if len(report.problems) > MAX_PROBLEMS:
