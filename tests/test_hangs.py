@@ -63,11 +63,11 @@ def test_suite_timeout_snapshots_the_lock_stops_every_worker_and_still_reports(
     env, marker = _lock_env(cli_env, tmp_path)
     suite = _suite(tmp_path / "suite", {"test_locks.py": LOCKS})
     results = tmp_path / "results"
-    cmd = [*cli, "run", "--data-root", str(data_root), "--workers", "2", "--timeout", "75s",
+    cmd = [*cli, "run", "--data-root", str(data_root), "--workers", "2", "--timeout", "45s",
            "--stop-grace", "30s", "--results-dir", str(results), "--", "-p", "no:randomly", "-p", "no:cacheprovider"]  # fmt: skip
     run = subprocess.run(cmd, cwd=suite, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 1, run.stderr[-3000:]
-    assert "stopped at the suite time limit (--timeout 75s)" in run.stderr
+    assert "stopped at the suite time limit (--timeout 45s)" in run.stderr
     _no_leftovers(marker)  # no pytest, no xdist worker, no postgres
     assert list(data_root.iterdir()) == []
     names = {p.name for p in results.iterdir()}

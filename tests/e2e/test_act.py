@@ -166,7 +166,7 @@ jobs:
           install-command: 'true'
           pytest-args: test_locks.py -p no:randomly
           workers: '2'
-          timeout: 100s
+          timeout: 60s
           test-timeout: ''
           comment: 'false'
       - name: Keep what the test asserts on
