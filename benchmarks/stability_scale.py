@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-from report_scale import CHILD_JUNITPARSER, CPU, HWM, measure, source_of
+from report_scale import CHILD_JUNITPARSER, CPU, HWM, SRC, byte_compile, measure, source_of
 
 CHILD_STABILITY = f"""
 import contextlib, io, resource, sys, time
@@ -97,6 +97,7 @@ def main() -> int:
             f"generated {args.runs} runs × {args.tests:,} tests ({args.flaky:.0%} flaky), {size / 1e6:.1f} MB"
         )
         n = args.repeat
+        byte_compile(SRC)
         bare = measure(CHILD_JUNITPARSER, "results", "iterate", repeat=n, cwd=root)
         ours_parse = measure(CHILD_OUR_PARSE, "results", repeat=n, cwd=root)
         history = root / "history.jsonl"
@@ -105,6 +106,7 @@ def main() -> int:
         before = None
         if args.before:
             src = source_of(args.before, root)
+            byte_compile(src)
             before = measure(CHILD_STABILITY, "results", str(root / "h2.jsonl"), str(root / "b.md"),
                              str(root / "b.json"), repeat=n, cwd=root, src=src)  # fmt: skip
             same = (root / "b.md").read_text() == (root / "s.md").read_text()
