@@ -14,7 +14,7 @@ HEAVY = ("psycopg", "pwd", "github", "requests", "defusedxml", "db_test_action.p
 def _loaded_after(code: str) -> set[str]:
     probe = f"import sys; {code}; import json; print(json.dumps(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    return set(json.loads(out))
+    return set(json.loads(out.strip().splitlines()[-1]))  # the last line: what ran may print too
 
 
 def test_the_entry_point_imports_nothing_heavy() -> None:
@@ -57,3 +57,20 @@ def test_a_plain_pytest_run_never_loads_the_database_half(tmp_path) -> None:  # 
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1 passed" in proc.stdout
+
+
+def test_publish_without_a_comment_never_loads_pygithub(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The action publishes on every job; with comment mode off (summary and annotations only) it must not
+    pay PyGithub's and requests' import (~0.5 s of each job's overhead)."""
+    (tmp_path / "junit.xml").write_text(
+        '<testsuite name="pytest"><testcase classname="t" name="test_a" time="0.1"/></testsuite>'
+    )
+    report = tmp_path / "report.json"
+    code = (
+        "from db_test_action.cli import main; "
+        f"main(['report', {str(tmp_path / 'junit.xml')!r}, '--json', {str(report)!r}]); "
+        f"main(['publish', '--report-json', {str(report)!r}, '--comment-mode', 'off'])"
+    )
+    loaded = _loaded_after(code)
+    assert report.exists()
+    assert not {m for m in loaded if m.startswith(("github", "requests"))}

@@ -15,11 +15,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import requests
-from github import Auth, Github, GithubException
-from github.IssueComment import IssueComment
+if TYPE_CHECKING:
+    from github import Github, GithubException
+    from github.IssueComment import IssueComment
 
 from db_test_action.config.settings import DEFAULT_API_URL, DEFAULT_MAX_WAIT_S, DEFAULT_RETRIES
 
@@ -27,6 +28,15 @@ T = TypeVar("T")
 
 ACTIONS_BOT_LOGIN = "github-actions[bot]"  # who GITHUB_TOKEN comments as; it cannot call GET /user
 RATE_LIMIT_PREFIXES = ("api rate limit exceeded", "you have exceeded a secondary rate limit")
+
+
+def _libs() -> tuple[ModuleType, ModuleType]:
+    """PyGithub and requests, imported on first use: together ~0.5 s that a `publish` with nothing to post
+    (comment mode off: summary and annotations only) never pays."""
+    import github
+    import requests
+
+    return github, requests
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +79,10 @@ def retry_delay_s(exc: BaseException, attempt: int, policy: RetryPolicy, now_s: 
     window reopens (`Retry-After`, or `X-RateLimit-Reset` as epoch seconds with remaining 0).
     """
     backoff = policy.backoff_s * (2**attempt)
+    github, requests = _libs()
     if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
         return backoff
-    if not isinstance(exc, GithubException):
+    if not isinstance(exc, github.GithubException):
         return None
     status = exc.status
     message = _message_of(exc).lower()
@@ -95,7 +106,7 @@ def retry_delay_s(exc: BaseException, attempt: int, policy: RetryPolicy, now_s: 
 
 def describe(exc: BaseException) -> str:
     """One line for a failed call: status and GitHub's own message, never headers (they may echo auth)."""
-    if isinstance(exc, GithubException):
+    if isinstance(exc, _libs()[0].GithubException):
         return f"{exc.status} {_message_of(exc)}".strip()
     return f"{type(exc).__name__}: {exc}"
 
@@ -103,7 +114,7 @@ def describe(exc: BaseException) -> str:
 def is_permission_error(exc: BaseException) -> bool:
     """403 without rate-limit signs: a read-only token (fork PRs) or a missing `permissions:` entry."""
     return (
-        isinstance(exc, GithubException)
+        isinstance(exc, _libs()[0].GithubException)
         and exc.status == 403
         and retry_delay_s(exc, 0, RetryPolicy(), 0.0) is None
     )
@@ -121,10 +132,11 @@ class Retrier:
 
     def call(self, what: str, operation: Callable[[], T]) -> T:
         attempt = 0
+        github, requests = _libs()
         while True:
             try:
                 return operation()
-            except (GithubException, requests.RequestException) as exc:
+            except (github.GithubException, requests.RequestException) as exc:
                 if is_permission_error(exc):
                     raise PublishError(f"{what}: {describe(exc)}", is_permission=True) from exc
                 delay = retry_delay_s(exc, attempt, self.policy, self.clock())
@@ -176,8 +188,9 @@ def connect(token: str, api_url: str, timeout_s: int = 30) -> Github:
 
     `lazy=True` so `get_repo`/`get_issue` build URLs without a GET each; only real work hits the API.
     """
-    return Github(
-        auth=Auth.Token(token),
+    github, _requests = _libs()
+    return github.Github(
+        auth=github.Auth.Token(token),
         base_url=api_url.rstrip("/") or DEFAULT_API_URL,
         timeout=timeout_s,
         per_page=100,
@@ -195,17 +208,18 @@ def viewer_login(gh: Github) -> str | None:
     None when neither answers (e.g. a GHES without GraphQL and an installation token); the caller then falls
     back to the configured comment author.
     """
+    github, _requests = _libs()
     try:
         _headers, data = gh.requester.graphql_query("query { viewer { login } }", {})
         login = ((data.get("data") or {}).get("viewer") or {}).get("login")
         if login:
             return str(login)
-    except GithubException as exc:
+    except github.GithubException as exc:
         if retry_delay_s(exc, 0, RetryPolicy(), 0.0) is not None:
             raise  # 5xx or rate limit: let the Retrier try the whole step again
     try:
         return str(gh.get_user().login)
-    except GithubException as exc:
+    except github.GithubException as exc:
         if exc.status in (401, 403, 404):
             return None
         raise
