@@ -369,3 +369,33 @@ def test_unique_once(tmp_path_factory):
     records = [json.loads(line) for line in (suite / "res" / "server-shard-1.jsonl").read_text().splitlines()]
     [dup] = [r for r in records if r.get("state_code") == "23505"]
     assert dup["application_name"] == "main test_named.py::test_unique_once"
+
+
+STARTS = """
+import os
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):  # the pytest process the runner started, not an xdist worker
+        with open(os.environ["STARTS_FILE"], "a") as fh:
+            fh.write("x")
+"""
+
+
+@pytest.mark.parametrize("workers", [None, "2"])
+def test_one_shard_starts_pytest_once_per_run_and_still_writes_the_manifest(
+    cli, cli_env, pg_server, tmp_path, workers
+):
+    """No separate collection pass for a single shard: the plugin records the ids during run 1 (under
+    xdist from worker gw0), so the manifest lists every test while pytest starts once per run."""
+    suite = _write(tmp_path / "suite", {**SUITE, "conftest.py": STARTS})
+    starts = tmp_path / "starts"
+    cmd = [*cli, "run", "--database-url", pg_server.url(), "--results-dir", str(tmp_path / "results"),
+           "--repeat", "2", *(["--workers", workers] if workers else [])]  # fmt: skip
+    done = subprocess.run(cmd, cwd=suite, env={**cli_env, "STARTS_FILE": str(starts)},
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert starts.read_text() == "xx"  # two runs, no third start for collecting
+    manifest = json.loads((tmp_path / "results" / "manifest.json").read_text())
+    assert len(manifest["tests"]) == 7 and set(manifest["tests"].values()) == {1}
+    assert "test_more.py::TestGroup::test_two" in manifest["tests"]

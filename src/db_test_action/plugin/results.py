@@ -94,10 +94,17 @@ class JunitTagger:
             items[:] = keep
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """The collected ids for the runner (its collection pass, or a single shard's first run). Without
+        xdist the controller collects; under xdist only the workers do, all the same ids: gw0 writes."""
         path = os.environ.get(ENV_COLLECT)
-        if path and self.is_controller:
-            node_ids = [item.nodeid for item in session.items]
-            Path(path).write_text(json.dumps(node_ids), encoding="utf-8")
+        if not path:
+            return
+        distributing = self.config.pluginmanager.has_plugin("dsession")  # xdist's controller side
+        if (self.is_controller and distributing) or (not self.is_controller and self.worker != "gw0"):
+            return
+        partial = Path(f"{path}.{os.getpid()}")
+        partial.write_text(json.dumps([item.nodeid for item in session.items]), encoding="utf-8")
+        partial.replace(path)  # whole or absent: the runner may look while a worker writes
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         """<testsuite> properties, like record_testsuite_property but also under xdist (controller side)."""

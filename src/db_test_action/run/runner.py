@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -220,12 +220,48 @@ def run_shard(
     base_env = child_env(
         plan, {**os.environ, **info.env(), **dict(plan.extra_env), ENV_SHARD: str(plan.shard)}
     )
-    node_ids, code, output = collect_node_ids(plan, base_env)
-    if node_ids is None or not node_ids:
-        return _collection_failed(plan, code, output, say)
+    # One shard: no separate collection pass (a whole pytest start, ~0.5-1 s before the first test); the
+    # plugin records the collected ids during run 1 itself and the manifest is written from them.
+    single = plan.shards == 1
+    if not single:
+        node_ids, code, output = collect_node_ids(plan, base_env)
+        if node_ids is None or not node_ids:
+            return _collection_failed(plan, code, output, say)
+        mine = _plan_shards(plan, node_ids, say)
+        if not mine:
+            return 0, ()
+    with tempfile.TemporaryDirectory(prefix="dta-run-") as tmp:
+        select, collected = None, Path(tmp) / "collected.json"
+        if not single:
+            select = Path(tmp) / "select.json"
+            select.write_text(json.dumps(list(mine)), encoding="utf-8")
+        outcomes: list[RunOutcome] = []
+        worst = 0
+        for run in range(1, plan.repeat + 1):
+            if plan.deadline is not None and time.monotonic() >= plan.deadline:
+                say(f"--timeout: {plan.timeout_s:g}s reached; runs {run}..{plan.repeat} not started")
+                break
+            env = {**base_env, ENV_COLLECT: str(collected)} if single and run == 1 else base_env
+            outcome = _one_run(plan, run, info, databases, env, select, Path(tmp), say, progress)
+            if single and run == 1:
+                failed = _manifest_from_run(plan, collected, outcome, base_env, say)
+                if failed is not None:
+                    return failed
+            outcomes.append(outcome)
+            worst = worse_exit(worst, outcome.exit_code)
+            if outcome.crash:
+                break  # a crash repeats identically; say it once
+            if plan.until_failure and outcome.exit_code != 0:
+                say(f"--until-failure: stopping after run {run} of {plan.repeat}")
+                break
+    return worst, tuple(outcomes)
+
+
+def _plan_shards(plan: RunPlan, node_ids: Sequence[str], say: Reporter) -> tuple[str, ...]:
+    """Split, write the manifest, and return this shard's tests (none: a note in its JUnit files)."""
     split = split_tests(node_ids, plan.durations, plan.shards, group_scopes=plan.group_scopes)
     write_manifest(
-        results, split, plan.repeat, plan.server, plan.server_log, plan.until_failure,
+        plan.results_dir, split, plan.repeat, plan.server, plan.server_log, plan.until_failure,
         max_connections=plan.max_connections, workers=plan.planned_workers or _worker_count(plan.workers),
     )  # fmt: skip
     mine = split.shards[plan.shard - 1].node_ids
@@ -235,31 +271,37 @@ def run_shard(
             "fewer than shards; nothing to run"
         )
         for run in range(1, plan.repeat + 1):
-            (results / results_name(plan.shard, run)).write_text(synthetic_junit(plan.shard, run, note=note))
+            path = plan.results_dir / results_name(plan.shard, run)
+            path.write_text(synthetic_junit(plan.shard, run, note=note))
         say(f"note: {note}")
-        return 0, ()
-    say(
-        f"shard {plan.shard}/{plan.shards}: {len(mine)} of {len(node_ids)} tests "
-        f"(predicted {split.shards[plan.shard - 1].predicted_s:.1f}s, units: {split.unit})"
-    )
-    with tempfile.TemporaryDirectory(prefix="dta-run-") as tmp:
-        select = Path(tmp) / "select.json"
-        select.write_text(json.dumps(list(mine)), encoding="utf-8")
-        outcomes: list[RunOutcome] = []
-        worst = 0
-        for run in range(1, plan.repeat + 1):
-            if plan.deadline is not None and time.monotonic() >= plan.deadline:
-                say(f"--timeout: {plan.timeout_s:g}s reached; runs {run}..{plan.repeat} not started")
-                break
-            outcome = _one_run(plan, run, info, databases, base_env, select, Path(tmp), say, progress)
-            outcomes.append(outcome)
-            worst = worse_exit(worst, outcome.exit_code)
-            if outcome.crash:
-                break  # a crash repeats identically; say it once
-            if plan.until_failure and outcome.exit_code != 0:
-                say(f"--until-failure: stopping after run {run} of {plan.repeat}")
-                break
-    return worst, tuple(outcomes)
+    elif plan.shards > 1:
+        say(
+            f"shard {plan.shard}/{plan.shards}: {len(mine)} of {len(node_ids)} tests "
+            f"(predicted {split.shards[plan.shard - 1].predicted_s:.1f}s, units: {split.unit})"
+        )
+    return mine
+
+
+def _manifest_from_run(
+    plan: RunPlan, collected: Path, outcome: RunOutcome, env: Mapping[str, str], say: Reporter
+) -> tuple[int, tuple[RunOutcome, ...]] | None:
+    """After a single shard's run 1: the manifest from the ids the plugin recorded at collection. No ids
+    means collection itself failed, said exactly as a separate collection pass would have (None: fine)."""
+    ids = json.loads(collected.read_text(encoding="utf-8")) if collected.exists() else None
+    if ids is None and outcome.exit_code in (0, 1):
+        ids, _code, _output = collect_node_ids(plan, env)  # tests ran, the ids did not arrive: ask pytest
+    if ids:
+        _plan_shards(plan, ids, say)
+        return None
+    if outcome.timed_out:
+        raise DbTestActionError(
+            f"run: collecting the tests did not finish within --timeout {plan.timeout_s:g}s; "
+            "look for an import that blocks (a connection made at import time)",
+            EXIT_GATE,
+        )
+    log = plan.results_dir / results_name(plan.shard, 1, "log")
+    output = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+    return _collection_failed(plan, 5 if ids == [] else outcome.exit_code, output, say)
 
 
 def _worker_count(workers: str | None) -> int:
@@ -295,7 +337,7 @@ def _collection_failed(
 
 def _one_run(
     plan: RunPlan, run: int, info: ServerInfo, databases: Databases, base_env: Mapping[str, str],
-    select: Path, tmp: Path, say: Reporter, progress: IO[str] | None,
+    select: Path | None, tmp: Path, say: Reporter, progress: IO[str] | None,
 ) -> RunOutcome:  # fmt: skip
     junit = plan.results_dir / results_name(plan.shard, run)
     log = plan.results_dir / results_name(plan.shard, run, "log")
@@ -340,7 +382,7 @@ def _one_run(
             **base_env,
             **db_info.env(),
             ENV_RUN: str(run),
-            ENV_SELECT: str(select),
+            **({ENV_SELECT: str(select)} if select is not None else {}),
             ENV_PROGRESS: str(progress_file),
             ENV_STREAM: str(stream.resolve()),
             ENV_LIMIT_ACKS: str(acks),
