@@ -46,19 +46,24 @@ def start_time(pid: int) -> int | None:
         return None
 
 
+def _all_processes() -> Iterator[tuple[int, str]]:
+    """(pid, its /proc directory) of every process visible now; none when /proc cannot be read."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                yield int(entry.name), entry.path
+
+
 def children_of(pid: int) -> list[tuple[int, int | None]]:
     """(pid, start time) of the direct children of `pid`: a postmaster's backends and logger."""
     found = []
-    with contextlib.suppress(OSError):
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = Path(entry.path, "stat").read_text().rsplit(") ", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if fields[1] == str(pid):
-                found.append((int(entry.name), int(fields[19])))
+    for child, proc in _all_processes():
+        try:
+            fields = Path(proc, "stat").read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[1] == str(pid):
+            found.append((child, int(fields[19])))
     return found
 
 
@@ -71,16 +76,13 @@ def processes_in(directory: Path) -> list[tuple[int, int | None]]:
     """
     root = os.path.realpath(directory)
     found = []
-    with contextlib.suppress(OSError):
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                cwd = os.readlink(os.path.join(entry.path, "cwd"))
-            except OSError:
-                continue
-            if cwd == root or cwd.startswith(root + os.sep):
-                found.append((int(entry.name), start_time(int(entry.name))))
+    for pid, proc in _all_processes():
+        try:
+            cwd = os.readlink(os.path.join(proc, "cwd"))
+        except OSError:
+            continue
+        if cwd == root or cwd.startswith(root + os.sep):
+            found.append((pid, start_time(pid)))
     return found
 
 
