@@ -25,7 +25,7 @@ import bisect
 import itertools
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from db_test_action.model import DoctorFinding, Occurrence
@@ -131,15 +131,12 @@ def _place(events: Sequence[ServerEvent], runs: Sequence[_Attempt]) -> list[_Stm
     """Each logged statement with the attempt and (innermost) fixture that was running; a doctor run is
     serial, so the one live attempt on that database is the one."""
     out: list[_Stmt] = []
-    starts = [a.start for a in runs]
-    longest = max((a.end - a.start for a in runs), default=0.0)
+    owner_of = _owner_finder(runs)
     for event in events:
         sql = statement_of(event)
         if sql is None:
             continue
-        at = event.timestamp
-        lo = bisect.bisect_left(starts, at - longest - SLACK_S)
-        owner = _owner(runs[lo : bisect.bisect_right(starts, at + SLACK_S)], event)
+        owner = owner_of(event)
         if owner is None:
             continue
         fixture = _fixture_at(owner.spans, event.timestamp)
@@ -159,6 +156,20 @@ def _fixture_at(spans: Sequence[_Span], at: float) -> _Span | None:
         if live:
             return max(live, key=lambda s: s.start)
     return None
+
+
+def _owner_finder(runs: Sequence[_Attempt]) -> Callable[[ServerEvent], _Attempt | None]:
+    """`_owner` over only the attempts that can hold the event's time (runs are sorted by start):
+    a bisect instead of a scan of every attempt per event."""
+    starts = [a.start for a in runs]
+    longest = max((a.end - a.start for a in runs), default=0.0)
+
+    def owner_of(event: ServerEvent) -> _Attempt | None:
+        at = event.timestamp
+        lo = bisect.bisect_left(starts, at - longest - SLACK_S)
+        return _owner(runs[lo : bisect.bisect_right(starts, at + SLACK_S)], event)
+
+    return owner_of
 
 
 def _owner(runs: Sequence[_Attempt], event: ServerEvent) -> _Attempt | None:
@@ -367,13 +378,11 @@ def _connections_left_open(events: Sequence[ServerEvent], runs: Sequence[_Attemp
         elif event.message.startswith("disconnection"):
             closed[event.pid] = event.timestamp
     leaked: list[tuple[str, _Span | None]] = []
-    starts = [a.start for a in runs]
-    longest = max((a.end - a.start for a in runs), default=0.0)
+    owner_of = _owner_finder(runs)
     following = {id(a): b for a, b in itertools.pairwise(runs)}
     for pid, event in opened.items():
         at = event.timestamp
-        lo = bisect.bisect_left(starts, at - longest - SLACK_S)
-        owner = _owner(runs[lo : bisect.bisect_right(starts, at + SLACK_S)], event)
+        owner = owner_of(event)
         if owner is None:
             continue
         spans = [s for s in owner.spans if s.start - SPAN_SLACK_S <= at <= s.end + SPAN_SLACK_S]
@@ -406,14 +415,12 @@ def _connection_headroom(
     count per worker too) × workers, against max_connections less the reserve."""
     if not max_connections or not workers or not runs:
         return []
-    starts = [a.start for a in runs]
-    longest = max((a.end - a.start for a in runs), default=0.0)
+    owner_of = _owner_finder(runs)
     ours: set[int] = set()
     open_now, peak, peak_test = 0, 0, ""
     for event in sorted((e for e in events if e.pid is not None), key=lambda e: e.timestamp):
         if event.message.startswith("connection authorized"):
-            lo = bisect.bisect_left(starts, event.timestamp - longest - SLACK_S)
-            owner = _owner(runs[lo : bisect.bisect_right(starts, event.timestamp + SLACK_S)], event)
+            owner = owner_of(event)
             if owner is None or event.pid in ours:
                 continue
             ours.add(event.pid)  # type: ignore[arg-type]  # filtered above
