@@ -61,8 +61,10 @@ PYTEST_RE = re.compile(r"run 1/1: exit \d+ \([^)]*\), .*? in ([\d.]+)s")
 TOOL_STEPS = (
     "Install db-test-action",
     "pytest plugins the project lacks",
-    "Restore the uv cache",
+    "Restore the uv cache",  # before the initdb cache joined it
     "Save the uv cache",
+    "Restore the cache",
+    "Save the cache",
     "db-test-action tool key",
 )
 

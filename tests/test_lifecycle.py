@@ -20,6 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from db_test_action.server.initdb_cache import CACHE_ENV
 from db_test_action.server.launch import LaunchOptions, LocalServer
 from db_test_action.server.procs import children_of, pid_alive, processes_in, start_time
 
@@ -79,9 +80,11 @@ STAGES = {"initdb": _initdb_running, "server-up": _server_up}
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_signal_during_detached_start_leaves_nothing(cli, cli_env, data_root, tmp_path, stage, sig) -> None:
     state = tmp_path / "state.json"
+    # initdb runs only without a cached cluster to copy (server/initdb_cache.py)
+    env = {**cli_env, CACHE_ENV: "0"} if stage == "initdb" else cli_env
     proc = subprocess.Popen(
         [*cli, "postgres", "start", "--state-file", str(state), "--data-root", str(data_root)],
-        env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
         _wait_for(lambda: STAGES[stage](data_root) or proc.poll() is not None, what=stage)
