@@ -20,15 +20,15 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from db_test_action.contract import TOOL_APP
 from db_test_action.errors import EXIT_ENV, EXIT_USAGE, DbTestActionError
-from db_test_action.server.binaries import package_for_extension, server_major
+from db_test_action.server.binaries import server_major
 from db_test_action.server.info import SUPERUSER, ServerInfo, parse_url, redact
 from db_test_action.server.initdb_cache import cache_dir, discard, restore, store, template_key
 from db_test_action.server.install import ensure_server
 from db_test_action.server.log import copy_server_log, server_log_settings
+from db_test_action.server.prepare import prepare_databases, prepare_owned
 from db_test_action.server.procs import (
     die_with_parent,
     pid_alive,
@@ -38,9 +38,6 @@ from db_test_action.server.procs import (
     wait_gone,
 )
 from db_test_action.server.reaper import Reaper, remove_ours, write_marker
-
-if TYPE_CHECKING:
-    import psycopg  # imported where used: `postgres stop` and `status` need no driver (0.24 s)
 
 # Re-exported: callers import these from here, the launcher's public face.
 __all__ = [
@@ -230,7 +227,7 @@ class LocalServer:
                 server_log_format=log_format,
                 owner_token=self._token,
             )
-            prepare_databases(info, opts.extensions, major=info.version, in_template=True)
+            prepare_owned(info, opts.extensions, bin_dir=bin_dir, socket_dir=data)
             self.info = info
             return info
         except BaseException:
@@ -416,62 +413,6 @@ def _bind_failed(log: Path, log_dir: Path | None) -> bool:
         for path in log_dir.glob("*"):
             path.unlink(missing_ok=True)
     return found
-
-
-def prepare_databases(
-    info: ServerInfo, extensions: Sequence[str], *, major: int | None, in_template: bool
-) -> None:
-    """Create the extensions (in template1 when we own the server) and the target database."""
-    import psycopg
-    from psycopg import sql
-
-    try:
-        with psycopg.connect(
-            info.url("postgres"), autocommit=True, connect_timeout=10, application_name=TOOL_APP
-        ) as conn:
-            _check_available(conn, info, extensions, major)
-            if in_template:
-                # Every database created later (per run, per xdist worker) inherits the extensions.
-                with psycopg.connect(
-                    info.url("template1"), autocommit=True, connect_timeout=10, application_name=TOOL_APP
-                ) as tpl:
-                    _create_extensions(tpl, extensions)
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (info.database,)).fetchone()
-            if not exists:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(info.database)))
-        with psycopg.connect(
-            info.url(), autocommit=True, connect_timeout=10, application_name=TOOL_APP
-        ) as conn:
-            _create_extensions(conn, extensions)
-    except psycopg.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DbTestActionError(
-            f"{redact(info.url())}: {first}; check the server and the user's rights", EXIT_ENV
-        ) from None
-
-
-def _check_available(
-    conn: psycopg.Connection, info: ServerInfo, extensions: Sequence[str], major: int | None
-) -> None:
-    rows = conn.execute("SELECT name FROM pg_available_extensions WHERE name = ANY(%s)", (list(extensions),))
-    available = {row[0] for row in rows}
-    missing = [name for name in extensions if name not in available]
-    if missing:
-        if major is None:
-            major = int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000  # type: ignore[index]
-        packages = ", ".join(sorted({package_for_extension(name, major) for name in missing}))
-        raise DbTestActionError(
-            f"extensions: {', '.join(missing)} not available on {info.host}:{info.port} "
-            f"(PostgreSQL {major}); install {packages} on the server",
-            EXIT_ENV,
-        )
-
-
-def _create_extensions(conn: psycopg.Connection, extensions: Sequence[str]) -> None:
-    from psycopg import sql
-
-    for name in extensions:
-        conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(name)))
 
 
 def use_external(url: str, extensions: Sequence[str]) -> ServerInfo:
