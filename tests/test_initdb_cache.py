@@ -1,16 +1,17 @@
-"""server/initdb_cache.py with real servers: a second start copies the cluster the first one's initdb
+"""server/initdb_cache.py with real servers: a second start unpacks the cluster the first one's initdb
 wrote; a template we did not make, or one a server will not start from, is never trusted."""
 
 from __future__ import annotations
 
 import os
 import pwd
+import subprocess
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from db_test_action.server.initdb_cache import CACHE_ENV, STAMP, cache_dir
+from db_test_action.server.initdb_cache import CACHE_ENV, cache_dir
 from db_test_action.server.launch import LaunchOptions, LocalServer
 
 MARK = "copied-from-the-template"  # a file initdb never writes: its presence proves the copy
@@ -29,7 +30,6 @@ def _start_and_check(options: LaunchOptions | None = None) -> tuple[Path, bool]:
     with LocalServer(options or LaunchOptions()) as info:
         data = Path(info.data_dir) / "data"
         copied = (data / MARK).exists()
-        assert not (data / STAMP).exists()
         expected_uid = os.geteuid() if os.geteuid() != 0 else pwd.getpwnam("postgres").pw_uid
         assert data.stat().st_uid == expected_uid and (data / "PG_VERSION").stat().st_uid == expected_uid
         with psycopg.connect(info.url(), autocommit=True) as conn:
@@ -37,24 +37,34 @@ def _start_and_check(options: LaunchOptions | None = None) -> tuple[Path, bool]:
     return data, copied
 
 
+def _templates(cache: Path) -> list[Path]:
+    return [p for p in cache.iterdir() if not p.name.startswith(".")]
+
+
 def _only_template(cache: Path) -> Path:
-    templates = [p for p in cache.iterdir() if not p.name.startswith(".")]
-    assert len(templates) == 1, templates
+    templates = _templates(cache)
+    assert len(templates) == 1 and templates[0].suffix == ".tar", templates
     return templates[0]
+
+
+def _mark(template: Path) -> None:
+    """Add our mark to the template (a member initdb never writes)."""
+    (template.parent / MARK).write_text("")
+    subprocess.run(["tar", "-rf", str(template), "-C", str(template.parent), MARK], check=True)
+    (template.parent / MARK).unlink()
 
 
 def test_a_second_start_copies_the_cluster_the_first_ones_initdb_wrote(cache: Path) -> None:
     _, copied = _start_and_check()
     assert not copied
     template = _only_template(cache)
-    assert (template / STAMP).read_text() == template.name
     assert template.stat().st_mode & 0o077 == 0 and cache.stat().st_mode & 0o077 == 0
-    (template / MARK).write_text("")
+    _mark(template)
     _, copied = _start_and_check()
     assert copied
     # another locale is another cluster: initdb runs, and its copy is a second template
     _, copied = _start_and_check(LaunchOptions(locale="C"))
-    assert not copied and len([p for p in cache.iterdir() if not p.name.startswith(".")]) == 2
+    assert not copied and len(_templates(cache)) == 2
 
 
 def _other_owner(template: Path) -> None:
@@ -70,9 +80,8 @@ def _symlinked(template: Path) -> None:
 @pytest.mark.parametrize(
     "tamper",
     [
-        pytest.param(lambda t: (t / STAMP).unlink(), id="no-stamp"),
-        pytest.param(lambda t: (t / STAMP).write_text("another-key"), id="wrong-stamp"),
-        pytest.param(lambda t: t.chmod(0o770), id="group-writable"),
+        pytest.param(lambda t: t.chmod(0o620), id="group-writable"),
+        pytest.param(lambda t: os.truncate(t, t.stat().st_size // 2), id="truncated"),
         pytest.param(_symlinked, id="symlink"),
         pytest.param(
             _other_owner,
@@ -84,7 +93,7 @@ def _symlinked(template: Path) -> None:
 def test_a_template_we_cannot_vouch_for_is_passed_over(cache: Path, tamper) -> None:
     _start_and_check()
     template = _only_template(cache)
-    (template / MARK).write_text("")
+    _mark(template)
     tamper(template)
     _, copied = _start_and_check()
     assert not copied  # initdb ran; the start did not notice anything else
@@ -93,12 +102,18 @@ def test_a_template_we_cannot_vouch_for_is_passed_over(cache: Path, tamper) -> N
 def test_a_template_the_server_will_not_start_from_is_discarded_and_initdb_runs(cache: Path) -> None:
     _start_and_check()
     template = _only_template(cache)
-    (template / MARK).write_text("")
-    (template / "global" / "pg_control").unlink()  # a half-restored cache
+    # a cluster without its control file (what a half-restored cache could hold), and our mark
+    work = cache.parent / "unpacked"
+    work.mkdir()
+    subprocess.run(["tar", "-xf", str(template), "-C", str(work)], check=True)
+    (work / "global" / "pg_control").unlink()
+    (work / MARK).write_text("")
+    subprocess.run(["tar", "-cf", str(template), "-C", str(work), "."], check=True)
     _, copied = _start_and_check()
     assert not copied and not template.exists()
     _start_and_check()  # and the next start stores a good one again
-    assert (_only_template(cache) / "global" / "pg_control").exists()
+    members = subprocess.run(["tar", "-tf", str(_only_template(cache))], capture_output=True, text=True)
+    assert "./global/pg_control" in members.stdout.split()
 
 
 def test_password_servers_are_never_cached_and_the_cache_can_be_turned_off(

@@ -25,7 +25,14 @@ from db_test_action.contract import TOOL_APP
 from db_test_action.errors import EXIT_ENV, EXIT_USAGE, DbTestActionError
 from db_test_action.server.binaries import server_major
 from db_test_action.server.info import SUPERUSER, ServerInfo, parse_url, redact
-from db_test_action.server.initdb_cache import cache_dir, discard, restore, store, template_key
+from db_test_action.server.initdb_cache import (
+    cache_dir,
+    discard,
+    restore,
+    store,
+    template_key,
+    template_path,
+)
 from db_test_action.server.install import ensure_server
 from db_test_action.server.log import copy_server_log, server_log_settings
 from db_test_action.server.prepare import prepare_databases, prepare_owned
@@ -269,7 +276,7 @@ class LocalServer:
         cache = cache_dir() if key and use_cache else None
         owner = (account.pw_uid, account.pw_gid) if account is not None else None
         if cache is not None and key is not None and restore(cache, key, data, owner):
-            return cache / key
+            return template_path(cache, key)
         # initdb dies with us (it would otherwise re-create the dir the reaper deletes).
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
