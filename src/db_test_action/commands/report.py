@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gc
 import json
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +26,7 @@ from db_test_action.commands.files import (
     read_json,
     read_result_files,
     unique_files,
+    without_gc,
     write_chunks,
     write_output,
 )
@@ -162,7 +160,7 @@ def build_from_args(
     dirs = _result_dirs(paths, files)
     log_paths = find_server_logs(dirs, args.server_log)
     all_tests: list | None = [] if args.junit_out else None
-    with _without_gc():
+    with without_gc():
         parsed = read_result_files(files, cwd)
         parsed, hangs, hang_problems = read_streams_and_hangs(parsed, dirs, cwd)
         # A killed pytest may leave a directory with no JUnit file but a results stream: not "nothing here".
@@ -372,19 +370,6 @@ def _server_note(dirs: tuple[Path, ...], manifest_path: Path | None, manifest: A
     if any(row.started_at is not None for p in parsed for row in p.rows):
         return "server evidence unavailable (no server log next to the results; pass --server-log)"
     return ""
-
-
-@contextmanager
-def _without_gc() -> Iterator[None]:
-    """Reading 100,000 testcases makes ~10⁶ small objects and no cycles to collect, yet each collection of
-    the oldest generation re-walks all of them: ~0.1 s of a 0.8 s report (benchmarks/report_scale.py)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def exit_code(report: Report) -> int:

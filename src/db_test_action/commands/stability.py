@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ from db_test_action.commands.files import (
     read_history_file,
     read_result_files,
     unique_files,
+    without_gc,
     write_history_file,
     write_output,
 )
@@ -213,8 +213,9 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
             "stability: no results given; pass the nightly run's JUnit XML files, directories or globs"
         )
     files, missing = expand_paths(args.paths)
-    parsed = read_result_files(unique_files(files), cwd)
-    observed = observe(parsed, report_config.categories, report_config.classes, st["expect_runs"])
+    with without_gc():
+        parsed = read_result_files(unique_files(files), cwd)
+        observed = observe(parsed, report_config.categories, report_config.classes, st["expect_runs"])
     observed = dataclasses.replace(observed, problems=observed.problems + missing)
     tonight = night_of(observed, label, commit)
 
@@ -433,6 +434,6 @@ def _write_outputs(report: StabilityReport, markdown: str, args: argparse.Namesp
     if args.markdown:
         write_output(args.markdown, markdown, "--markdown")
     if args.json:
-        write_output(args.json, json.dumps(stability_to_dict(report), ensure_ascii=False) + "\n", "--json")
+        write_output(args.json, orjson.dumps(stability_to_dict(report)) + b"\n", "--json")
     if args.quarantine_out:
         write_output(args.quarantine_out, render_quarantine(report), "--quarantine-out")
