@@ -44,7 +44,12 @@ def cache_dir(env: Mapping[str, str] | None = None) -> Path | None:
     value = env.get(CACHE_ENV)
     if value is not None:
         return None if value.strip().lower() in _OFF else Path(value)
-    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    base = env.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except (RuntimeError, KeyError):  # no HOME and no passwd entry: no cache, initdb every time
+            return None
     return Path(base) / "db-test-action" / "initdb"
 
 
