@@ -4,7 +4,8 @@ Two data sets, generated deterministically: "few failures" (~4 % fixture errors 
 "failure-heavy" (benchmarks/junit_sets.py: ~4 % failing or erroring, each with a distinct ~2 KB pytest
 traceback, over the exceptions the classifier knows and several it does not). Each contender runs in its
 own subprocess (fresh interpreter, this checkout's src/ first on the path) so peak RSS is its own; each
-runs --repeat times and the best time counts, with the largest peak RSS. Printed: wall seconds and CPU
+runs --repeat times, in rounds that run each contender once in turn, and the best time counts, with the
+largest peak RSS. Printed: wall seconds and CPU
 seconds (user + system; on a shared machine the wall time mostly measures the neighbours), imports
 included, peak RSS, and our ratio to the junitparser load (parse + touch every case) by CPU time.
 
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
@@ -156,19 +158,45 @@ class Figures:
         return f"  {label:<38} {self.wall:6.2f} s wall {self.cpu:6.2f} s cpu {self.mb:6.0f} MB  {extra}"
 
 
-def measure(code: str, *args: str, repeat: int = 1, src: Path = SRC, cwd: Path | None = None) -> Figures:
+@dataclass(frozen=True)
+class Contender:
+    """One child program to time: its code, arguments, the source tree first on its path, its cwd."""
+
+    code: str
+    args: tuple[str, ...]
+    src: Path = SRC
+    cwd: Path | None = None
+
+
+def _run_child(c: Contender) -> tuple[float, float, float, str]:
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(c.src), os.environ.get("PYTHONPATH")])),
     }
-    runs = []
+    out = subprocess.run(
+        [sys.executable, "-c", c.code, *c.args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=c.cwd,
+    ).stdout
+    wall, cpu, rss_kb, extra = out.strip().splitlines()[-1].split()
+    return float(wall), float(cpu), int(rss_kb) / 1024, extra
+
+
+def measure_interleaved(contenders: list[Contender], repeat: int) -> list[Figures]:
+    """`repeat` rounds, each running every contender once in turn: this machine's speed drifts by ±30 %
+    over a minute, and rounds make the drift hit all contenders alike (best time of each counts)."""
+    runs: list[list[tuple[float, float, float, str]]] = [[] for _ in contenders]
     for _ in range(repeat):
-        out = subprocess.run(
-            [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True, env=env, cwd=cwd
-        ).stdout
-        wall, cpu, rss_kb, extra = out.strip().splitlines()[-1].split()
-        runs.append((float(wall), float(cpu), int(rss_kb) / 1024, extra))
-    return Figures(runs)
+        for i, contender in enumerate(contenders):
+            runs[i].append(_run_child(contender))
+    return [Figures(r) for r in runs]
+
+
+def measure(code: str, *args: str, repeat: int = 1, src: Path = SRC, cwd: Path | None = None) -> Figures:
+    return measure_interleaved([Contender(code, args, src, cwd)], repeat)[0]
 
 
 def digest(report: dict) -> str:
@@ -192,23 +220,26 @@ def source_of(ref: str, into: Path) -> Path:
 
 def run_set(label: str, folder: Path, work: Path, n: int, before: Path | None) -> tuple[bool, dict]:
     """Measure junitparser and our report on one folder (relative paths: the JSON names `results/…`)."""
-    jp = measure(CHILD_JUNITPARSER, folder.name, "iterate", repeat=n, cwd=folder.parent)
-    ours = measure(CHILD_REPORT, folder.name, str(work / "r.json"), str(work / "r.md"), repeat=n,
-                   cwd=folder.parent)  # fmt: skip
+    contenders = [
+        Contender(CHILD_JUNITPARSER, (folder.name, "iterate"), cwd=folder.parent),
+        Contender(CHILD_REPORT, (folder.name, str(work / "r.json"), str(work / "r.md")), cwd=folder.parent),
+    ]
+    if before is not None:
+        contenders.append(Contender(CHILD_REPORT, (folder.name, str(work / "b.json"), str(work / "b.md")),
+                                    src=before, cwd=folder.parent))  # fmt: skip
+    jp, ours, *old = measure_interleaved(contenders, n)
     report = json.loads((work / "r.json").read_text())
     print(f"{label}: {report['totals']['tests']:,} tests, {len(report['tests']):,} failing, "
           f"{len(report['causes'])} causes")  # fmt: skip
     print(jp.row("junitparser fromfile + every case", f"({jp.word} cases)"))
     print(ours.row("db-test-action report (JSON + MD)", f"(exit {ours.word})"))
     result = {"junitparser": jp, "ours": ours, "digest": digest(report)}
-    if before is not None:
-        old = measure(CHILD_REPORT, folder.name, str(work / "b.json"), str(work / "b.md"), repeat=n,
-                      src=before, cwd=folder.parent)  # fmt: skip
+    if old:
         same = json.loads((work / "b.json").read_text()) == report
         same_md = (work / "b.md").read_text() == (work / "r.md").read_text()
-        print(old.row("… the same, before (--before)", f"JSON {'identical' if same else 'DIFFERS'}, "
+        print(old[0].row("… the same, before (--before)", f"JSON {'identical' if same else 'DIFFERS'}, "
                       f"Markdown {'identical' if same_md else 'DIFFERS'}"))  # fmt: skip
-        result["before"] = old
+        result["before"] = old[0]
     ratio = ours.cpu / jp.cpu
     print(f"  ratio (cpu) vs junitparser: {ratio:.2f}×   (wall: {ours.wall / jp.wall:.2f}×)")
     return ratio <= 1.5, result

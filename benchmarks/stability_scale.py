@@ -3,8 +3,8 @@
 The nightly job reads every run's JUnit file; the stability verdict (flake rates, Wilson intervals,
 statuses, causes, history, Markdown, JSON) must cost little beyond reading them. Named alternative,
 measured in the same run on the same files: a bare junitparser load touching every case. Each contender
-runs in its own interpreter (this checkout's src/ first), --repeat times; the best CPU and wall time
-count, peak RSS is each process's own high-water mark. Target: ≤ 2× the bare parse (CPU time).
+runs in its own interpreter (this checkout's src/ first), --repeat times in rounds (each contender once
+per round, so the machine's drift hits all alike); the best CPU and wall time count, peak RSS is each process's own high-water mark. Target: ≤ 2× the bare parse (CPU time).
 
     python benchmarks/stability_scale.py [--runs 20] [--tests 5000] [--flaky 0.05] [--repeat 3]
 """
@@ -18,7 +18,16 @@ import tempfile
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-from report_scale import CHILD_JUNITPARSER, CPU, HWM, SRC, byte_compile, measure, source_of
+from report_scale import (
+    CHILD_JUNITPARSER,
+    CPU,
+    HWM,
+    SRC,
+    Contender,
+    byte_compile,
+    measure_interleaved,
+    source_of,
+)
 
 CHILD_STABILITY = f"""
 import contextlib, io, resource, sys, time
@@ -98,17 +107,22 @@ def main() -> int:
         )
         n = args.repeat
         byte_compile(SRC)
-        bare = measure(CHILD_JUNITPARSER, "results", "iterate", repeat=n, cwd=root)
-        ours_parse = measure(CHILD_OUR_PARSE, "results", repeat=n, cwd=root)
         history = root / "history.jsonl"
-        ours = measure(CHILD_STABILITY, "results", str(history), str(root / "s.md"), str(root / "s.json"),
-                       repeat=n, cwd=root)  # fmt: skip
-        before = None
+        contenders = [
+            Contender(CHILD_JUNITPARSER, ("results", "iterate"), cwd=root),
+            Contender(CHILD_OUR_PARSE, ("results",), cwd=root),
+            Contender(
+                CHILD_STABILITY, ("results", str(history), str(root / "s.md"), str(root / "s.json")), cwd=root
+            ),
+        ]
         if args.before:
             src = source_of(args.before, root)
             byte_compile(src)
-            before = measure(CHILD_STABILITY, "results", str(root / "h2.jsonl"), str(root / "b.md"),
-                             str(root / "b.json"), repeat=n, cwd=root, src=src)  # fmt: skip
+            contenders.append(Contender(CHILD_STABILITY, ("results", str(root / "h2.jsonl"), str(root / "b.md"),
+                                                          str(root / "b.json")), src=src, cwd=root))  # fmt: skip
+        bare, ours_parse, ours, *rest = measure_interleaved(contenders, n)
+        before = rest[0] if rest else None
+        if before is not None:
             same = (root / "b.md").read_text() == (root / "s.md").read_text()
     print(bare.row("junitparser fromfile + every case", f"({bare.word} cases)"))
     print(ours_parse.row("db-test-action parse only (context)", f"({ours_parse.word} rows)"))
