@@ -94,7 +94,10 @@ def _prepare(tree: Path, ref: str | None) -> Path:
 
 
 def _act(tree: Path, cache: Path, work: Path) -> dict[str, float]:
+    # PYTHONDONTWRITEBYTECODE is emptied as on a GitHub-hosted runner (this machine sets it): with it, each
+    # step of "after" compiled the modules it imports again, while "before" ran what pip compiled at install.
     cmd = ["act", "push", "-P", "ubuntu-latest=-self-hosted", "--env", "DTA_E2E_ISOLATED=1",
+           "--env", "PYTHONDONTWRITEBYTECODE=",
            "--env", f"DTA_E2E_PYTHON={sys.executable}", "--env", f"DTA_E2E_CACHE={cache}",
            "--env", f"DTA_E2E_ARTIFACTS={work / 'artifacts'}"]  # fmt: skip
     for pin, folder in PINS.items():

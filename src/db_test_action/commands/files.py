@@ -19,11 +19,11 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from db_test_action.config.settings import TABLE
 from db_test_action.errors import DbTestActionError
-from db_test_action.junit.files import parse_junit_file
-from db_test_action.junit.parse import ParsedFile, broken_file
-from db_test_action.model import ParseProblem
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the reader and the model are imported where used: `postgres start/stop` need only
+    # load_table, and importing those two costs them ~60 ms a step
+    from db_test_action.junit.parse import ParsedFile
+    from db_test_action.model import ParseProblem
     from db_test_action.stability.nightly import Night
 
 
@@ -86,6 +86,9 @@ def bug(exc: BaseException) -> str:
 
 def parse_junit_safely(path: Path, name: str) -> ParsedFile:
     """parse_junit_file, with any parser bug costing this one file (a named problem), never the report."""
+    from db_test_action.junit.files import parse_junit_file
+    from db_test_action.junit.parse import broken_file
+
     try:
         return parse_junit_file(path, name)
     except Exception as exc:
@@ -112,6 +115,8 @@ def unique_files(files: Sequence[Path]) -> tuple[Path, ...]:
 
 def problem_from(error: DbTestActionError, path: Path) -> ParseProblem:
     """An input error as a problem of the report: named, shown, and the report still written."""
+    from db_test_action.model import ParseProblem
+
     text = str(error)
     prefix = f"{path}: "
     return ParseProblem(str(path), text[len(prefix) :] if text.startswith(prefix) else text)
