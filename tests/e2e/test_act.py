@@ -72,6 +72,11 @@ def test_action_on_the_fragile_and_robust_examples(tmp_path: Path) -> None:
     assert "### ❌ Test results" in summaries and "### ✅ Test results" in summaries
     # nothing was installed into this interpreter: the action installed into the job's venv
     assert Path(__import__("db_test_action").__file__).is_relative_to(ROOT)
+    # the cache entry the legs saved (after Start PostgreSQL) holds uv's cache and the cluster initdb
+    # wrote, which the next run unpacks instead of running initdb (server/initdb_cache.py)
+    saved = tmp_path / "cache"
+    assert len(list(saved.glob("db-test-action-tools-*/initdb/*.tar"))) == 1, list(saved.rglob("*"))[:20]
+    assert any(saved.glob("db-test-action-tools-*/uv/*"))
 
 
 def _project_repo(tmp: Path) -> tuple[Path, str]:
