@@ -88,6 +88,9 @@ def restore(root: Path, key: str, dest: Path, owner: tuple[int, int] | None) -> 
         return False
     try:
         dest.mkdir(mode=0o700)
+    except OSError:  # never ours to remove
+        return False
+    try:
         _tar("-x", "-f", str(template), "-C", str(dest))
         if owner is not None:
             _chown_tree(dest, *owner)

@@ -215,9 +215,12 @@ class LocalServer:
             except DbTestActionError:
                 if template is None:
                     raise
-                # A damaged copy (a cache restored half, a disk that filled): forget it, initdb, retry once.
+                # A damaged copy (a cache restored half, a disk that filled): forget it, initdb, retry once;
+                # the failed attempt's records must not reach the server evidence.
                 discard(template)
                 shutil.rmtree(data)
+                for path in log_dir.glob("*") if log_dir is not None else ():
+                    path.unlink(missing_ok=True)
                 self._initdb(bin_dir, data, account, password, use_cache=False)
                 port = self._start_postgres(bin_dir, data, account, log_dir, log_format)
             info = ServerInfo(

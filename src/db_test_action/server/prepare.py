@@ -10,6 +10,7 @@ or a bin directory without psql, goes through psycopg as before. Names reach psq
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from db_test_action.contract import TOOL_APP
 from db_test_action.errors import EXIT_ENV, DbTestActionError
 from db_test_action.server.binaries import package_for_extension
 from db_test_action.server.info import ServerInfo, redact
+from db_test_action.server.procs import die_with_parent
 
 if TYPE_CHECKING:
     import psycopg
@@ -66,8 +68,9 @@ def _psql(
         cmd += ["-v", f"{name}={value}"]
     try:
         proc = subprocess.run(
-            cmd, input=script, env=env, capture_output=True, text=True, timeout=60, check=False
-        )
+            cmd, input=script, env=env, capture_output=True, text=True, timeout=60, check=False,
+            preexec_fn=die_with_parent(signal.SIGKILL),
+        )  # fmt: skip
     except subprocess.TimeoutExpired:
         raise DbTestActionError(
             f"{redact(info.url(database))}: psql did not finish in 60s; check the server", EXIT_ENV
