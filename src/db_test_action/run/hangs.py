@@ -19,8 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from db_test_action.contract import TOOL_APP
 from db_test_action.server.launch import ServerInfo
 
@@ -70,6 +68,8 @@ def take_snapshot(
         "backends": [],
         "error": None,
     }
+    import psycopg  # only at a time limit: `run` itself needs no driver (server/psql.py)
+
     derived = database.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + "\\_%"
     try:
         with psycopg.connect(
@@ -94,6 +94,8 @@ def _name_relations(info: ServerInfo, backends: list[dict[str, Any]]) -> None:
         oids = {w["relation"] for w in b["waiting_for"] if w.get("relation")} | set(b["holding"] or ())
         if oids and b["datname"]:
             by_db.setdefault(b["datname"], set()).update(oids)
+    import psycopg
+
     names: dict[tuple[str, int], str] = {}
     for db, oids in by_db.items():
         with (

@@ -1,17 +1,14 @@
 """The extensions and the target database on a server: through `psql` on a server we own, else psycopg.
 
-Why two ways: on our own server `psql` (next to `postgres` in every server package) over the data dir's
-unix socket (trust) does the three steps in ~30 ms, while importing psycopg alone costs 0.15–0.3 s, a
-large share of a start that is otherwise ~0.2 s (see server/initdb_cache.py). A server given by URL,
-or a bin directory without psql, goes through psycopg as before. Names reach psql as variables
-(`-v`), quoted by psql itself (`:'lit'`, `:"ident"`), never pasted into SQL.
+Why two ways: on our own server `psql` (server/psql.py) over the data dir's unix socket (trust) does
+the three steps in ~30 ms, while importing psycopg alone costs 0.15–0.3 s, a large share of a start
+that is otherwise ~0.2 s (see server/initdb_cache.py). A server given by URL, or a bin directory
+without psql, goes through psycopg as before.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,7 +17,7 @@ from db_test_action.contract import TOOL_APP
 from db_test_action.errors import EXIT_ENV, DbTestActionError
 from db_test_action.server.binaries import package_for_extension
 from db_test_action.server.info import ServerInfo, redact
-from db_test_action.server.procs import die_with_parent
+from db_test_action.server.psql import PsqlError, run_psql
 
 if TYPE_CHECKING:
     import psycopg
@@ -41,47 +38,23 @@ def prepare_owned(info: ServerInfo, extensions: Sequence[str], *, bin_dir: Path,
     )
     create_ext = "".join(f'CREATE EXTENSION IF NOT EXISTS :"{v}";\n' for v in names)
 
-    def run(database: str, script: str) -> str:
-        return _psql(psql, socket_dir, info, database, script, {"db": info.database, **names})
+    def run(database: str, script: str) -> list[list[str]]:
+        try:
+            return run_psql(
+                psql, info, database, script, {"db": info.database, **names}, host=str(socket_dir)
+            )
+        except PsqlError as exc:
+            raise DbTestActionError(
+                f"{redact(info.url(database))}: {exc.first}; check the server and the user's rights", EXIT_ENV
+            ) from None
 
-    available = set(run("postgres", check).split("\n")) if names else set()
+    available = {row[0] for row in run("postgres", check)} if names else set()
     _check_available(info, extensions, available, info.version)
     if create_ext:  # every database created later (per run, per xdist worker) inherits them
         run("template1", create_ext)
     run("postgres", create_db)
     if create_ext:  # the target may have existed before (`--database postgres`)
         run(info.database, create_ext)
-
-
-def _psql(
-    psql: Path, socket_dir: Path, info: ServerInfo, database: str, script: str, variables: dict[str, str]
-) -> str:
-    # libpq reads PG* variables (PGOPTIONS, PGSERVICE, …): only ours reach it; PGDATABASE is taken as a
-    # plain name, never parsed as a connection string.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env.update(
-        PGHOST=str(socket_dir), PGPORT=str(info.port), PGUSER=info.user, PGDATABASE=database,
-        PGAPPNAME=TOOL_APP, PGCONNECT_TIMEOUT="10",
-    )  # fmt: skip
-    cmd = [str(psql), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
-    for name, value in variables.items():
-        cmd += ["-v", f"{name}={value}"]
-    try:
-        proc = subprocess.run(
-            cmd, input=script, env=env, capture_output=True, text=True, timeout=60, check=False,
-            preexec_fn=die_with_parent(signal.SIGKILL),
-        )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        raise DbTestActionError(
-            f"{redact(info.url(database))}: psql did not finish in 60s; check the server", EXIT_ENV
-        ) from None
-    if proc.returncode != 0:
-        lines = (proc.stderr or proc.stdout).strip().splitlines() or [f"psql exit {proc.returncode}"]
-        first = lines[0].split(": ", 1)[1] if lines[0].startswith("psql:") and ": " in lines[0] else lines[0]
-        raise DbTestActionError(
-            f"{redact(info.url(database))}: {first}; check the server and the user's rights", EXIT_ENV
-        )
-    return proc.stdout.strip()
 
 
 def prepare_databases(
