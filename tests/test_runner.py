@@ -355,7 +355,8 @@ def test_unique_once(tmp_path_factory):
 """,
         },
     )
-    env = {**cli_env, "MARKER": str(tmp_path / "marker")}
+    # run from inside another pytest's xdist worker: the child must not take that identity for its own
+    env = {**cli_env, "MARKER": str(tmp_path / "marker"), "PYTEST_XDIST_WORKER": "gw7"}
     out = subprocess.run(
         [*cli, "run", "--data-root", str(data_root), "--reruns", "1", "--results-dir", "res", "--", "-q"],
         capture_output=True, text=True, env=env, cwd=suite, timeout=120,

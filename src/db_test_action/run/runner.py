@@ -143,9 +143,12 @@ def plugin_installed(python: str, env: Mapping[str, str]) -> bool:
 
 
 def child_env(plan: RunPlan, env: Mapping[str, str]) -> dict[str, str]:
-    """The pytest child's environment: the plugin's directory first on PYTHONPATH when it is not installed."""
+    """The pytest child's environment: the plugin's directory first on PYTHONPATH when it is not installed,
+    and no xdist identity inherited from a pytest that runs us (PYTEST_XDIST_WORKER would make the
+    plugin take the child's own controller for a worker of that other session)."""
+    env = {k: v for k, v in env.items() if not k.startswith("PYTEST_XDIST_")}
     if not plan.plugin_path:
-        return dict(env)
+        return env
     rest = env.get("PYTHONPATH")
     return {**env, "PYTHONPATH": plan.plugin_path + (os.pathsep + rest if rest else "")}
 

@@ -76,7 +76,8 @@ def run_psql(
     )  # fmt: skip
     if info.password and host is None:
         env["PGPASSWORD"] = info.password
-    cmd = [str(psql), "-X", "-q", "-A", "-t", "-F", _SEP, "-v", "ON_ERROR_STOP=1"]
+    # -X: no ~/.psqlrc; -w: never prompt for a password (fail instead), even on a terminal
+    cmd = [str(psql), "-X", "-w", "-q", "-A", "-t", "-F", _SEP, "-v", "ON_ERROR_STOP=1"]
     for name, value in variables.items():
         cmd += ["-v", f"{name}={value}"]
     try:
