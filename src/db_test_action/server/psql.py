@@ -8,8 +8,8 @@ GitHub's Ubuntu images carry it. Where there is none, the callers use psycopg as
 
 Names reach psql as variables (`-v name=value`) and are quoted by psql itself (`:'name'` a literal,
 `:"name"` an identifier), never pasted into SQL. The connection comes from PG* variables that we set
-(the user's own PGOPTIONS, PGSERVICE, … are dropped), so a password never appears on a command line
-and a database name is never parsed as a connection string.
+(the user's own PGOPTIONS, PGSERVICE, … are dropped; SSL/GSS transport settings are kept), so a
+password never appears on a command line and a database name is never parsed as a connection string.
 """
 
 from __future__ import annotations
@@ -69,7 +69,9 @@ def run_psql(
 ) -> list[list[str]]:
     """Run `script` on `database`; returns the rows of its output (fields as text). `host` may be the
     server's socket directory (trust, no password)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    # The user's transport settings (PGSSLMODE, PGSSLROOTCERT, PGGSSENCMODE, …) stay, as libpq would read
+    # them for the driver; every other PG* variable (PGSERVICE, PGOPTIONS, PGDATABASE, …) is ours to set.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG") or k.startswith(("PGSSL", "PGGSS"))}
     env.update(
         PGHOST=host or info.host, PGPORT=str(info.port), PGUSER=info.user, PGDATABASE=database,
         PGAPPNAME=TOOL_APP, PGCONNECT_TIMEOUT="10",
