@@ -1,98 +1,77 @@
 """The extensions and the target database on a server: through `psql` on a server we own, else psycopg.
 
 Why two ways: on our own server `psql` (server/psql.py) over the data dir's unix socket (trust) does
-the three steps in ~30 ms, while importing psycopg alone costs 0.15–0.3 s, a large share of a start
-that is otherwise ~0.2 s (see server/initdb_cache.py). A server given by URL, or a bin directory
-without psql, goes through psycopg as before.
+the steps in ~30 ms, while importing psycopg alone costs 0.15–0.3 s, a large share of a start that is
+otherwise ~0.2 s (see server/initdb_cache.py). A server given by URL, or a bin directory without psql,
+runs the same scripts through psycopg.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from db_test_action.contract import TOOL_APP
 from db_test_action.errors import EXIT_ENV, DbTestActionError
 from db_test_action.server.binaries import package_for_extension
 from db_test_action.server.info import ServerInfo, redact
-from db_test_action.server.psql import PsqlError, run_psql
+from db_test_action.server.psql import PsqlError, run_psql, run_with_driver
 
-if TYPE_CHECKING:
-    import psycopg
+SqlRunner = Callable[[str, str, Mapping[str, str]], list[list[str]]]  # (database, script, variables)
 
 
 def prepare_owned(info: ServerInfo, extensions: Sequence[str], *, bin_dir: Path, socket_dir: Path) -> None:
-    """`prepare_databases(…, in_template=True)` on a server we started (trust on its unix socket)."""
+    """`prepare_databases(…, in_template=True)` on a server we started: through psql on its unix socket
+    (trust) when the bin directory has psql."""
     psql = bin_dir / "psql"
-    if not (psql.is_file() and os.access(psql, os.X_OK)):
-        prepare_databases(info, extensions, major=info.version, in_template=True)
-        return
+    runner: SqlRunner | None = None
+    if psql.is_file() and os.access(psql, os.X_OK):
+        runner = partial(run_psql, psql, info, host=str(socket_dir))
+    prepare_databases(info, extensions, major=info.version, in_template=True, runner=runner)
+
+
+def prepare_databases(
+    info: ServerInfo,
+    extensions: Sequence[str],
+    *,
+    major: int | None,
+    in_template: bool,
+    runner: SqlRunner | None = None,
+) -> None:
+    """Create the extensions (in template1 when `in_template`: every database created later, per run and
+    per xdist worker, inherits them) and the target database. `runner` runs the scripts (default: the
+    driver, server/psql.py's `run_with_driver`)."""
+    run_sql: SqlRunner = runner or partial(run_with_driver, info)
     names = {f"e{i}": name for i, name in enumerate(extensions)}
-    listed = ", ".join(f":'{v}'" for v in names)
-    check = f"SELECT name FROM pg_available_extensions WHERE name IN ({listed});\n"
-    create_db = (
-        "SELECT format('CREATE DATABASE %I', :'db')"
-        " WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') \\gexec\n"
-    )
-    create_ext = "".join(f'CREATE EXTENSION IF NOT EXISTS :"{v}";\n' for v in names)
+    variables = {"db": info.database, **names}
 
     def run(database: str, script: str) -> list[list[str]]:
         try:
-            return run_psql(
-                psql, info, database, script, {"db": info.database, **names}, host=str(socket_dir)
-            )
+            return run_sql(database, script, variables)
         except PsqlError as exc:
             raise DbTestActionError(
                 f"{redact(info.url(database))}: {exc.first}; check the server and the user's rights", EXIT_ENV
             ) from None
 
-    available = {row[0] for row in run("postgres", check)} if names else set()
-    _check_available(info, extensions, available, info.version)
-    if create_ext:  # every database created later (per run, per xdist worker) inherits them
-        run("template1", create_ext)
-    run("postgres", create_db)
-    if create_ext:  # the target may have existed before (`--database postgres`)
-        run(info.database, create_ext)
-
-
-def prepare_databases(
-    info: ServerInfo, extensions: Sequence[str], *, major: int | None, in_template: bool
-) -> None:
-    """Create the extensions (in template1 when we own the server) and the target database."""
-    import psycopg
-    from psycopg import sql
-
-    try:
-        with psycopg.connect(
-            info.url("postgres"), autocommit=True, connect_timeout=10, application_name=TOOL_APP
-        ) as conn:
-            rows = conn.execute(
-                "SELECT name FROM pg_available_extensions WHERE name = ANY(%s)", (list(extensions),)
+    create_ext = "".join(f'CREATE EXTENSION IF NOT EXISTS :"{v}";\n' for v in names)
+    if names:
+        listed = ", ".join(f":'{v}'" for v in names)
+        available = {
+            row[0]
+            for row in run(
+                "postgres", f"SELECT name FROM pg_available_extensions WHERE name IN ({listed});\n"
             )
-            available = {row[0] for row in rows}
-            if major is None and set(extensions) - available:
-                major = int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000  # type: ignore[index]
-            _check_available(info, extensions, available, major)
-            if in_template:
-                # Every database created later (per run, per xdist worker) inherits the extensions.
-                with psycopg.connect(
-                    info.url("template1"), autocommit=True, connect_timeout=10, application_name=TOOL_APP
-                ) as tpl:
-                    _create_extensions(tpl, extensions)
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (info.database,)).fetchone()
-            if not exists:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(info.database)))
-        with psycopg.connect(
-            info.url(), autocommit=True, connect_timeout=10, application_name=TOOL_APP
-        ) as conn:
-            _create_extensions(conn, extensions)
-    except psycopg.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DbTestActionError(
-            f"{redact(info.url())}: {first}; check the server and the user's rights", EXIT_ENV
-        ) from None
+        }
+        if major is None and set(extensions) - available:
+            major = int(run("postgres", "SHOW server_version_num;\n")[0][0]) // 10000
+        _check_available(info, extensions, available, major)
+        if in_template:
+            run("template1", create_ext)
+    if not run("postgres", "SELECT 1 FROM pg_database WHERE datname = :'db';\n"):
+        run("postgres", 'CREATE DATABASE :"db";\n')
+    if names:  # the target may have existed before (`--database postgres`, an external server)
+        run(info.database, create_ext)
 
 
 def _check_available(
@@ -106,10 +85,3 @@ def _check_available(
             f"(PostgreSQL {major}); install {packages} on the server",
             EXIT_ENV,
         )
-
-
-def _create_extensions(conn: psycopg.Connection, extensions: Sequence[str]) -> None:
-    from psycopg import sql
-
-    for name in extensions:
-        conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(name)))
