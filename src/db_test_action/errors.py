@@ -19,3 +19,8 @@ class DbTestActionError(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def first_line(exc: BaseException) -> str:
+    """A driver's error in one line: its first (libpq puts DETAIL/HINT below), or its type when empty."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import psycopg
 from psycopg import sql
 
-from db_test_action.errors import DbTestActionError
+from db_test_action.errors import DbTestActionError, first_line
 from db_test_action.plugin.template import (
     SEED_SCHEMA,
     USER_TABLES_SQL,
@@ -110,7 +110,7 @@ class Resetter:
             try:
                 self._conn = psycopg.connect(admin_conninfo(target), autocommit=True, connect_timeout=10)
             except psycopg.Error as exc:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                first = first_line(exc)
                 raise DbTestActionError(
                     f"db_reset: cannot connect to {redact(target)} ({first}); check the server is still up"
                 ) from None
@@ -141,7 +141,7 @@ class Resetter:
             ) from None
         except psycopg.Error as exc:
             self._rollback()
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise DbTestActionError(
                 f"db_reset: {self.database}: {first}; use --db-reset-mode=clone if the schema defeats TRUNCATE"
             ) from None

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from db_test_action.contract import TOOL_APP
+from db_test_action.errors import first_line
 from db_test_action.server.launch import ServerInfo
 
 SNAPSHOT_VERSION = 1
@@ -80,7 +81,7 @@ def take_snapshot(
             columns = [c.name for c in cur.description or ()]
             backends = [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
     except psycopg.Error as exc:
-        snapshot["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        snapshot["error"] = first_line(exc)
         return snapshot
     _name_relations(info, backends)
     snapshot["backends"] = backends

@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from db_test_action.server.procs import die_with_parent
+from db_test_action.server.state import is_private
 
 CACHE_ENV = "DB_TEST_ACTION_INITDB_CACHE"
 _OFF = ("", "0", "off", "false", "no")
@@ -77,7 +78,7 @@ def _private(path: Path, create: bool = False, kind: int = stat.S_IFDIR) -> bool
         st = os.lstat(path)
     except OSError:
         return False
-    return stat.S_IFMT(st.st_mode) == kind and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+    return is_private(st, kind)
 
 
 def restore(root: Path, key: str, dest: Path, owner: tuple[int, int] | None) -> bool:

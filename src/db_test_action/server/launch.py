@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from db_test_action.contract import TOOL_APP
-from db_test_action.errors import EXIT_ENV, EXIT_USAGE, DbTestActionError
+from db_test_action.errors import EXIT_ENV, EXIT_USAGE, DbTestActionError, first_line
 from db_test_action.server.binaries import server_major
 from db_test_action.server.info import SUPERUSER, ServerInfo, parse_url, redact
 from db_test_action.server.initdb_cache import (
@@ -436,7 +436,7 @@ def use_external(url: str, extensions: Sequence[str]) -> ServerInfo:
         ) as conn:
             is_super = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
     except psycopg.OperationalError as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise DbTestActionError(
             f"--database-url {redact(url)}: cannot connect ({first}); check the URL and that the server is up",
             EXIT_ENV,

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from db_test_action.contract import TOOL_APP
-from db_test_action.errors import DbTestActionError
+from db_test_action.errors import DbTestActionError, first_line
 from db_test_action.server.binaries import find_bin_dir
 from db_test_action.server.info import ServerInfo
 from db_test_action.server.procs import die_with_parent
@@ -125,15 +125,12 @@ def run_with_driver(
             last = match.end()
         return sql.Composed([*parts, sql.SQL(statement[last:])])
 
-    def first(exc: Exception) -> str:
-        return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
     try:
         conn = psycopg.connect(
             info.url(database), autocommit=True, connect_timeout=10, application_name=TOOL_APP
         )
     except psycopg.Error as exc:
-        raise PsqlError(first(exc), connect=True) from None
+        raise PsqlError(first_line(exc), connect=True) from None
     rows: list[list[str]] = []
     with conn:
         try:
@@ -142,5 +139,5 @@ def run_with_driver(
                 if cursor.description is not None:
                     rows += [[str(value) for value in row] for row in cursor.fetchall()]
         except psycopg.Error as exc:
-            raise PsqlError(first(exc), connect=False) from None
+            raise PsqlError(first_line(exc), connect=False) from None
     return rows

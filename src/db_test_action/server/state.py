@@ -64,11 +64,17 @@ def write_state(path: Path, info: ServerInfo) -> None:
         ) from None
 
 
+def is_private(st: os.stat_result, kind: int = stat.S_IFDIR) -> bool:
+    """A real directory (or file, `kind`) of this user that no one else may write to: what a shared
+    temp or cache directory must be before we act on what it holds."""
+    return stat.S_IFMT(st.st_mode) == kind and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
 def _check_private(directory: Path) -> None:
     """The state directory must be ours and not writable by others: in a shared /tmp someone could
     otherwise plant a state file naming another process to kill and another directory to delete."""
     st = directory.lstat()
-    if stat.S_ISLNK(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+    if not is_private(st):
         raise DbTestActionError(
             f"{directory}: not a private directory of this user (owner uid {st.st_uid}, mode "
             f"{st.st_mode & 0o777:o}); remove it or pass --state-file in a directory of yours",
@@ -116,7 +122,7 @@ def read_state(path: Path) -> ServerInfo:
         ) from None
     with os.fdopen(fd, "rb") as fh:
         st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        if not is_private(st, stat.S_IFREG):
             raise DbTestActionError(
                 f"{path}: state file not owned by this user or writable by others (owner uid {st.st_uid}, "
                 f"mode {st.st_mode & 0o777:o}); not trusted, delete it",
