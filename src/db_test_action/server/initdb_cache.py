@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from db_test_action.server.procs import die_with_parent
-from db_test_action.server.state import is_private
+from db_test_action.server.reaper import is_private
 
 CACHE_ENV = "DB_TEST_ACTION_INITDB_CACHE"
 _OFF = ("", "0", "off", "false", "no")

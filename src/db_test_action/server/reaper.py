@@ -17,6 +17,7 @@ import contextlib
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,12 @@ from db_test_action.server.procs import (
 )
 
 MARKER = ".db-test-action-owner"
+
+
+def is_private(st: os.stat_result, kind: int = stat.S_IFDIR) -> bool:
+    """A real directory (or file, `kind`) of this user that no one else may write to: what a shared
+    temp or cache directory must be before we act on what it holds."""
+    return stat.S_IFMT(st.st_mode) == kind and st.st_uid == os.geteuid() and not st.st_mode & 0o022
 
 
 def write_marker(directory: Path, token: str) -> None:

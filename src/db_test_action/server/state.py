@@ -34,7 +34,7 @@ from db_test_action.server.procs import (
     stop_process,
     wait_gone,
 )
-from db_test_action.server.reaper import is_ours, remove_ours
+from db_test_action.server.reaper import is_ours, is_private, remove_ours
 
 LOCK_WAIT_S = 300.0
 
@@ -62,12 +62,6 @@ def write_state(path: Path, info: ServerInfo) -> None:
         raise DbTestActionError(
             f"{path}: cannot write the state file ({exc.strerror}); check the directory", EXIT_ENV
         ) from None
-
-
-def is_private(st: os.stat_result, kind: int = stat.S_IFDIR) -> bool:
-    """A real directory (or file, `kind`) of this user that no one else may write to: what a shared
-    temp or cache directory must be before we act on what it holds."""
-    return stat.S_IFMT(st.st_mode) == kind and st.st_uid == os.geteuid() and not st.st_mode & 0o022
 
 
 def _check_private(directory: Path) -> None:
