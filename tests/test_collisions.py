@@ -7,8 +7,12 @@ import json
 import subprocess
 from pathlib import Path
 
-from db_test_action.model import Report
+import pytest
+
+from db_test_action.model import Outcome, Phase, Problem, Report, Status, TestResult
+from db_test_action.report.classify import classify_failure
 from db_test_action.report.codec import report_from_dict
+from db_test_action.report.collisions import refine_causes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -250,3 +254,16 @@ def test_nightly_lists_the_pairs_that_collide(cli, cli_env, tmp_path):
         "collides 2× (2 nights): test_pairs.py::test_drops_the_table × test_pairs.py::test_reads_the_table"
         in done.stdout
     )
+
+
+@pytest.mark.parametrize(("extension", "option"), [("citext", "pgcrypto,citext"), ("pgcrypto", "pgcrypto")])
+def test_an_extension_race_hint_names_the_extensions_option_once(extension: str, option: str) -> None:
+    """The hint adds the raced extension to the default set, and never repeats pgcrypto."""
+    message = 'duplicate key value violates unique constraint "pg_extension_name_index"'
+    text = f"conftest.py:12: in ext\n    conn.execute('CREATE EXTENSION IF NOT EXISTS {extension}')\nE   {message}"
+    cause = classify_failure(message, text)
+    assert cause.key == "concurrent-ddl"
+    problem = Problem(Phase.SETUP, Outcome.ERROR, message, text, cause, "shard-1-run-1.xml")
+    test = TestResult("t.py::test_x", "t", "t.py", 1, Status.SETUP_ERROR, 1, 1, 0.1, (problem,))
+    (refined,) = refine_causes(test, (), {}).problems
+    assert f"`--extensions {option}`" in refined.cause.hint and extension in refined.cause.title

@@ -420,3 +420,23 @@ def test_the_readme_demo_command_is_the_one_the_docs_describe():
     args = command.split(" && ")[3].split()
     flags = {a for a in args if a.startswith("--")}
     assert flags <= set(_flags(_parsers()["run"])) | {"--"}, "the demo uses a flag `run` does not have"
+
+
+def test_the_architecture_table_names_every_module():
+    """docs/contributing.md is where a newcomer finds the folder for a stage: every module must be in its
+    package's row, so a new module needs its line there in the same change."""
+    text = (DOCS / "contributing.md").read_text(encoding="utf-8")
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in text.split("| package | role | modules |", 1)[1].split("\n\n", 1)[0].splitlines()
+        if line.startswith("| ") and "`" in line
+    }
+    src = ROOT / "src" / "db_test_action"
+    for package in sorted(p for p in src.iterdir() if (p / "__init__.py").is_file()):
+        row = next((r for label, r in rows.items() if f"`{package.name}" in label), "")
+        assert row, f"docs/contributing.md has no row for {package.name}/"
+        for module in sorted(package.glob("*.py")):
+            if module.name != "__init__.py":
+                assert f"`{module.name}`" in row or f"`{package.name}/{module.name}`" in row, (
+                    f"docs/contributing.md: {package.name}/{module.name} is not in its package's row"
+                )

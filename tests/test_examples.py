@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import filecmp
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -64,6 +65,22 @@ def test_fragile_suite_produces_the_three_errors_under_two_workers(cli, cli_env,
         if any(needle in message and exc_class in text for _n, message, text in errors)
     }
     assert found == set(KINDS)  # by construction (examples/lockstep.py): one run is enough
+    # Fixture errors are counted as pytest counts them: its own summary line of this very run.
+    json_out = tmp_path / "fragile.json"
+    subprocess.run([*cli, "report", str(results), "--json", str(json_out)], cwd=ROOT, env=cli_env,
+                   capture_output=True, text=True, timeout=300)  # fmt: skip
+    totals = json.loads(json_out.read_text())["totals"]
+    said = _pytest_summary((results / "shard-1-run-1.log").read_text())
+    assert said.get("errors", 0) == totals["setup_errors"] + totals["teardown_errors"] > 0, (said, totals)
+    assert said.get("failed", 0) == totals["failed"], (said, totals)
+
+
+def _pytest_summary(log: str) -> dict[str, int]:
+    """pytest's last summary line ("25 passed, 1 failed, 4 errors in 3.2s") as counts by word."""
+    line = next(
+        line for line in reversed(log.splitlines()) if re.search(r"\d+ (passed|failed|errors?)\b", line)
+    )
+    return {("errors" if word == "error" else word): int(n) for n, word in re.findall(r"(\d+) (\w+)", line)}
 
 
 def test_robust_suite_is_green_under_the_same_run(cli, cli_env, pg_server, tmp_path):
@@ -118,6 +135,12 @@ def test_readme_demo_tells_the_same_story_under_cpu_load(cli, cli_env, tmp_path)
     ]
     shown = subprocess.run(report_cmd, cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=300)
     assert shown.returncode == 1, shown.stderr
+    # The README shows this output: its verdict line and causes are what every machine prints.
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert shown.stdout.splitlines()[0] in readme, shown.stdout.splitlines()[0]
+    for line in shown.stdout.splitlines():
+        if re.match(r"\s+\d+ × [a-z-]+\s", line):
+            assert line.split("  e.g. ")[0] in readme, line
     report = report_from_dict(json.loads(out.read_text()))
     assert report.verdict.value == "failed"
     got = {

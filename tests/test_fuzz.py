@@ -47,9 +47,7 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 ROOT = Path(__file__).resolve().parent
-CORPUS = sorted((ROOT.parent.parent / "shared" / "corpus").rglob("*.xml")) + sorted(
-    (ROOT / "data" / "junit").glob("*.xml")
-)
+CORPUS = sorted((ROOT / "data" / "corpus").rglob("*.xml")) + sorted((ROOT / "data" / "junit").glob("*.xml"))
 CORPUS = [p for p in CORPUS if p.stat().st_size < 200_000][:60]
 
 # Values that broke parsers before: wrong types, non-finite and huge numbers, deep nesting, bad bytes.

@@ -132,6 +132,11 @@ def test_start_and_exec_install_after_one_line_unless_told_not_to(cli, shim, dat
         )
         assert refused.returncode == 3 and _calls(folder) == []
         assert "installing is refused (--no-install / DB_TEST_ACTION_NO_INSTALL=1)" in refused.stderr
+    # A value that is no boolean is an error naming the variable, never a silent "install"
+    bad = _cli(cli, {**env, "DB_TEST_ACTION_NO_INSTALL": "maybe"}, "postgres", "start", "--name", "x",
+               "--postgres-version", "17")  # fmt: skip
+    assert bad.returncode == 2 and _calls(folder) == [], bad.stderr
+    assert 'DB_TEST_ACTION_NO_INSTALL: "maybe" is not valid; use true or false' in bad.stderr
 
 
 def test_without_apt_the_error_names_database_url_and_services(cli, cli_env, tmp_path) -> None:

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 from actrun import ROOT, act, copy_project, git
+from fake_github import FakeGitHub
 from hang_suite import LOCKS, leftovers
+from pytest_httpserver import HTTPServer
 
 pytestmark = [
     pytest.mark.e2e,
@@ -155,7 +157,7 @@ def test_user_repo_calls_the_reusable_workflow_by_sha(tmp_path: Path) -> None:
 
 HANG_WORKFLOW = """\
 name: hang
-on: push
+on: pull_request
 permissions: {}
 jobs:
   hang:
@@ -163,10 +165,12 @@ jobs:
     timeout-minutes: 20 # the job's limit is far above the action's: the action must stop the suite itself
     permissions:
       contents: read
+      pull-requests: write
     steps:
       - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2
         with:
           persist-credentials: false
+      # The suite limit: both tests hang until `timeout` stops pytest and every worker.
       - id: db
         uses: org/db-test-action@v1
         with:
@@ -176,21 +180,41 @@ jobs:
           workers: '2'
           timeout: 60s
           test-timeout: ''
-          comment: 'false'
+          comment-key: suite-limit
+          results-dir: suite-limit
+      # The per-test limit (pytest-timeout): the waiter and the holder fail, the suite ends by itself.
+      - id: per-test
+        if: ${{ always() }}
+        uses: org/db-test-action@v1
+        env:
+          HANG_SYNC: ${{ env.HANG_SYNC }}-per-test
+        with:
+          setup-python: 'false'
+          install-command: 'true'
+          pytest-args: test_locks.py -p no:randomly
+          workers: '2'
+          timeout: 5m
+          test-timeout: 20s
+          comment-key: test-limit
+          results-dir: test-limit
       - name: Keep what the test asserts on
         if: ${{ always() }}
         env:
           OUTCOME: ${{ steps.db.outputs.outcome }}
-          RESULTS_DIR: ${{ steps.db.outputs.results-dir }}
+          PER_TEST: ${{ steps.per-test.outputs.outcome }}
         run: |
-          printf '%s\\n' "outcome=$OUTCOME" > "$DTA_E2E_OUT/outputs.txt"
-          cp -r "$RESULTS_DIR" "$DTA_E2E_OUT/results"
+          printf '%s\\n' "outcome=$OUTCOME" "per-test=$PER_TEST" > "$DTA_E2E_OUT/outputs.txt"
+          cp -r suite-limit test-limit "$DTA_E2E_OUT/"
 """
 
 
-def test_action_stops_a_hung_suite_at_its_timeout_and_still_reports(tmp_path: Path) -> None:
-    """The row-lock suite under the action: `timeout` below the job's timeout-minutes stops it; the JUnit
-    file, the report and the comment's Markdown are written and name waiter, statement and holder."""
+def test_action_stops_a_hung_suite_at_its_timeout_and_still_reports(
+    tmp_path: Path, httpserver: HTTPServer
+) -> None:
+    """The row-lock suite under the action, twice: `timeout` (below the job's timeout-minutes), then
+    `test-timeout`, stop it; the JUnit file, the report and the PR comment are written and name waiter,
+    statement and holder; no pytest, worker or postgres process is left."""
+    fake = FakeGitHub(httpserver)
     repo = tmp_path / "user-repo"
     (repo / ".github" / "workflows").mkdir(parents=True)
     (repo / "test_locks.py").write_text(LOCKS)
@@ -198,21 +222,47 @@ def test_action_stops_a_hung_suite_at_its_timeout_and_still_reports(tmp_path: Pa
     git = ["git", "-c", "user.email=e2e@example.com", "-c", "user.name=e2e"]
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "user repo"]):
         subprocess.run([*git, *args], cwd=repo, check=True)
-    sync = tmp_path / "sync"
-    proc, out, _ = _act(
-        repo, tmp_path, "--local-repository", f"org/db-test-action@v1={ROOT}", "--env", f"HANG_SYNC={sync}"
+    event = tmp_path / "event.json"
+    event.write_text(
+        json.dumps({"number": 7, "pull_request": {"number": 7}, "repository": {"full_name": "o/r"}})
     )
+    proc, out, _ = _act(
+        repo, tmp_path, "--local-repository", f"org/db-test-action@v1={ROOT}", "-e", str(event),
+        "-s", f"GITHUB_TOKEN={fake.token}",
+        event="pull_request",
+        env={"HANG_SYNC": str(tmp_path / "sync"), "DB_TEST_ACTION_API_URL": fake.base_url,
+             "DB_TEST_ACTION_REPOSITORY": "o/r"},
+    )  # fmt: skip
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Job failed" in log, log[-4000:]
-    assert _outputs(out / "outputs.txt")["outcome"] == "failure"
-    results = out / "results"
-    names = {p.name for p in results.iterdir()}
-    assert {"shard-1-run-1.xml", "shard-1-run-1.jsonl", "shard-1-run-1.hang.json", "report.md"} <= names
-    report = json.loads((results / "report.json").read_text())
-    wait = next(h for h in report["hangs"] if h["test_id"] == "test_locks.py::test_wait" and h["waiting_on"])
-    assert wait["holder_test"] == "test_locks.py::test_hold" and wait["holder_state"] == "idle in transaction"
-    assert wait["statement"] == "UPDATE accounts SET balance = balance - 1 WHERE id = 1"
-    md = (results / "report.md").read_text()
-    assert "waits for a row lock held by `test_locks.py::test_hold`" in md
-    assert "Stopped at a time limit" in _summaries(log) or "Stopped at a time limit" in log
+    assert _outputs(out / "outputs.txt") == {"outcome": "failure", "per-test": "failure"}
+    comments = {c["body"].split("\n", 1)[0]: c["body"] for c in fake.comments.get(7, [])}
+    assert len(comments) == 2, fake.log  # one sticky comment per key
+    for folder, reason in (("suite-limit", "suite-timeout"), ("test-limit", "test-timeout")):
+        results = out / folder
+        names = {p.name for p in results.iterdir()}
+        assert {"shard-1-run-1.xml", "shard-1-run-1.jsonl", "shard-1-run-1.hang.json", "report.md"} <= names
+        report = json.loads((results / "report.json").read_text())
+        wait = next(
+            h for h in report["hangs"] if h["test_id"] == "test_locks.py::test_wait" and h["waiting_on"]
+        )
+        assert wait["reason"] == reason
+        assert (
+            wait["holder_test"] == "test_locks.py::test_hold"
+            and wait["holder_state"] == "idle in transaction"
+        )
+        assert wait["statement"] == "UPDATE accounts SET balance = balance - 1 WHERE id = 1"
+        md = (results / "report.md").read_text()
+        assert "waits for a row lock held by `test_locks.py::test_hold`" in md
+        # the PR comment is that very Markdown
+        limit = {
+            "suite-timeout": "the suite time limit of 60 s",
+            "test-timeout": "the per-test time limit of 20 s",
+        }
+        assert limit[reason] in md
+        # the PR comment is that report's Markdown, under its own key
+        assert any(
+            limit[reason] in body and "`test_locks.py::test_hold`" in body for body in comments.values()
+        )
+    assert "Stopped at a time limit" in _summaries(log)
     assert leftovers(str(out)) == []  # no pytest, worker or postgres of the job is left

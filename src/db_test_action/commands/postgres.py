@@ -16,7 +16,7 @@ from db_test_action.config.settings import resolve
 from db_test_action.errors import EXIT_ENV, EXIT_USAGE, DbTestActionError
 from db_test_action.publish import gha
 from db_test_action.server.info import SUPERUSER, parse_url_driver, parse_url_envs
-from db_test_action.server.install import NO_INSTALL_ENV, ensure_server
+from db_test_action.server.install import NO_INSTALL, ensure_server
 from db_test_action.server.launch import (
     LaunchOptions,
     LocalServer,
@@ -108,7 +108,7 @@ def add_launch_options(parser: argparse.ArgumentParser) -> None:
         "--no-install",
         action="store_true",
         default=None,
-        help=f"never apt-get install the server when it is missing (also {NO_INSTALL_ENV}=1)",
+        help=f"never apt-get install the server when it is missing (also {NO_INSTALL.env}=1)",
     )
     group.add_argument(
         "--data-root",

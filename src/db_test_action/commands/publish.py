@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from db_test_action.commands.files import loads_json
-from db_test_action.config.settings import resolve
+from db_test_action.config.settings import default_text, resolve
 from db_test_action.errors import EXIT_USAGE, DbTestActionError
 from db_test_action.publish.client import RetryPolicy
 from db_test_action.publish.publisher import (
@@ -48,7 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     src.add_argument("--markdown", metavar="FILE", help="post this Markdown instead of rendering the report")
     parser.add_argument(
-        "--key", metavar="KEY", help="one sticky comment per key, e.g. 'unit' (default: tests)"
+        "--key",
+        metavar="KEY",
+        help=f"one sticky comment per key, e.g. 'unit' (default: {default_text('publish', 'key')})",
     )
     parser.add_argument(
         "--comment-mode",
@@ -69,9 +71,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="LOGIN",
         help="whose comments count as ours (default: the token's login, else github-actions[bot])",
     )
-    gh.add_argument("--retries", type=int, metavar="N", help="retries on 5xx/rate limits (default: 4)")
     gh.add_argument(
-        "--max-wait", type=float, metavar="SECONDS", help="cap on total retry waits (default: 120)"
+        "--retries",
+        type=int,
+        metavar="N",
+        help=f"retries on 5xx/rate limits (default: {default_text('publish', 'retries')})",
+    )
+    gh.add_argument(
+        "--max-wait",
+        type=float,
+        metavar="SECONDS",
+        help=f"cap on total retry waits (default: {default_text('publish', 'max-wait')})",
     )
     parser.add_argument(
         "--max-annotations",

@@ -31,6 +31,7 @@ from db_test_action.commands.files import (
     write_output,
 )
 from db_test_action.config.report import resolve_report_config
+from db_test_action.config.settings import default_text
 from db_test_action.errors import EXIT_GATE, EXIT_OK, EXIT_USAGE, DbTestActionError
 from db_test_action.junit.files import expand_paths
 from db_test_action.junit.parse import ParsedFile, _shard_run_from_name
@@ -94,9 +95,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--fail-on",
         metavar="GATES",
-        help="comma list of errors,failures,budgets,flaky (default: errors,failures)",
+        help=f"comma list of errors,failures,budgets,flaky,regressions (default: {default_text('report', 'fail-on')})",
     )
-    parser.add_argument("--title", metavar="T", help="heading of the comment (default: Test results)")
+    parser.add_argument(
+        "--title", metavar="T", help=f"heading of the comment (default: {default_text('report', 'title')})"
+    )
     parser.add_argument(
         "--budget", action="append", metavar="KEY=DURATION", help="e.g. suite=2m, category.encryption=5s"
     )

@@ -21,6 +21,7 @@ from db_test_action.commands.postgres import (
     resolve_launch_settings,
     suite_url_options,
 )
+from db_test_action.config.settings import setting_for
 from db_test_action.config.values import parse_duration
 from db_test_action.errors import EXIT_GATE, EXIT_USAGE, DbTestActionError
 from db_test_action.run.databases import Databases
@@ -221,12 +222,14 @@ def _plugin_env(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
     if args.db_setup and not args.db_per_worker:
         raise DbTestActionError("--db-setup: runs into the per-worker template; add --db-per-worker")
     if args.db_per_worker:
-        env["DB_TEST_ACTION_DB_PER_WORKER"] = "true"
+        env[setting_for("plugin", "db-per-worker").env] = "true"
         if args.db_setup:
-            env["DB_TEST_ACTION_DB_SETUP"] = args.db_setup
+            env[setting_for("plugin", "db-setup").env] = args.db_setup
     names = parse_url_envs(args.db_url_env)
     if names:
-        env["DB_TEST_ACTION_DB_URL_ENV"] = names[0]  # the plugin gives each worker its database there
+        env[setting_for("plugin", "db-url-env").env] = names[
+            0
+        ]  # the plugin gives each worker its database there
     return tuple(env.items())
 
 
@@ -364,8 +367,9 @@ def run(args: argparse.Namespace, planned_workers: int | None = None) -> int:
                 EXIT_USAGE if outcome.exit_code == 4 else EXIT_GATE,
             )
     if code != 0 and not plan.show_output:
-        failing = next(o for _shard, o in outcomes if o.exit_code != 0)
-        say(f"see {failing.junit.with_suffix('.log')} for pytest's output")
+        logs = [str(o.junit.with_suffix(".log")) for _shard, o in outcomes if o.exit_code != 0]
+        more = f" and {len(logs) - 3} more" if len(logs) > 3 else ""
+        say(f"see {', '.join(logs[:3])}{more} for pytest's output of the runs that failed")
     print(f"results: {os.fspath(plan.results_dir)}")
     if code == 0 or args.no_fail:
         return 0

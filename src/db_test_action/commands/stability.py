@@ -38,6 +38,7 @@ from db_test_action.config.settings import (
     DEFAULT_HISTORY_PATH,
     DEFAULT_KEEP_NIGHTS,
     DEFAULT_LABEL,
+    default_text,
     resolve,
     table_keys,
 )
@@ -87,7 +88,7 @@ quarantine list (--quarantine-out) that `pytest --quarantine FILE` reads.
 settings: flag > DB_TEST_ACTION_<FLAG> > [tool.db-test-action.stability] > GITHUB_* > default
 exit codes: 0 ok, 1 a --fail-on gate failed (default: consecutive, with --require-consecutive), 2 bad
 input (broken or missing result files, bad flags; the report is still written), 3 GitHub failed and
---fail-on-publish-error (otherwise a warning). History format: {SCHEMA} (README.md, "History")."""
+--fail-on-publish-error (otherwise a warning). History format: {SCHEMA} (docs/stability.md, "History")."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -124,25 +125,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--commit", metavar="SHA", help="commit tested tonight (default: GITHUB_SHA)")
     s = p.add_argument_group("verdict")
     s.add_argument(
-        "--window", metavar="N", help="nights (tonight included) behind rates and statuses (default: 14)"
+        "--window",
+        metavar="N",
+        help=f"nights (tonight included) behind rates and statuses (default: {default_text('stability', 'window')})",
     )
     s.add_argument(
         "--recover-after",
         metavar="N",
-        help="clean nights before a flaky test counts as recovered (default: 3)",
+        help=f"clean nights before a flaky test counts as recovered (default: {default_text('stability', 'recover-after')})",
     )
     s.add_argument("--require-consecutive", metavar="N", help="the suite's last N runs must all be green")
     s.add_argument(
         "--fail-on",
         metavar="GATES",
-        help="comma list of consecutive, broken, newly-flaky, flaky; or none (default: consecutive)",
+        help=f"comma list of consecutive, broken, newly-flaky, flaky; or none (default: {default_text('stability', 'fail-on')})",
     )
     s.add_argument(
         "--expect-runs",
         metavar="N",
         help="runs tonight should have (a run with no file at all is incomplete)",
     )
-    s.add_argument("--title", metavar="T", help="heading (default: Nightly stability)")
+    s.add_argument("--title", metavar="T", help=f"heading (default: {default_text('stability', 'title')})")
     o = p.add_argument_group("outputs")
     o.add_argument("--markdown", type=Path, metavar="F", help="write the Markdown here")
     o.add_argument("--json", type=Path, metavar="F", help=f"write the JSON here ({SCHEMA} v{SCHEMA_VERSION})")
@@ -154,15 +157,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--tracking-issue", action="store_true", default=None, help="create/update/close the tracking issue"
     )
     g.add_argument("--label", metavar="L", help=f"the tracking issue's label (default: {DEFAULT_LABEL})")
-    g.add_argument("--issue-key", metavar="KEY", help="one tracking issue per key (default: stability)")
     g.add_argument(
-        "--close-after", metavar="M", help="close the issue after M clean nights in a row (default: 3)"
+        "--issue-key",
+        metavar="KEY",
+        help=f"one tracking issue per key (default: {default_text('stability', 'issue-key')})",
+    )
+    g.add_argument(
+        "--close-after",
+        metavar="M",
+        help=f"close the issue after M clean nights in a row (default: {default_text('stability', 'close-after')})",
     )
     g.add_argument("--token", metavar="TOKEN", help="API token (default: GITHUB_TOKEN); never printed")
     g.add_argument("--repository", metavar="OWNER/REPO", help="(default: GITHUB_REPOSITORY)")
     g.add_argument("--api-url", metavar="URL", help="REST base (default: GITHUB_API_URL or api.github.com)")
-    g.add_argument("--retries", metavar="N", help="retries on 5xx/rate limits (default: 4)")
-    g.add_argument("--max-wait", metavar="SECONDS", help="cap on total retry waits (default: 120)")
+    g.add_argument(
+        "--retries",
+        metavar="N",
+        help=f"retries on 5xx/rate limits (default: {default_text('stability', 'retries')})",
+    )
+    g.add_argument(
+        "--max-wait",
+        metavar="SECONDS",
+        help=f"cap on total retry waits (default: {default_text('stability', 'max-wait')})",
+    )
     g.add_argument(
         "--dry-run", action="store_true", default=None, help="read from GitHub, write nothing there"
     )

@@ -181,6 +181,16 @@ def setting_for(command: str, key: str) -> Setting:
     raise KeyError(f"{command}: no setting {key!r}")
 
 
+def default_text(command: str, key: str) -> str:
+    """A setting's default as `--help` shows it, read from the table so help and behaviour cannot differ."""
+    default = setting_for(command, key).default
+    if isinstance(default, tuple):
+        return ",".join(default)
+    if isinstance(default, float) and default.is_integer():
+        return str(int(default))
+    return str(default)
+
+
 def table_keys(command: str, table: str) -> frozenset[str]:
     """The keys `command` reads from [tool.db-test-action] (table "") or one of its sub-tables."""
     return frozenset(s.key for s in settings_for(command) if s.table == table)

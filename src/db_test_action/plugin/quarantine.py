@@ -24,13 +24,12 @@ from pathlib import Path
 
 import pytest
 
-from db_test_action.config.settings import resolve_plugin
+from db_test_action.config.settings import first_source, parse_value, plugin_candidates, setting_for
 from db_test_action.errors import DbTestActionError
 from db_test_action.plugin.sources import ini, option
 
 __all__ = ["pytest_addoption_quarantine", "pytest_configure_quarantine"]
 
-ENV = "DB_TEST_ACTION_QUARANTINE"
 PROPERTY = "quarantined"
 QUARANTINE_HELP = (
     "File of node ids (one per line, '#' comments) whose failures are reported as xfailed instead of "
@@ -69,16 +68,17 @@ def pytest_addoption_quarantine(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(specname="pytest_configure")
 def pytest_configure_quarantine(config: pytest.Config) -> None:
+    setting = setting_for("plugin", "quarantine")
     try:
-        value = resolve_plugin(option(config), ini(config), os.environ, ("quarantine",))["db_quarantine"]
+        found = first_source(plugin_candidates(option(config), ini(config), os.environ, setting))
     except DbTestActionError as exc:
         raise pytest.UsageError(str(exc)) from None
-    from_ini = not config.getoption("db_quarantine", None) and value == config.getini("db_quarantine")
-    source = "db_quarantine" if from_ini else ("--quarantine" if config.getoption("db_quarantine") else ENV)
-    if not value or config.pluginmanager.has_plugin(Quarantine.NAME):
+    if found is None or config.pluginmanager.has_plugin(Quarantine.NAME):
         return
+    source, raw = found  # "--quarantine", "db_quarantine (ini)" or DB_TEST_ACTION_QUARANTINE
+    value = parse_value(setting, raw, source)
     path = Path(value)
-    if not path.is_absolute() and source == "db_quarantine":
+    if not path.is_absolute() and source.endswith("(ini)"):
         path = config.rootpath / path
     try:
         ids = parse_quarantine(path.read_text(encoding="utf-8"))

@@ -381,9 +381,10 @@ def _refine(problem: Problem, dropped: set[str | None], suite_made: set[str]) ->
         ext = _EXTENSION.search(problem.text) or _EXTENSION.search(problem.message)
         if ext:
             name = ext.group(1)
+            extensions = ",".join(dict.fromkeys(("pgcrypto", name)))  # the default set, plus this one
             hint = (
                 f"two workers ran CREATE EXTENSION {name} at once: create it once, before the tests — in the "
-                f"template database with `--extensions pgcrypto,{name}` (db-test-action run/postgres, the "
+                f"template database with `--extensions {extensions}` (db-test-action run/postgres, the "
                 "action's extensions input) — not in a per-test or per-worker fixture"
             )
             return replace(problem, cause=Cause(cause.key, f"Concurrent CREATE EXTENSION {name}", hint, name))

@@ -56,14 +56,35 @@ def clean_tail(text: str, lines: int = _TAIL_LINES) -> str:
     return "\n".join(kept[-lines:])
 
 
+# pytest flags `run` passes for its options, and the plugin that must be in the project's environment.
+PLUGIN_OF_FLAG = {
+    "-n": ("pytest-xdist", "--workers"),
+    "--reruns": ("pytest-rerunfailures", "--reruns"),
+    "--timeout": ("pytest-timeout", "--test-timeout"),
+}
+_UNRECOGNIZED = re.compile(r"unrecognized arguments: (.*)")
+
+
 def crash_reason(output: str) -> str:
-    """The most telling line of a crashed pytest's output, for the one-line error."""
+    """The most telling line of a crashed pytest's output, for the one-line error; a flag pytest did not
+    know names the plugin the project's environment lacks."""
     lines = [line for line in clean_tail(output, 200).splitlines() if line.strip()]
     for pattern in ("error:", "Error", "ERROR"):
         for line in reversed(lines):
             if pattern in line and not line.startswith("===") and "generated xml" not in line:
-                return line.strip()[:300]
+                return (line.strip()[:300] + _missing_plugin(line)).strip()
     return (lines[-1].strip() if lines else "no output")[:300]
+
+
+def _missing_plugin(line: str) -> str:
+    unknown = _UNRECOGNIZED.search(line)
+    flags = {arg.split("=", 1)[0] for arg in unknown.group(1).split()} if unknown else set()
+    needed = [PLUGIN_OF_FLAG[f] for f in PLUGIN_OF_FLAG if f in flags]
+    if not needed:
+        return ""
+    names = " ".join(package for package, _option in needed)
+    options = ", ".join(option for _package, option in needed)
+    return f" (the project's environment lacks {names}, which {options} needs: pip install {names})"
 
 
 def write_manifest(

@@ -415,7 +415,7 @@ def _one_run(
         crash = _check_stopped(plan, run, stopped, output, junit, log)
     else:
         crash = _check_result(plan, run, code, output, junit, log)
-    summary = ", ".join(f"{n} {k}" for k, n in counts) or "no tests reported"
+    summary = _summary(counts) or "no tests reported"
     state = (
         "stopped at --timeout" if timed_out else PYTEST_EXIT.get(code, "signal" if code < 0 else "crashed")
     )
@@ -465,8 +465,13 @@ def _count(progress_file: Path) -> tuple[tuple[str, int], ...]:
     return tuple((k, counts[k]) for k in order if counts.get(k))
 
 
+def _summary(counts: tuple[tuple[str, int], ...]) -> str:
+    """As pytest words its own summary line: "3 passed, 1 failed, 2 errors"."""
+    return ", ".join(f"{n} {k}{'s' if k == 'error' and n != 1 else ''}" for k, n in counts)
+
+
 def _draw(out: IO[str], label: str, counts: tuple[tuple[str, int], ...], elapsed_s: float) -> None:
-    summary = ", ".join(f"{n} {k}" for k, n in counts) or "starting"
+    summary = _summary(counts) or "starting"
     out.write(f"\r\x1b[K{label}: {summary} ({elapsed_s:.0f}s)")
     out.flush()
 

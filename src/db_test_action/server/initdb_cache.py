@@ -32,11 +32,11 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from db_test_action.config.values import FALSE
 from db_test_action.server.procs import die_with_parent
 from db_test_action.server.reaper import is_private
 
 CACHE_ENV = "DB_TEST_ACTION_INITDB_CACHE"
-_OFF = ("", "0", "off", "false", "no")
 
 
 def cache_dir(env: Mapping[str, str] | None = None) -> Path | None:
@@ -44,7 +44,7 @@ def cache_dir(env: Mapping[str, str] | None = None) -> Path | None:
     env = os.environ if env is None else env
     value = env.get(CACHE_ENV)
     if value is not None:
-        return None if value.strip().lower() in _OFF else Path(value)
+        return None if value.strip().lower() in FALSE else Path(value)
     base = env.get("XDG_CACHE_HOME")
     if not base:
         try:

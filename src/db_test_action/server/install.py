@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from db_test_action.config.settings import first_given, setting_for
 from db_test_action.errors import EXIT_ENV, DbTestActionError
 from db_test_action.server.binaries import find_bin_dir
 
@@ -30,7 +31,7 @@ PGDG_KEY_URL = "https://www.postgresql.org/media/keys/ACCC4CF8.asc"
 PGDG_KEY = "/usr/share/postgresql-common/pgdg/apt.postgresql.org.asc"
 PGDG_LIST = "/etc/apt/sources.list.d/pgdg.list"
 PGDG_URL = "https://apt.postgresql.org/pub/repos/apt"
-NO_INSTALL_ENV = "DB_TEST_ACTION_NO_INSTALL"
+NO_INSTALL = setting_for("postgres", "no-install")
 ALTERNATIVE = "or give database-url (--database-url) with a `services: postgres` container of that version"
 
 Say = Callable[[str], None]
@@ -162,7 +163,9 @@ def _install(
 
 
 def install_refused(env: Mapping[str, str], no_install: bool) -> bool:
-    return no_install or env.get(NO_INSTALL_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    """`--no-install`, or DB_TEST_ACTION_NO_INSTALL read by the one resolver (a bad value is an error, not
+    a silent "no"): the plugin and `run` reach the server without a command's resolved settings."""
+    return no_install or first_given(NO_INSTALL, ((NO_INSTALL.env, env.get(NO_INSTALL.env)),))
 
 
 def ensure_server(
@@ -184,7 +187,7 @@ def ensure_server(
         if install_refused(env, no_install):
             what, _, fix = str(missing).removeprefix("postgres: ").partition("; ")
             raise DbTestActionError(
-                f"postgres: {what}, and installing is refused (--no-install / {NO_INSTALL_ENV}=1); "
+                f"postgres: {what}, and installing is refused (--no-install / {NO_INSTALL.env}=1); "
                 f"{fix or 'install postgresql and postgresql-contrib'}, or allow the install",
                 EXIT_ENV,
             ) from None
