@@ -12,7 +12,9 @@ Profiles: `ci` (default, short) and `long` (by hand: `HYPOTHESIS_PROFILE=long py
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import random
@@ -27,6 +29,7 @@ from hypothesis import strategies as st
 
 from db_test_action.cli import build_parser
 from db_test_action.commands import report as report_cmd
+from db_test_action.commands import stability as stability_cmd
 from db_test_action.commands.files import load_table, read_json
 from db_test_action.commands.publish import read_event
 from db_test_action.config.report import resolve_report_config
@@ -55,14 +58,15 @@ HOSTILE_JSON = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(2**70), max_value=2**70),
-    st.sampled_from([float("nan"), float("inf"), float("-inf"), -1.0, 1e308, -0.0]),
+    st.sampled_from([float("nan"), float("inf"), float("-inf"), -1.0, 1e308, 1e307, -0.0]),
+    st.sampled_from([10**20, 2**63, 2**64, 10**300, 10**9 + 1]),  # past int64, float and count limits
     st.text(max_size=30),
     st.sampled_from(["", "nan", "1e999", "-1", "\u202e", "\x1b[31m", "9" * 50]),
     st.lists(st.integers(), max_size=3),
     st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
 )
 HOSTILE_TOKENS = [
-    b"nan", b"NaN", b"Infinity", b"1e999", b"-1", b"null", b"[]", b"{}", b'"x"', b"\xff\xfe", b"\x00",
+    b"nan", b"NaN", b"Infinity", b"1e999", b"1e308", b"-1", b"null", b"[]", b"{}", b'"x"', b"\xff\xfe", b"\x00",
     b"[" * 2000, b"9" * 5000, b'"' + b"x" * 200_000 + b'"', b"\n", b",", b"\r", "\u202e".encode(),
 ]  # fmt: skip
 
@@ -352,7 +356,7 @@ HISTORY = _history_seed()
 
 
 @given(data=st.data())
-def test_fuzz_history_is_nights_or_a_one_line_error(data: st.DataObject) -> None:
+def test_fuzz_history_is_nights_or_a_one_line_error(workdir: Path, data: st.DataObject) -> None:
     if data.draw(st.booleans()):
         lines = HISTORY.splitlines()
         index = data.draw(st.integers(0, len(lines) - 1))
@@ -364,6 +368,26 @@ def test_fuzz_history_is_nights_or_a_one_line_error(data: st.DataObject) -> None
         parse_history(text, "history.jsonl")
     except DbTestActionError as exc:
         assert _tolerated(exc) and "\n" not in str(exc)
+    _run_stability(workdir, text)
+
+
+def _run_stability(workdir: Path, history: str) -> None:
+    """The stability command, in process, on a passing night and this history: exit 0/1/2, tonight's
+    outputs written, never an exception (an unreadable history is a problem, kept as it is)."""
+    results = _fresh_results(workdir)
+    (results / "shard-1-run-1.xml").write_bytes(PASSING)
+    path = workdir / "history.jsonl"
+    path.write_text(history, encoding="utf-8")
+    outputs = (workdir / "s.md", workdir / "s.json")
+    for out in outputs:
+        out.unlink(missing_ok=True)
+    argv = ["stability", str(results), "--config", str(EMPTY_CONFIG), "--history", str(path),
+            "--night", "2026-11-09", "--markdown", str(outputs[0]), "--json", str(outputs[1])]  # fmt: skip
+    args = build_parser(load=("stability",)).parse_args(argv)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = stability_cmd.run(args, env={}, cwd=workdir)
+    assert code in (0, 1, 2)
+    assert all(out.exists() for out in outputs)
 
 
 def test_seeds_are_valid_inputs(workdir: Path) -> None:
@@ -381,3 +405,29 @@ def test_manifest_capacity_must_be_a_plain_count(key: str, value: object) -> Non
     """The doctor multiplies these: a bool, a string or an absurd count makes the manifest invalid."""
     with pytest.raises(DbTestActionError, match=r"^m: not a runner manifest"):
         validate_manifest({**MANIFEST, key: value}, "m")
+
+
+@pytest.mark.parametrize("shard", [0, -3, 3, True, 10**29, "1"])
+def test_a_planned_test_must_name_a_shard_of_the_manifest(shard: object) -> None:
+    """A test planned into a shard that does not exist could never report: the manifest is invalid."""
+    tests = {"tests/test_ok.py::test_a": 1, "tests/test_ok.py::test_b": shard}
+    with pytest.raises(DbTestActionError, match=r"^m: not a runner manifest"):
+        validate_manifest({**MANIFEST, "tests": tests}, "m")
+
+
+@pytest.mark.parametrize("count", [10**20, 10**300, 2**64], ids=["1e20", "1e300", "2^64"])
+@pytest.mark.parametrize("field", ["clean", "odd"])
+def test_absurd_counts_in_the_history_are_a_problem_not_a_crash(
+    workdir: Path, field: str, count: int
+) -> None:
+    """Counts past int64 (orjson) or float (the Wilson interval) ranges: the history is refused, named."""
+    lines = HISTORY.splitlines()
+    night = json.loads(lines[1])
+    if field == "clean":
+        night["clean"][0] = count
+    else:
+        night["odd"][0][1] = count
+    lines[1] = json.dumps(night)
+    with pytest.raises(DbTestActionError, match="counts must be 6 whole numbers from 0 to"):
+        parse_history("\n".join(lines), "history.jsonl")
+    _run_stability(workdir, "\n".join(lines))

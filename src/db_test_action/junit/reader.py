@@ -176,7 +176,7 @@ class JUnitReader:
                     except ValueError:
                         duration = -1.0
                     if (
-                        prefix is None or line_no == -1 or not 0.0 <= duration < math.inf
+                        prefix is None or line_no == -1 or not 0.0 <= duration <= MAX_SECONDS
                         or len(elem) or self.inherited
                     ):  # fmt: skip
                         self.index = index
@@ -239,7 +239,7 @@ class JUnitReader:
     def _duration(self, value: str | None, where: str) -> float:
         seconds = _float(value)
         if seconds < 0.0:
-            self._absurd(where, "time", value, "not a finite, non-negative number of seconds (read as 0)")
+            self._absurd(where, "time", value, "not a number of seconds from 0 to 1e7 (read as 0)")
             return 0.0
         return seconds
 
@@ -380,8 +380,8 @@ def _time(value: str | None) -> float | None:
 
 
 def _float(value: str | None) -> float:
-    """A duration (`1,234.5` is read as 1234.5; missing is 0); -1.0 when negative, NaN, infinite (`1e400`)
-    or unreadable: no duration a report can add up, and the reader names it."""
+    """A duration (`1,234.5` is read as 1234.5; missing is 0); -1.0 when negative, NaN, infinite (`1e400`),
+    absurd (over MAX_SECONDS) or unreadable: no duration a report can add up, and the reader names it."""
     try:
         seconds = float(value or 0)
     except ValueError:
@@ -389,4 +389,7 @@ def _float(value: str | None) -> float:
             seconds = float(value.replace(",", ""))  # type: ignore[union-attr]
         except ValueError:
             return -1.0
-    return seconds if 0.0 <= seconds < math.inf else -1.0  # NaN fails the comparison
+    return seconds if 0.0 <= seconds <= MAX_SECONDS else -1.0  # NaN fails the comparison
+
+
+MAX_SECONDS = 1e7  # ~4 months: no test or suite runs longer; larger times (1e308) would sum to infinity

@@ -13,12 +13,11 @@ silently; other bad lines are counted as one problem per file, never an exceptio
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from db_test_action.junit.parse import ParsedFile, _shard_run_from_name
-from db_test_action.junit.reader import OccurrenceRow
+from db_test_action.junit.reader import MAX_SECONDS, OccurrenceRow
 from db_test_action.model import Outcome, ParseProblem, Phase, ResultFile
 
 UNFINISHED = "did not finish: pytest was stopped while it ran"
@@ -171,7 +170,7 @@ def _row(record: dict, name: str, shard: int | None, run: int | None, worker: st
         line=line if isinstance(line, int) and not isinstance(line, bool) and line > 0 else None,
         outcome=outcome,
         phase=phase if outcome not in (Outcome.PASSED, Outcome.SKIPPED, Outcome.XFAILED) else None,
-        duration_s=_number(record.get("duration")),
+        duration_s=_number(record.get("duration"), MAX_SECONDS),
         message=_text(record.get("message"), 500),
         text=_text(record.get("text"), _TEXT_LIMIT),
         source=name,
@@ -189,8 +188,10 @@ def _text(value: object, limit: int) -> str:
     return value[:limit] if isinstance(value, str) else ""
 
 
-def _number(value: object) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+def _number(value: object, maximum: float = 1e12) -> float:
+    """A time (epoch seconds, or a duration with `maximum=MAX_SECONDS`); 0.0 for anything absurd, so sums
+    stay finite."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= maximum:
         return float(value)
     return 0.0
 

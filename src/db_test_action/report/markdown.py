@@ -104,6 +104,8 @@ def short_message(message: str) -> str:
 
 
 def duration(seconds: float) -> str:
+    if not 0 <= seconds < 1e12:  # the reader refuses absurd times; a sum or a base report must not crash us
+        return "?" if seconds != seconds else ("∞" if seconds > 0 else f"{seconds:g}s")
     if seconds < 10:
         return f"{seconds:.2f}s" if seconds < 1 else f"{seconds:.1f}s"
     if seconds < 60:

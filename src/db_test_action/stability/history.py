@@ -177,9 +177,16 @@ def _index(value: Any, ids: tuple[str, ...]) -> int:
     return value
 
 
+MAX_COUNT = 10**9  # runs of one test in one night: far above any real night, far below float and int64 limits
+
+
 def _counts(values: Any) -> TestCounts:
-    if not isinstance(values, list) or len(values) != 6 or not all(type(v) is int and v >= 0 for v in values):
-        raise ValueError(f"counts must be 6 whole numbers, got {values!r}")
+    if (
+        not isinstance(values, list)
+        or len(values) != 6
+        or not all(type(v) is int and 0 <= v <= MAX_COUNT for v in values)
+    ):
+        raise ValueError(f"counts must be 6 whole numbers from 0 to {MAX_COUNT:,}, got {str(values)[:80]}")
     return TestCounts(*values)
 
 
