@@ -6,6 +6,7 @@ annotations show is decided here, so they cannot disagree.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
@@ -466,9 +467,10 @@ def check_manifest(
     for test, shard in planned.items():
         if test not in test_ids:
             lost.setdefault(shard, []).append(test)
+    per_shard = Counter(planned.values())  # once: linear in the tests, whatever the number of shards
     for shard in sorted(lost):
         tests = lost[shard]
-        of = sum(1 for s in planned.values() if s == shard)
+        of = per_shard[shard]
         more = f" and {len(tests) - 3} more" if len(tests) > 3 else ""
         problems.append(
             ParseProblem(
@@ -490,7 +492,7 @@ def validate_manifest(data: object, where: str) -> Mapping[str, Any]:
         or not isinstance(data.get("repeat", 1), int)
         or not 1 <= data.get("repeat", 1) <= 10_000
         or data["shards"] > 10_000
-        or not all(isinstance(v, int) for v in data.get("tests", {}).values())
+        or not all(type(v) is int and 1 <= v <= data["shards"] for v in data.get("tests", {}).values())
         or not all(_count_or_none(data.get(k)) for k in ("max_connections", "workers"))
     ):
         raise DbTestActionError(
