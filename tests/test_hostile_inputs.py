@@ -13,6 +13,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -265,9 +266,10 @@ def _publish(
     return code, out.getvalue(), err.getvalue()
 
 
-def test_a_trickling_server_cannot_hang_publish(tmp_path):
-    """A raw socket server on 127.0.0.1 answers one byte every 0.2 s, forever: each read succeeds well
-    within the socket timeout, so only an overall deadline ends it."""
+@contextlib.contextmanager
+def trickling_server() -> Iterator[str]:
+    """A raw socket server on 127.0.0.1 that answers one byte every 0.2 s, forever: each read succeeds well
+    within any socket timeout, so only an overall deadline ends a client. Yields its base URL."""
     stop = threading.Event()
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -292,16 +294,43 @@ def test_a_trickling_server_cannot_hang_publish(tmp_path):
     thread = threading.Thread(target=trickle, daemon=True)
     thread.start()
     try:
-        started = time.monotonic()
-        code, _out, err = _publish(f"http://127.0.0.1:{server.getsockname()[1]}", "t0k3n", tmp_path)
-        elapsed = time.monotonic() - started
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
     finally:
         stop.set()
         thread.join(timeout=10)
         server.close()
+
+
+def test_a_trickling_server_cannot_hang_publish(tmp_path):
+    with trickling_server() as url:
+        started = time.monotonic()
+        code, _out, err = _publish(url, "t0k3n", tmp_path)
+        elapsed = time.monotonic() - started
     assert code == EXIT_OK and elapsed < 15, (elapsed, err)
     assert "no answer within --max-wait 3s" in err
     assert (tmp_path / "summary.md").read_text() == PUB.markdown  # written before any network
+
+
+def test_a_trickling_server_cannot_hang_the_nightly_stability_job(cli, cli_env, tmp_path):
+    """Every GitHub call of `stability` (history branch, tracking issue) shares one --max-wait deadline;
+    tonight's outputs are written regardless."""
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "shard-1-run-1.xml").write_text(
+        '<testsuite name="pytest"><testcase classname="tests.test_a" name="test_ok" time="0.1"/></testsuite>'
+    )
+    with trickling_server() as url:
+        started = time.monotonic()
+        done = subprocess.run(
+            [*cli, "stability", str(results), "--history-branch", "db-test-action-history", "--tracking-issue",
+             "--repository", "o/r", "--token", "t0k3n", "--api-url", url, "--max-wait", "3",
+             "--json", str(tmp_path / "s.json"), "--markdown", str(tmp_path / "s.md")],
+            env=cli_env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        elapsed = time.monotonic() - started
+    assert done.returncode == EXIT_OK and elapsed < 30, (elapsed, done.stderr)
+    assert "no answer within --max-wait 3s (all of tonight's GitHub calls together)" in done.stderr
+    assert (tmp_path / "s.json").is_file() and (tmp_path / "s.md").is_file()
 
 
 @pytest.fixture

@@ -13,10 +13,11 @@ import argparse
 import dataclasses
 import os
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -64,6 +65,8 @@ from db_test_action.stability.render import (
 if TYPE_CHECKING:
     from db_test_action.publish.client import Retrier
     from db_test_action.publish.tracking import BranchFile, TrackingSettings
+
+T = TypeVar("T")
 
 
 def _github_modules() -> tuple[Any, Any]:
@@ -263,8 +266,11 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, cwd: Pat
     if branch and github is not None:
         client, tracking = _github_modules()
         try:
-            branch_file = tracking.load_branch_file(
-                github.gh, github.retrier, github.repository, branch, branch_path
+            branch_file = github.within(
+                lambda: tracking.load_branch_file(
+                    github.gh, github.retrier, github.repository, branch, branch_path
+                ),
+                "read the history branch",
             )
             can_write_branch = True
             if branch_file is not None:
@@ -323,8 +329,16 @@ def fetch_history_artifact(github: _GitHub, name: str, history_file: str | None)
 
     client, _tracking = _github_modules()
     try:
-        found = fetch_history(
-            github.gh, github.retrier, github.repository, name, github.settings.token, Path(history_file).name
+        found = github.within(
+            lambda: fetch_history(
+                github.gh,
+                github.retrier,
+                github.repository,
+                name,
+                github.settings.token,
+                Path(history_file).name,
+            ),
+            "fetch the history artifact",
         )
     except client.PublishError as exc:
         raise DbTestActionError(
@@ -362,6 +376,7 @@ class _GitHub:
     retrier: Retrier
     is_dry_run: bool
     gh: Any
+    deadline: float  # time.monotonic() by which every GitHub call of tonight is done (--max-wait)
     failed: bool = False
 
     @classmethod
@@ -383,8 +398,21 @@ class _GitHub:
             close_after=st["close_after"],
             retry=client.RetryPolicy(retries=st["retries"], max_wait_s=st["max_wait"]),
         )
-        gh = client.connect(settings.token, settings.api_url)
-        return cls(settings, client.Retrier(settings.retry, log=_io), is_dry_run, gh)
+        # Per-request socket timeouts inside one overall deadline: a server that trickles bytes cannot
+        # hold the night's job past --max-wait (connecting, reading and retry sleeps together).
+        gh = client.connect(settings.token, settings.api_url, timeout_s=max(1, min(30, int(st["max_wait"]))))
+        deadline = time.monotonic() + st["max_wait"]
+        return cls(settings, client.Retrier(settings.retry, log=_io), is_dry_run, gh, deadline)
+
+    def within(self, work: Callable[[], T], what: str) -> T:
+        """`work` (GitHub calls) in the time left of the overall deadline; PublishError when it runs out."""
+        client, _tracking = _github_modules()
+        return client.within_deadline(
+            work,
+            max(self.deadline - time.monotonic(), 0.0),
+            f"github: {what}: no answer within --max-wait {self.settings.retry.max_wait_s:g}s "
+            "(all of tonight's GitHub calls together)",
+        )
 
     @property
     def repository(self) -> str:
@@ -398,9 +426,12 @@ class _GitHub:
             return
         client, tracking = _github_modules()
         try:
-            sha = tracking.save_branch_file(
-                self.gh, self.retrier, self.repository, branch, path, text, previous,
-                f"db-test-action: stability history, night {label}", log=_io,
+            sha = self.within(
+                lambda: tracking.save_branch_file(
+                    self.gh, self.retrier, self.repository, branch, path, text, previous,
+                    f"db-test-action: stability history, night {label}", log=_io,
+                ),
+                "write the history branch",
             )  # fmt: skip
             _io(f"history written to {self.repository}@{branch}:{path} ({sha[:12]})")
         except client.PublishError as exc:
@@ -417,9 +448,12 @@ class _GitHub:
             return
         client, tracking = _github_modules()
         try:
-            result = tracking.update_tracking_issue(
-                self.settings, self.retrier, title=title, markdown=markdown, night=report.night,
-                clean_nights=report.clean_nights, is_clean_tonight=is_clean_tonight, gh=self.gh,
+            result = self.within(
+                lambda: tracking.update_tracking_issue(
+                    self.settings, self.retrier, title=title, markdown=markdown, night=report.night,
+                    clean_nights=report.clean_nights, is_clean_tonight=is_clean_tonight, gh=self.gh,
+                ),
+                "update the tracking issue",
             )  # fmt: skip
         except client.PublishError as exc:
             self.failed = True

@@ -157,7 +157,7 @@ class Retrier:
                 attempt += 1
 
 
-def within_deadline(work: Callable[[], int], deadline_s: float, message: str) -> int:
+def within_deadline(work: Callable[[], T], deadline_s: float, message: str) -> T:
     """Run `work` with one overall wall-clock deadline, including time spent inside requests.
 
     Why a thread: socket timeouts bound each read, not a server that trickles one byte at a time, and a
@@ -180,7 +180,7 @@ def within_deadline(work: Callable[[], int], deadline_s: float, message: str) ->
     ok, value = box[0]
     if not ok:
         raise value
-    return int(value)
+    return value
 
 
 def connect(token: str, api_url: str, timeout_s: int = 30) -> Github:
