@@ -120,3 +120,12 @@ def test_retry_delay_rules() -> None:
     assert retry_delay_s(secondary, 0, policy, 0.0) == 60.0
     hinted = GithubException(429, {"message": "x"}, {"retry-after": "3"})
     assert retry_delay_s(hinted, 0, policy, 0.0) == 3.0
+
+
+def test_annotation_lines_carry_no_terminal_escapes_or_bidi_controls() -> None:
+    """A fork's test name or message must not recolour the job log or reorder what a reviewer reads."""
+    name = "tests/\u202ex.py"
+    message = "test_\u202eevil\u2066\u200f\u061c \x9b31mred\x1b[0m \x85end"
+    [line] = annotation_lines([Annotation(Level.ERROR, "t\u202e", message, file=name, line=1)])
+    assert line.isprintable() and not any(c in line for c in "\u202e\u2066\u200f\u061c\x9b\x1b\x85")
+    assert "[U+202E]" in line and "end" in line

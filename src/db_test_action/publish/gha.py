@@ -59,10 +59,13 @@ def escape_property(value: str) -> str:
 
 
 def workflow_command(name: str, message: str, **props: str | int | None) -> str:
-    """Format `::name k=v,…::message` with GitHub's escaping rules."""
-    parts = [f"{k}={escape_property(str(v))}" for k, v in props.items() if v is not None and v != ""]
+    """Format `::name k=v,…::message` with GitHub's escaping rules; the text comes from artifacts, so
+    terminal escapes and bidi controls are neutralized first, as everywhere else we print."""
+    parts = [
+        f"{k}={escape_property(neutralize(str(v)))}" for k, v in props.items() if v is not None and v != ""
+    ]
     head = f"::{name} {','.join(parts)}" if parts else f"::{name}"
-    return f"{head}::{escape_data(message)}"
+    return f"{head}::{escape_data(neutralize(message))}"
 
 
 def summary_path(env: Mapping[str, str] | None = None) -> Path | None:
