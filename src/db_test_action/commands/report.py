@@ -51,8 +51,8 @@ reruns and repeats per test, classify failures by root cause, check time budgets
 Markdown comment, a JSON report and a console summary.
 
 settings: flag > DB_TEST_ACTION_* env > [tool.db-test-action] in pyproject.toml (or --config) > default
-exit codes: 0 ok, 1 a --fail-on gate failed (or no tests), 2 bad input (broken/missing result files,
-bad flags or config; the report is still written)"""
+exit codes: 0 ok, 1 a --fail-on gate failed (or no tests), 2 bad input (broken/missing result files:
+the report is still written and names them; or bad flags or config)"""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
