@@ -74,9 +74,11 @@ def _server_up(root: Path) -> bool:
 
 
 STAGES = {"initdb": _initdb_running, "server-up": _server_up}
+# What a CI runner, a terminal and an OOM killer send; SIGKILL leaves the cleanup to the reaper.
+SIGNALS = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGKILL]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda sig: sig.name)
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_signal_during_detached_start_leaves_nothing(cli, cli_env, data_root, tmp_path, stage, sig) -> None:
     state = tmp_path / "state.json"
@@ -100,26 +102,34 @@ def test_signal_during_detached_start_leaves_nothing(cli, cli_env, data_root, tm
     assert not state.exists()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-def test_signal_to_postgres_exec_leaves_nothing(cli, cli_env, data_root, tmp_path, sig) -> None:
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda sig: sig.name)
+@pytest.mark.parametrize("stage", ["initdb", "command"])
+def test_signal_to_postgres_exec_leaves_nothing(cli, cli_env, data_root, tmp_path, stage, sig) -> None:
     marker = tmp_path / "started"
     pidfile = tmp_path / "cmd.pid"
+    env = {**cli_env, CACHE_ENV: "0"} if stage == "initdb" else cli_env
     proc = subprocess.Popen(
         [*cli, "postgres", "--data-root", str(data_root), "--", "sh", "-c",
          f"echo $$ > {pidfile}; touch {marker}; exec sleep 120"],
-        env=cli_env, stderr=subprocess.DEVNULL,
+        env=env, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        _wait_for(marker.exists, what="command started")
-        assert _procs_under(data_root), "server not seen while the command ran"
+        if stage == "initdb":
+            _wait_for(lambda: _initdb_running(data_root) or proc.poll() is not None, what="initdb")
+        else:
+            _wait_for(marker.exists, what="command started")
+            assert _procs_under(data_root), "server not seen while the command ran"
         proc.send_signal(sig)
         proc.wait(timeout=TIMEOUT_S)
     finally:
         proc.kill()
         proc.wait()
     _assert_nothing_left(data_root)
-    cmd_pid = int(pidfile.read_text())
-    _wait_for(lambda: not pid_alive(cmd_pid), what="CMD ended with its owner")
+    if pidfile.exists():
+        cmd_pid = int(pidfile.read_text())
+        _wait_for(lambda: not pid_alive(cmd_pid), what="CMD ended with its owner")
+    else:
+        assert stage == "initdb"  # stopped before CMD ever ran
 
 
 SLOW_SUITE = """
@@ -130,20 +140,24 @@ def test_slow():
 """
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-def test_signal_to_run_leaves_nothing(cli, cli_env, data_root, tmp_path, sig) -> None:
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda sig: sig.name)
+@pytest.mark.parametrize("stage", ["initdb", "test"])
+def test_signal_to_run_leaves_nothing(cli, cli_env, data_root, tmp_path, stage, sig) -> None:
     suite = tmp_path / "suite"
     suite.mkdir()
     (suite / "test_slow.py").write_text(SLOW_SUITE)
     marker = tmp_path / "in-test"
+    env = {**cli_env, "MARKER": str(marker), **({CACHE_ENV: "0"} if stage == "initdb" else {})}
     proc = subprocess.Popen(
         [*cli, "run", "--data-root", str(data_root), "--results-dir", str(tmp_path / "results"),
          "--", str(suite), "-p", "no:cacheprovider"],
-        env={**cli_env, "MARKER": str(marker)}, cwd=tmp_path, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        _wait_for(marker.exists, what="test started")
+        if stage == "initdb":
+            _wait_for(lambda: _initdb_running(data_root) or proc.poll() is not None, what="initdb")
+        else:
+            _wait_for(marker.exists, what="test started")
         proc.send_signal(sig)
         proc.wait(timeout=TIMEOUT_S)
     finally:
