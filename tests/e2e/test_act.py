@@ -39,7 +39,16 @@ def _outputs(path: Path) -> dict[str, str]:
 
 
 def _summaries(log: str) -> str:
-    return "\n".join(line for line in log.splitlines() if "Summary - " in line)
+    """The job summaries act printed: each a "Summary - " line and the lines up to act's next "[job]" line."""
+    kept, inside = [], False
+    for line in log.splitlines():
+        if "Summary - " in line:
+            inside = True
+        elif line.startswith("["):
+            inside = False
+        if inside:
+            kept.append(line)
+    return "\n".join(kept)
 
 
 def test_action_on_the_fragile_and_robust_examples(tmp_path: Path) -> None:
@@ -236,8 +245,9 @@ def test_action_stops_a_hung_suite_at_its_timeout_and_still_reports(
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Job failed" in log, log[-4000:]
     assert _outputs(out / "outputs.txt") == {"outcome": "failure", "per-test": "failure"}
-    comments = {c["body"].split("\n", 1)[0]: c["body"] for c in fake.comments.get(7, [])}
-    assert len(comments) == 2, fake.log  # one sticky comment per key
+    comments = {key: c["body"] for c in fake.comments.get(7, []) for key in ("suite-limit", "test-limit")
+                if f"<!-- db-test-action:{key} -->" in c["body"]}  # fmt: skip
+    assert len(comments) == 2 == len(fake.comments[7]), fake.log  # one sticky comment per key
     for folder, reason in (("suite-limit", "suite-timeout"), ("test-limit", "test-timeout")):
         results = out / folder
         names = {p.name for p in results.iterdir()}
@@ -254,15 +264,12 @@ def test_action_stops_a_hung_suite_at_its_timeout_and_still_reports(
         assert wait["statement"] == "UPDATE accounts SET balance = balance - 1 WHERE id = 1"
         md = (results / "report.md").read_text()
         assert "waits for a row lock held by `test_locks.py::test_hold`" in md
-        # the PR comment is that very Markdown
+        # the report and the PR comment under its own key name the limit, the waiter and the holder
         limit = {
             "suite-timeout": "the suite time limit of 60 s",
             "test-timeout": "the per-test time limit of 20 s",
         }
         assert limit[reason] in md
-        # the PR comment is that report's Markdown, under its own key
-        assert any(
-            limit[reason] in body and "`test_locks.py::test_hold`" in body for body in comments.values()
-        )
-    assert "Stopped at a time limit" in _summaries(log)
+        assert limit[reason] in comments[folder] and "`test_locks.py::test_hold`" in comments[folder]
+    assert _summaries(log).count("**Stopped at a time limit**") == 2  # each step's job summary
     assert leftovers(str(out)) == []  # no pytest, worker or postgres of the job is left
