@@ -35,14 +35,10 @@ from db_test_action.config.settings import default_text
 from db_test_action.errors import EXIT_GATE, EXIT_OK, EXIT_USAGE, DbTestActionError
 from db_test_action.junit.files import expand_paths
 from db_test_action.junit.parse import ParsedFile, _shard_run_from_name
-from db_test_action.junit.stream import merge_stream, parse_stream
 from db_test_action.model import Hang, ParseProblem, Report
 from db_test_action.publish import gha
 from db_test_action.report.build import build_report, validate_manifest
 from db_test_action.report.codec import report_from_dict, report_json_chunks
-from db_test_action.report.evidence import parse_server_log
-from db_test_action.report.hangs import find_hangs, parse_snapshots, why_unfinished
-from db_test_action.report.junit_out import merged_junit_chunks
 from db_test_action.report.render import render_console, render_markdown
 
 HELP = """\
@@ -119,6 +115,8 @@ def run(args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path |
     report, all_tests = build_from_args(args, env, cwd)
     write_outputs(report, args)
     if args.junit_out:
+        from db_test_action.report.junit_out import merged_junit_chunks
+
         chunks = (chunk.encode("utf-8") for chunk in merged_junit_chunks(all_tests or (), report.categories))
         write_chunks(args.junit_out, chunks, "--junit-out")
     sys.stdout.write(gha.console(render_console(report)))
@@ -170,6 +168,8 @@ def build_from_args(
         streamed = {Path(p.info.path).parent.resolve() for p in parsed if p.info.path.endswith(".jsonl")}
         missing = (*(m for m in missing if Path(m.file).resolve() not in streamed), *hang_problems)
         server_logs, server_problems = [], []
+        if log_paths:
+            from db_test_action.report.evidence import parse_server_log
         for log in log_paths:
             name = display_path(log, cwd)
             try:
@@ -218,6 +218,12 @@ def read_streams_and_hangs(
     left out of its JUnit file; the runner's snapshots (`*.hang.json`) say what the hung tests waited on."""
     stream_paths = sorted({p.resolve() for d in dirs for p in d.rglob("shard-*-run-*.jsonl")})
     hang_paths = sorted({p.resolve() for d in dirs for p in d.rglob("shard-*-run-*.hang.json")})
+    if not stream_paths and not hang_paths:
+        return parsed, (), ()  # JUnit only (not a run of ours, or an old one): nothing to merge
+    # The stream and snapshot readers load only for a run that left such files.
+    from db_test_action.junit.stream import merge_stream, parse_stream
+    from db_test_action.report.hangs import find_hangs, parse_snapshots, why_unfinished
+
     hang_runs = {_shard_run_from_name(p.name) for p in hang_paths}
     complete = {(p.info.shard, p.info.run) for p in parsed if _is_complete(p)}
     streams, problems = [], []

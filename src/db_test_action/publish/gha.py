@@ -7,7 +7,6 @@ delimiters in env files) is done once, correctly, and nowhere else writes them.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,7 +18,7 @@ def _append_pairs(path: str, values: Mapping[str, str]) -> None:
         for key, value in values.items():
             if "\n" in value or "\r" in value:
                 # Multi-line values need the heredoc form with a delimiter that cannot occur in the value.
-                delim = f"ghadelim_{secrets.token_hex(8)}"
+                delim = f"ghadelim_{_token()}"
                 fh.write(f"{key}<<{delim}\n{value}\n{delim}\n")
             else:
                 fh.write(f"{key}={value}\n")
@@ -111,7 +110,7 @@ def append_summary(markdown: str, env: Mapping[str, str] | None = None) -> Path 
 
 def stop_commands(text: str) -> str:
     """Wrap untrusted text so the runner does not execute `::…::` lines inside it (e.g. in a test name)."""
-    token = f"dbta-{secrets.token_hex(8)}"
+    token = f"dbta-{_token()}"
     return f"::stop-commands::{token}\n{text.rstrip(chr(10))}\n::{token}::"
 
 
@@ -134,3 +133,11 @@ def annotation(
         half = ANNOTATION_MESSAGE_MAX_CHARS // 2
         message = f"{message[:half]}\n…\n{message[-half:]}"
     return workflow_command(level, message, file=file, line=line, title=title)
+
+
+def _token() -> str:
+    """A delimiter no artifact can predict. `secrets` is imported here: it pulls in hashlib and hmac,
+    ~5 ms that a report without GitHub output should not pay at startup."""
+    import secrets
+
+    return secrets.token_hex(8)

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from db_test_action.config.report import ReportConfig
 from db_test_action.errors import DbTestActionError
@@ -41,15 +41,12 @@ from db_test_action.report.budgets import (
     with_category_budgets,
 )
 from db_test_action.report.classify import category_for, classify_failure, default_category, group_causes
-from db_test_action.report.collisions import Evidence, created_relations, find_collisions, refine_causes
-from db_test_action.report.doctor import diagnose
-from db_test_action.report.evidence import (
-    ServerEvent,
-    TestWindow,
-    attribute_events,
-    foreign_databases,
-    to_record,
-)
+
+if TYPE_CHECKING:
+    from db_test_action.report.evidence import ServerEvent, TestWindow
+
+# The server-evidence stages (evidence, collisions, doctor) are imported where they are used: a report
+# without a server log — most JUnit from elsewhere — does not pay for loading them.
 
 _PROBLEM = frozenset(s for s in Status if s.is_problem)
 _COLUMN = {
@@ -112,6 +109,8 @@ def build_report(
     server = None
     doctor = None
     if server_logs and any(getattr(row, "fixtures", None) for row in occurrences):
+        from db_test_action.report.doctor import diagnose
+
         capacity = (manifest or {}).get("max_connections"), (manifest or {}).get("workers")
         doctor = diagnose(occurrences, [e for _name, events in server_logs for e in events], *capacity)
     if server_logs:
@@ -188,6 +187,9 @@ def attach_server_evidence(
     Every attempt with a recorded window takes part (a passing test's window explains away the errors it
     may have expected); only failing tests show their records. Matching rules: evidence.attribute_events.
     """
+    from db_test_action.report.collisions import Evidence, created_relations, find_collisions, refine_causes
+    from db_test_action.report.evidence import attribute_events, foreign_databases, to_record
+
     windows = test_windows(occurrences)
     source_of: dict[int, str] = {}
     events: list[ServerEvent] = []
@@ -238,6 +240,8 @@ def attach_server_evidence(
 
 def test_windows(occurrences: Sequence[Occurrence]) -> list[TestWindow]:
     """One window per attempt the plugin timed; its failure messages are the tie-breaker between workers."""
+    from db_test_action.report.evidence import TestWindow
+
     windows: dict[tuple[str, float], tuple[Occurrence, list[str]]] = {}
     for occ in occurrences:
         if occ.started_at is None or occ.finished_at is None:
