@@ -132,6 +132,8 @@ class JUnitReader:
         skip, depth, index = self.skip, self.open, self.index
         append, name, (shard, run) = self.rows.append, self.name, self.file_shard_run
         suite_elems, ids, lines = self.suite_elems, self.ids, self.lines
+        # What a clean testcase needs, as locals; refreshed after each suite event (the only changes).
+        inherited, one_based = self.inherited, self.is_pytest
         try:
             for event, elem in events:
                 if event == "start":
@@ -140,10 +142,14 @@ class JUnitReader:
                         skip += 1
                         continue
                     tag = elem.tag
+                    if tag == "testcase" and depth > 1:  # the commonest element (in a suite): read at its end
+                        skip = 1
+                        continue
                     if tag[:1] == "{":
                         tag = tag.rpartition("}")[2]
                     if tag == "testsuite" or tag == "testsuites":
                         self._open_suite(tag, elem)
+                        inherited, one_based = self.inherited, self.is_pytest
                     elif not self.suites:  # the root
                         self.root = tag
                         self.problem = ParseProblem(
@@ -157,6 +163,7 @@ class JUnitReader:
                 depth -= 1
                 if not skip:
                     self._close_suite(elem)
+                    inherited, one_based = self.inherited, self.is_pytest
                     continue
                 skip -= 1
                 if skip:
@@ -177,17 +184,18 @@ class JUnitReader:
                         duration = -1.0
                     if (
                         prefix is None or line_no == -1 or not 0.0 <= duration <= MAX_SECONDS
-                        or len(elem) or self.inherited
+                        or len(elem) or inherited
                     ):  # fmt: skip
                         self.index = index
                         self._add_testcase(elem)
                     else:  # the common case, a clean pass without runner properties
-                        test_id = f"{prefix}::{get('name') or ''}"
-                        if line_no is not None and self.is_pytest:
+                        if line_no is not None and one_based:
                             line_no += 1  # pytest writes the 0-based line of the `def`; editors count from 1
-                        append(_new_row(PassRow, (test_id, path, line_no, duration, name, shard, run)))
+                        append(_new_row(PassRow, (f"{prefix}::{get('name') or ''}", path, line_no, duration, name,
+                                                  shard, run)))  # fmt: skip
                 elif tag == "properties":
                     self._suite_properties(elem)
+                    inherited = self.inherited
                 del suite_elems[-1][:]  # read: free it
         finally:
             self.skip, self.open, self.index = skip, depth, index
