@@ -197,7 +197,10 @@ def test_absurd_times_are_read_as_zero_and_named_not_a_crash(cli, cli_env, tmp_p
     )
     proc = _run(cli, cli_env, tmp_path, "res", "--json", "r.json", "--markdown", "r.md")
     assert proc.returncode == 2, proc.stderr  # bad input, named; the report is still written
-    assert "problem: res/a.xml: testcase tests/test_t.py::test_0: time='1e400' is not a number of seconds from 0 to 1e7" in proc.stdout
+    assert (
+        "problem: res/a.xml: testcase tests/test_t.py::test_0: time='1e400' is not a number of seconds from 0 to 1e7"
+        in proc.stdout
+    )
 
     def refuse(name: str) -> None:
         raise AssertionError(f"{name} in the JSON report")

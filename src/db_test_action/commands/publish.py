@@ -81,7 +81,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--max-wait",
         type=float,
         metavar="SECONDS",
-        help=f"cap on total retry waits (default: {default_text('publish', 'max-wait')})",
+        help=f"one time limit for the comment: connecting, reading, retry waits (default: {default_text('publish', 'max-wait')})",
     )
     parser.add_argument(
         "--max-annotations",

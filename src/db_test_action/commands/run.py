@@ -226,10 +226,8 @@ def _plugin_env(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
         if args.db_setup:
             env[setting_for("plugin", "db-setup").env] = args.db_setup
     names = parse_url_envs(args.db_url_env)
-    if names:
-        env[setting_for("plugin", "db-url-env").env] = names[
-            0
-        ]  # the plugin gives each worker its database there
+    if names:  # the plugin gives each worker its database in the first of them
+        env[setting_for("plugin", "db-url-env").env] = names[0]
     return tuple(env.items())
 
 
@@ -363,7 +361,7 @@ def run(args: argparse.Namespace, planned_workers: int | None = None) -> int:
                 )
                 print("\n".join(tail), file=sys.stderr)
             raise DbTestActionError(
-                f"run: shard {shard} run {outcome.run}: {outcome.crash}; see pytest's output in {outcome.junit.with_suffix('.log')}",
+                f"run: shard {shard} run {outcome.run}: {outcome.crash}",  # it ends with its fix
                 EXIT_USAGE if outcome.exit_code == 4 else EXIT_GATE,
             )
     if code != 0 and not plan.show_output:

@@ -181,7 +181,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--max-wait",
         metavar="SECONDS",
-        help=f"cap on total retry waits (default: {default_text('stability', 'max-wait')})",
+        help=f"one time limit for all GitHub calls: connecting, reading, retry waits (default: {default_text('stability', 'max-wait')})",
     )
     g.add_argument(
         "--dry-run", action="store_true", default=None, help="read from GitHub, write nothing there"
@@ -376,7 +376,7 @@ class _GitHub:
     retrier: Retrier
     is_dry_run: bool
     gh: Any
-    deadline: float  # time.monotonic() by which every GitHub call of tonight is done (--max-wait)
+    left_s: float  # what remains of --max-wait for GitHub calls (time spent inside them, not local work)
     failed: bool = False
 
     @classmethod
@@ -401,18 +401,24 @@ class _GitHub:
         # Per-request socket timeouts inside one overall deadline: a server that trickles bytes cannot
         # hold the night's job past --max-wait (connecting, reading and retry sleeps together).
         gh = client.connect(settings.token, settings.api_url, timeout_s=max(1, min(30, int(st["max_wait"]))))
-        deadline = time.monotonic() + st["max_wait"]
-        return cls(settings, client.Retrier(settings.retry, log=_io), is_dry_run, gh, deadline)
+        return cls(settings, client.Retrier(settings.retry, log=_io), is_dry_run, gh, st["max_wait"])
 
     def within(self, work: Callable[[], T], what: str) -> T:
-        """`work` (GitHub calls) in the time left of the overall deadline; PublishError when it runs out."""
+        """`work` (GitHub calls) in what is left of --max-wait; PublishError when it runs out. Only time
+        spent here counts, so reading results and writing outputs never eat into it; once nothing is
+        left, no further call is even started (an abandoned one could still change an issue)."""
         client, _tracking = _github_modules()
-        return client.within_deadline(
-            work,
-            max(self.deadline - time.monotonic(), 0.0),
+        message = (
             f"github: {what}: no answer within --max-wait {self.settings.retry.max_wait_s:g}s "
-            "(all of tonight's GitHub calls together)",
+            "(all of tonight's GitHub calls together)"
         )
+        if self.left_s <= 0:
+            raise client.PublishError(message)
+        started = time.monotonic()
+        try:
+            return client.within_deadline(work, self.left_s, message)
+        finally:
+            self.left_s -= time.monotonic() - started
 
     @property
     def repository(self) -> str:

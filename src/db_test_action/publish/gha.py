@@ -128,7 +128,9 @@ ANNOTATION_MESSAGE_MAX_CHARS = 4000  # the UI shows a few lines; the rest belong
 def annotation(
     level: str, message: str, *, title: str = "", file: str | None = None, line: int | None = None
 ) -> str:
-    """`::error file=…,line=…,title=…::message`, the message cut head…tail when it is huge."""
+    """`::error file=…,line=…,title=…::message`, the message cut head…tail when it is huge (after it is
+    neutralized, which can lengthen it: `[U+202E]` for one character)."""
+    message = neutralize(message)
     if len(message) > ANNOTATION_MESSAGE_MAX_CHARS:
         half = ANNOTATION_MESSAGE_MAX_CHARS // 2
         message = f"{message[:half]}\n…\n{message[-half:]}"

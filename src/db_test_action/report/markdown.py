@@ -10,6 +10,7 @@ output says what was cut.
 from __future__ import annotations
 
 import html
+import math
 import re
 from dataclasses import dataclass
 
@@ -104,7 +105,7 @@ def short_message(message: str) -> str:
 
 
 def duration(seconds: float) -> str:
-    if not 0 <= seconds < 1e12:  # the reader refuses absurd times; a sum or a base report must not crash us
+    if not 0 <= seconds < math.inf:  # the reader refuses absurd times; a sum or a base report must not crash
         return "?" if seconds != seconds else ("∞" if seconds > 0 else f"{seconds:g}s")
     if seconds < 10:
         return f"{seconds:.2f}s" if seconds < 1 else f"{seconds:.1f}s"

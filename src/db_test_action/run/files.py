@@ -56,35 +56,50 @@ def clean_tail(text: str, lines: int = _TAIL_LINES) -> str:
     return "\n".join(kept[-lines:])
 
 
-# pytest flags `run` passes for its options, and the plugin that must be in the project's environment.
+# pytest flags `run` passes for its options, the module that provides each, and that plugin's package.
 PLUGIN_OF_FLAG = {
-    "-n": ("pytest-xdist", "--workers"),
-    "--reruns": ("pytest-rerunfailures", "--reruns"),
-    "--timeout": ("pytest-timeout", "--test-timeout"),
+    "-n": ("xdist", "pytest-xdist", "--workers"),
+    "--reruns": ("pytest_rerunfailures", "pytest-rerunfailures", "--reruns"),
+    "--timeout": ("pytest_timeout", "pytest-timeout", "--test-timeout"),
 }
 _UNRECOGNIZED = re.compile(r"unrecognized arguments: (.*)")
+_NO_MODULE = re.compile(r"No module named '([\w.]+)'")
 
 
 def crash_reason(output: str) -> str:
-    """The most telling line of a crashed pytest's output, for the one-line error; a flag pytest did not
-    know names the plugin the project's environment lacks."""
+    """The most telling line of a crashed pytest's output, for the one-line error."""
     lines = [line for line in clean_tail(output, 200).splitlines() if line.strip()]
     for pattern in ("error:", "Error", "ERROR"):
         for line in reversed(lines):
             if pattern in line and not line.startswith("===") and "generated xml" not in line:
-                return (line.strip()[:300] + _missing_plugin(line)).strip()
+                return line.strip()[:300]
     return (lines[-1].strip() if lines else "no output")[:300]
 
 
-def _missing_plugin(line: str) -> str:
-    unknown = _UNRECOGNIZED.search(line)
-    flags = {arg.split("=", 1)[0] for arg in unknown.group(1).split()} if unknown else set()
-    needed = [PLUGIN_OF_FLAG[f] for f in PLUGIN_OF_FLAG if f in flags]
+def missing_plugins(output: str) -> list[tuple[str, str]]:
+    """(package, our option) for each pytest plugin the project's environment lacks, from pytest's own
+    words: a flag it did not recognise (plugins autoloaded) or a `-p` module it could not import."""
+    flags: set[str] = set()
+    for found in _UNRECOGNIZED.finditer(output):
+        flags |= {arg.split("=", 1)[0] for arg in found.group(1).split()}
+    modules = set(_NO_MODULE.findall(output))
+    return [
+        (package, option)
+        for flag, (module, package, option) in PLUGIN_OF_FLAG.items()
+        if flag in flags or module in modules
+    ]
+
+
+def next_step(output: str, log: Path) -> str:
+    """The `<fix>` of a crashed run's error: the plugin to install when one is missing, else the log."""
+    needed = missing_plugins(output)
     if not needed:
-        return ""
+        return f"see {log}"
     names = " ".join(package for package, _option in needed)
     options = ", ".join(option for _package, option in needed)
-    return f" (the project's environment lacks {names}, which {options} needs: pip install {names})"
+    return (
+        f"pip install {names} into the project's environment, which {options} needs (pytest's output: {log})"
+    )
 
 
 def write_manifest(

@@ -43,7 +43,7 @@ from db_test_action.contract import (
 from db_test_action.errors import EXIT_GATE, EXIT_USAGE, DbTestActionError
 from db_test_action.run.child import Child, StreamTail, watch
 from db_test_action.run.databases import Databases, database_name
-from db_test_action.run.files import clean_tail, crash_reason, synthetic_junit, write_manifest
+from db_test_action.run.files import clean_tail, crash_reason, next_step, synthetic_junit, write_manifest
 from db_test_action.run.hangs import append_snapshot, take_snapshot
 from db_test_action.run.sharding import split_tests
 from db_test_action.server.info import ServerInfo
@@ -335,7 +335,9 @@ def _collection_failed(
     junit.write_text(
         synthetic_junit(plan.shard, 1, error=(name, reason, clean_tail(output))), encoding="utf-8"
     )
-    raise DbTestActionError(f"run: {reason}; see {log}", EXIT_USAGE if code == 4 else EXIT_GATE)
+    raise DbTestActionError(
+        f"run: {reason}; {next_step(output, log)}", EXIT_USAGE if code == 4 else EXIT_GATE
+    )
 
 
 def _one_run(
@@ -453,7 +455,7 @@ def _check_result(plan: RunPlan, run: int, code: int, output: str, junit: Path, 
         synthetic_junit(plan.shard, run, error=(f"pytest crashed ({crash})", reason, clean_tail(output))),
         encoding="utf-8",
     )
-    return f"{reason}; see {log}"
+    return f"{reason}; {next_step(output, log)}"
 
 
 def _count(progress_file: Path) -> tuple[tuple[str, int], ...]:
