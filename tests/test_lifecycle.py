@@ -116,9 +116,8 @@ def test_signal_to_postgres_exec_leaves_nothing(cli, cli_env, data_root, tmp_pat
     try:
         if stage == "initdb":
             _wait_for(lambda: _initdb_running(data_root) or proc.poll() is not None, what="initdb")
-            assert proc.poll() is None and _initdb_running(data_root), (
-                "the signal must reach a running initdb"
-            )
+            # still running, so the wait ended on a running initdb: the signal arrives mid-initdb
+            assert proc.poll() is None, "the launcher ended before its initdb was seen"
         else:
             _wait_for(marker.exists, what="command started")
             assert _procs_under(data_root), "server not seen while the command ran"
@@ -159,9 +158,8 @@ def test_signal_to_run_leaves_nothing(cli, cli_env, data_root, tmp_path, stage, 
     try:
         if stage == "initdb":
             _wait_for(lambda: _initdb_running(data_root) or proc.poll() is not None, what="initdb")
-            assert proc.poll() is None and _initdb_running(data_root), (
-                "the signal must reach a running initdb"
-            )
+            # still running, so the wait ended on a running initdb: the signal arrives mid-initdb
+            assert proc.poll() is None, "the launcher ended before its initdb was seen"
         else:
             _wait_for(marker.exists, what="test started")
         proc.send_signal(sig)
