@@ -94,6 +94,13 @@ input (broken or missing result files, bad flags; the report is still written), 
 --fail-on-publish-error (otherwise a warning). History format: {SCHEMA} (docs/stability.md, "History")."""
 
 
+def _flag(group: argparse._ArgumentGroup, key: str, metavar: str, text: str) -> None:
+    """The flag of a setting in the table; its help ends with the table's default, so the two agree."""
+    group.add_argument(
+        f"--{key}", metavar=metavar, help=f"{text} (default: {default_text('stability', key)})"
+    )
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "stability",
@@ -127,28 +134,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     h.add_argument("--commit", metavar="SHA", help="commit tested tonight (default: GITHUB_SHA)")
     s = p.add_argument_group("verdict")
-    s.add_argument(
-        "--window",
-        metavar="N",
-        help=f"nights (tonight included) behind rates and statuses (default: {default_text('stability', 'window')})",
-    )
-    s.add_argument(
-        "--recover-after",
-        metavar="N",
-        help=f"clean nights before a flaky test counts as recovered (default: {default_text('stability', 'recover-after')})",
-    )
+    _flag(s, "window", "N", "nights (tonight included) behind rates and statuses")
+    _flag(s, "recover-after", "N", "clean nights before a flaky test counts as recovered")
     s.add_argument("--require-consecutive", metavar="N", help="the suite's last N runs must all be green")
-    s.add_argument(
-        "--fail-on",
-        metavar="GATES",
-        help=f"comma list of consecutive, broken, newly-flaky, flaky; or none (default: {default_text('stability', 'fail-on')})",
-    )
+    _flag(s, "fail-on", "GATES", "comma list of consecutive, broken, newly-flaky, flaky; or none")
     s.add_argument(
         "--expect-runs",
         metavar="N",
         help="runs tonight should have (a run with no file at all is incomplete)",
     )
-    s.add_argument("--title", metavar="T", help=f"heading (default: {default_text('stability', 'title')})")
+    _flag(s, "title", "T", "heading")
     o = p.add_argument_group("outputs")
     o.add_argument("--markdown", type=Path, metavar="F", help="write the Markdown here")
     o.add_argument("--json", type=Path, metavar="F", help=f"write the JSON here ({SCHEMA} v{SCHEMA_VERSION})")
@@ -160,29 +155,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--tracking-issue", action="store_true", default=None, help="create/update/close the tracking issue"
     )
     g.add_argument("--label", metavar="L", help=f"the tracking issue's label (default: {DEFAULT_LABEL})")
-    g.add_argument(
-        "--issue-key",
-        metavar="KEY",
-        help=f"one tracking issue per key (default: {default_text('stability', 'issue-key')})",
-    )
-    g.add_argument(
-        "--close-after",
-        metavar="M",
-        help=f"close the issue after M clean nights in a row (default: {default_text('stability', 'close-after')})",
-    )
+    _flag(g, "issue-key", "KEY", "one tracking issue per key")
+    _flag(g, "close-after", "M", "close the issue after M clean nights in a row")
     g.add_argument("--token", metavar="TOKEN", help="API token (default: GITHUB_TOKEN); never printed")
     g.add_argument("--repository", metavar="OWNER/REPO", help="(default: GITHUB_REPOSITORY)")
     g.add_argument("--api-url", metavar="URL", help="REST base (default: GITHUB_API_URL or api.github.com)")
-    g.add_argument(
-        "--retries",
-        metavar="N",
-        help=f"retries on 5xx/rate limits (default: {default_text('stability', 'retries')})",
-    )
-    g.add_argument(
-        "--max-wait",
-        metavar="SECONDS",
-        help=f"one time limit for all GitHub calls: connecting, reading, retry waits (default: {default_text('stability', 'max-wait')})",
-    )
+    _flag(g, "retries", "N", "retries on 5xx/rate limits")
+    _flag(g, "max-wait", "SECONDS", "one time limit for all GitHub calls: connecting, reading, retry waits")
     g.add_argument(
         "--dry-run", action="store_true", default=None, help="read from GitHub, write nothing there"
     )
