@@ -16,7 +16,7 @@ import pytest
 from db_test_action.junit.files import parse_junit_file
 from db_test_action.model import Report, ServerRecord
 from db_test_action.report.codec import report_from_dict, report_to_dict
-from db_test_action.report.markdown import GITHUB_COMMENT_MAX, inline
+from db_test_action.report.mdtext import GITHUB_COMMENT_MAX, inline
 from db_test_action.report.render import render_markdown
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -219,7 +219,7 @@ def test_bad_snapshot_files_are_named_problems(text):
 def test_untrusted_names_in_a_hang_cannot_format_the_comment():
     from db_test_action.model import Hang
     from db_test_action.report.hangs import hang_sentence
-    from db_test_action.report.markdown import code, inline
+    from db_test_action.report.mdtext import code, inline
 
     hang = Hang(
         reason="suite-timeout", limit_s=60, shard=1, run=1, test_id="t.py::test_x[`@octocat`]", worker="gw0",

@@ -231,7 +231,7 @@ HOSTILE = "red \x1b[31mALERT\x1b[0m \x1b]8;;http://x\x07link\x1b]8;;\x07 \x1b[2J
 
 
 def test_ansi_and_bidi_never_reach_console_summary_or_comment(tmp_path):
-    from db_test_action.report.markdown import fenced, inline
+    from db_test_action.report.mdtext import fenced, inline
 
     summary = tmp_path / "s.md"
     gha.append_summary(HOSTILE + "\n", {"GITHUB_STEP_SUMMARY": str(summary)})

@@ -18,7 +18,8 @@ from pytest_runs import run_pytest
 
 from db_test_action.model import Outcome, Phase, Report, Status
 from db_test_action.report.codec import report_from_dict, report_to_dict
-from db_test_action.report.markdown import GITHUB_COMMENT_MAX, ZWJ, render_markdown
+from db_test_action.report.markdown import render_markdown
+from db_test_action.report.mdtext import GITHUB_COMMENT_MAX, ZWJ
 
 ROOT = Path(__file__).resolve().parent.parent
 SETUP_MESSAGE = 'duplicate key value violates unique constraint "workspaces_pkey" <img src=x> @octocat'

@@ -19,7 +19,7 @@ from db_test_action.junit.parse import parse_junit_bytes
 from db_test_action.model import Level, Timing
 from db_test_action.report.build import build_report
 from db_test_action.report.codec import report_from_dict, report_to_dict
-from db_test_action.report.markdown import ZWJ, cell, fenced
+from db_test_action.report.mdtext import ZWJ, cell, fenced
 from db_test_action.report.render import annotations_for, render_console, render_markdown, report_fingerprint
 
 DATA = Path(__file__).parent / "data" / "junit"

@@ -13,13 +13,8 @@ from db_test_action.junit.attempts import failing_line
 from db_test_action.model import Annotation, Level, Phase, Report, Status
 from db_test_action.report.codec import report_to_dict
 from db_test_action.report.hangs import hang_sentence
-from db_test_action.report.markdown import (
-    GITHUB_COMMENT_MAX,
-    duration,
-    quarantine_line,
-    render_markdown,
-    trim_lines,
-)
+from db_test_action.report.markdown import quarantine_line, render_markdown
+from db_test_action.report.mdtext import GITHUB_COMMENT_MAX, duration, trim_lines
 from db_test_action.report.sections import doctor_console
 
 QUARANTINE_CONSOLE_ROWS = 10

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from db_test_action.report.markdown import GITHUB_COMMENT_MAX, code, inline
+from db_test_action.report.mdtext import GITHUB_COMMENT_MAX, code, inline
 from db_test_action.stability.rates import GroupStability, NightVerdict, Rate, Stability, StabilityReport
 
 _ICON = {
