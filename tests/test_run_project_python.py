@@ -13,6 +13,7 @@ from importlib.metadata import distribution
 from pathlib import Path
 
 import pytest
+import yaml
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 
@@ -68,8 +69,6 @@ def test_a_limit_the_projects_pytest_cannot_take_names_the_plugin_to_install(
 
 def _plugins_step_script() -> str:
     """The Python the action's "pytest plugins the project lacks" step runs in the project's interpreter."""
-    import yaml
-
     action = yaml.safe_load((SRC.parent / "action.yml").read_text(encoding="utf-8"))
     (step,) = [s for s in action["runs"]["steps"] if s.get("name") == "pytest plugins the project lacks"]
     body = step["run"].split("<<'PY'\n", 1)[1].split("\nPY\n", 1)[0]

@@ -360,9 +360,8 @@ def run(args: argparse.Namespace, planned_workers: int | None = None) -> int:
                     outcome.junit.with_suffix(".log").read_text(errors="replace").strip().splitlines()[-15:]
                 )
                 print("\n".join(tail), file=sys.stderr)
-            what, _, fix = outcome.crash.rpartition("; ")  # the runner's crash text ends with its fix
             raise DbTestActionError(
-                f"run: shard {shard} run {outcome.run}: {what}; {fix}",
+                f"run: shard {shard} run {outcome.run}: {outcome.crash}; {outcome.crash_fix}",
                 EXIT_USAGE if outcome.exit_code == 4 else EXIT_GATE,
             )
     if code != 0 and not plan.show_output:

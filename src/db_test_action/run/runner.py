@@ -107,6 +107,7 @@ class RunOutcome:
     duration_s: float
     counts: tuple[tuple[str, int], ...]
     crash: str | None = None  # one-line reason when pytest crashed or ran nothing
+    crash_fix: str = ""  # what to do about it (the error's `; <fix>` part)
     timed_out: bool = False  # stopped at the suite time limit
 
 
@@ -414,18 +415,20 @@ def _one_run(
     if timed_out:
         how = " and killed (it ignored SIGINT)" if "SIGKILL" in child.signals else ""
         stopped = f"stopped at the suite time limit (--timeout {plan.timeout_s:g}s){how}"
-        crash = _check_stopped(plan, run, stopped, output, junit, log)
+        crash, fix = _check_stopped(plan, run, stopped, output, junit, log)
     else:
-        crash = _check_result(plan, run, code, output, junit, log)
+        crash, fix = _check_result(plan, run, code, output, junit, log) or (None, "")
     summary = _summary(counts) or "no tests reported"
     state = (
         "stopped at --timeout" if timed_out else PYTEST_EXIT.get(code, "signal" if code < 0 else "crashed")
     )
     say(f"{label}: exit {code} ({state}), {summary} in {elapsed:.1f}s; pytest's output: {log}")
-    return RunOutcome(run, code, junit, name, elapsed, counts, crash, timed_out)
+    return RunOutcome(run, code, junit, name, elapsed, counts, crash, fix, timed_out)
 
 
-def _check_stopped(plan: RunPlan, run: int, stopped: str, output: str, junit: Path, log: Path) -> str:
+def _check_stopped(
+    plan: RunPlan, run: int, stopped: str, output: str, junit: Path, log: Path
+) -> tuple[str, str]:
     """A run stopped at the limit: keep pytest's JUnit when it wrote one (its tests are real results; the
     stream adds the unfinished ones), else write one that says so; the stream holds what finished."""
     if not junit.exists() or junit.stat().st_size == 0:
@@ -434,11 +437,13 @@ def _check_stopped(plan: RunPlan, run: int, stopped: str, output: str, junit: Pa
             synthetic_junit(plan.shard, run, error=("pytest stopped at the time limit", stopped, text)),
             encoding="utf-8",
         )
-    return f"{stopped}; see {log} and {hang_name(junit.name)}"
+    return stopped, f"see {log} and {hang_name(junit.name)}"
 
 
-def _check_result(plan: RunPlan, run: int, code: int, output: str, junit: Path, log: Path) -> str | None:
-    """A crash reason when the run did not produce a usable report; writes a JUnit file that says so."""
+def _check_result(
+    plan: RunPlan, run: int, code: int, output: str, junit: Path, log: Path
+) -> tuple[str, str] | None:
+    """(reason, fix) when the run did not produce a usable report; writes a JUnit file that says so."""
     crash = None
     if code in (3, 4) or code < 0 or (code not in (0, 1, 2, 5)):
         crash = f"pytest exit {code} ({PYTEST_EXIT.get(code, 'killed' if code < 0 else 'crashed')})"
@@ -455,7 +460,7 @@ def _check_result(plan: RunPlan, run: int, code: int, output: str, junit: Path, 
         synthetic_junit(plan.shard, run, error=(f"pytest crashed ({crash})", reason, clean_tail(output))),
         encoding="utf-8",
     )
-    return f"{reason}; {next_step(output, log)}"
+    return reason, next_step(output, log)
 
 
 def _count(progress_file: Path) -> tuple[tuple[str, int], ...]:
