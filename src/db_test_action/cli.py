@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import traceback
 from collections.abc import Collection, Sequence
 
 from db_test_action import __version__
@@ -91,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except DbTestActionError as exc:
         if args.debug:
+            import traceback  # ~3 ms of import that only --debug needs
+
             traceback.print_exc()
         print(f"db-test-action: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -1,9 +1,9 @@
 """JUnit XML → `Occurrence`s (one per <testcase>) → `TestResult`s (one per test id).
 
 Why not junitparser's object tree: it wraps every element in Python objects and reads `tests=` style
-attributes that lie. Here ElementTree's pull parser builds elements in C and a small reader (reader.py)
-keeps only what a report needs: testcase attributes, result messages and texts, properties, and frees
-each testcase once read. Before any byte reaches the parser, a scan of the prolog refuses `<!DOCTYPE`
+attributes that lie. Here expat tokenizes in C and a small reader (reader.py) takes its callbacks,
+building no element objects and keeping only what a report needs: testcase attributes, result messages
+and texts, properties. Before any byte reaches the parser, a scan of the prolog refuses `<!DOCTYPE`
 and `<!ENTITY` (JUnit never needs them): without a DTD there are no entities to expand and nothing
 external to fetch, which is all defusedxml guards against. It counts <testcase> elements, keeps what a
 truncated file held before it broke, and keeps junitparser's semantics (error > failure > skipped,
@@ -22,10 +22,8 @@ Grouping occurrences into tests lives in attempts.py (re-exported here).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,30 +113,27 @@ def parse_junit_chunks(chunks: Iterable[bytes], name: str) -> ParsedFile:
     if verdict:
         return broken_file(name, verdict)
     reader = JUnitReader(name, shard, run)
-    parser = ET.XMLPullParser(events=("start", "end"))
+    parser = expat.ParserCreate(namespace_separator="}")  # "uri}tag", as ElementTree names them
+    parser.buffer_text, parser.buffer_size = True, CHUNK  # a traceback's text in one or few pieces
+    reader.attach(parser)
     lines = _Lines()
     try:
         for chunk in itertools.chain((bytes(head),), pieces):
             lines.add(chunk)
-            for at in range(0, len(chunk), CHUNK):
-                parser.feed(chunk[at : at + CHUNK])
-                reader.consume(parser.read_events())
-        parser.close()
-        reader.consume(parser.read_events())
+            parser.Parse(chunk, False)
+        parser.Parse(b"", True)
     except NotJUnit:
         pass
     except MergedReport:
         return ParsedFile(ResultFile(name, None, None, 0.0, 0), (), None, is_merged=True)
-    except ET.ParseError as exc:
-        with contextlib.suppress(NotJUnit):
-            reader.consume(_pending(parser))  # the events before the error: every complete testcase
-        if reader.problem is None:
-            for chunk in pieces:  # where the file ends decides whether it was cut short
-                lines.add(chunk)
-            line, _col = exc.position
-            reader.problem = _syntax_problem(name, exc, line, lines.last, bytes(head), reader, shard)
+    except expat.ExpatError as exc:  # every complete testcase before it is already a row
+        for chunk in pieces:  # where the file ends decides whether it was cut short
+            lines.add(chunk)
+        reader.problem = _syntax_problem(name, exc, lines.last, bytes(head), reader, shard)
     except (ValueError, LookupError) as exc:  # a multi-byte or unknown encoding: pyexpat refuses it
         reader.problem = ParseProblem(name, _encoding_problem(bytes(head), str(exc)))
+    finally:  # the handlers hold the parser (a cycle): freed now, not at a collection the report defers
+        parser.StartElementHandler = parser.EndElementHandler = parser.CharacterDataHandler = None
     rows = reader.rows
     final_shard = reader.suite_int("shard", shard)
     final_run = reader.suite_int("run", run)
@@ -169,14 +164,6 @@ class _Lines:
     @property
     def last(self) -> int:
         return self.newlines + (0 if self.ends_with_newline else 1)
-
-
-def _pending(parser: ET.XMLPullParser) -> list[tuple[str, ET.Element]]:
-    """The events parsed before an error (read_events would re-raise the error after them)."""
-    events = []
-    with contextlib.suppress(ET.ParseError):
-        events.extend(parser.read_events())
-    return events
 
 
 # --- the prolog: no DTD, a readable encoding -------------------------------------------------------------
@@ -237,13 +224,13 @@ def _shard_run_from_name(name: str) -> tuple[int | None, int | None]:
 
 def _syntax_problem(
     name: str,
-    exc: ET.ParseError,
-    line: int,
+    exc: expat.ExpatError,
     last_line: int,
     head: bytes,
     reader: JUnitReader,
     shard: int | None,
 ):
+    line = exc.lineno
     if exc.code in _ENCODING_CODES:
         return ParseProblem(name, _encoding_problem(head, str(exc).split(":")[0]), line)
     if exc.code in _TRUNCATION_CODES and line >= last_line - 1 and reader.open:

@@ -1,18 +1,18 @@
-"""Reading one JUnit file's XML events into rows: the loop behind `junit.parse_junit_bytes`.
+"""Reading one JUnit file's XML into rows: expat's callbacks behind `junit.parse_junit_bytes`.
 
-Split from parse.py (files, problems, the DTD refusal) to keep modules small. Elements are built in C by
-ElementTree's pull parser; the reader sees the start and end of every element of 100,000-testcase reports,
-so it keeps only what a report needs and does little per element; test ids (pytest node ids from
-classname/file) are derived here too.
+Split from parse.py (files, problems, the DTD refusal) to keep modules small. expat (C) tokenizes; the
+reader sees the start and end of every element of 100,000-testcase reports and builds no element
+objects (nothing to free as it goes; ElementTree's pull parser built one per element and queued two
+events), so it keeps only what a report needs and does little per element; test ids (pytest node ids
+from classname/file) are derived here too.
 """
 
 from __future__ import annotations
 
 import math
-import xml.etree.ElementTree as ET
 from collections import namedtuple
-from collections.abc import Iterable
 from dataclasses import MISSING, fields
+from xml.parsers.expat import XMLParserType
 
 from db_test_action.junit.ids import derive_test_id, file_shard_run, id_prefix
 from db_test_action.junit.results import SEVERITY as _SEVERITY
@@ -84,14 +84,24 @@ class _Suite:
         self.had_props = False
 
 
-class JUnitReader:
-    """ElementTree pull events for one file: testcases become rows at their end tag; nothing else is kept.
+# An OccurrenceRow's runner fields (attempt … fixtures) for a testcase without properties.
+_NO_PROPS = (None, None, (), None, None, None, None, False, None)
 
-    Like a walk over the element tree, it descends only into <testsuites> and <testsuite> (a <testcase>
-    anywhere else is not a test); a testcase or a suite's <properties> is read from its (C-built) subtree
-    at its end tag, then deleted from its suite, so memory holds one testcase, not the file. Suite
-    properties apply to the testcases after them. On a syntax error, every complete testcase is already a
-    row. Work per element is O(1): nesting depth costs nothing extra.
+# What each open element is (the reader's stack); elements it does not read are skipped, not stacked.
+_SUITE, _CASE, _RESULT, _PROPS, _PROP = 1, 2, 3, 4, 5
+_RESULT_TAGS = frozenset((*_SEVERITY, *_RETRY_TAGS))
+
+
+class JUnitReader:
+    """expat's callbacks for one file: testcases become rows at their end tag; nothing else is kept.
+
+    No element objects are built: expat hands each start tag's attributes as a dict, and the reader keeps
+    a stack of what it is inside. Like a walk over the element tree, it descends only into <testsuites>
+    and <testsuite> (a <testcase> anywhere else is not a test); inside a testcase it reads its result
+    elements (<failure>, <error>, <skipped>, the rerun dialect's) and <properties>, and skips everything
+    else (system-out, unknown tags) by counting depth. Text is collected only inside a result or a
+    property, up to its first child (ElementTree's `.text`). Suite properties apply to the testcases after
+    them. On a syntax error, every complete testcase is already a row. Work per element is O(1).
     """
 
     def __init__(self, name: str, shard: int | None, run: int | None) -> None:
@@ -99,10 +109,8 @@ class JUnitReader:
         self.shard, self.run = shard, run  # from the file name; the suite's properties may overrule them
         self.file_shard_run = file_shard_run(None, shard, run)  # for a testcase without properties
         self.root: str | None = None  # local name of the root element
-        self.open = 0  # elements open now (a truncated file leaves some)
-        self.skip = 0  # > 0 inside an element that is read at its end (or not at all)
+        self.stack: list[int] = []  # what each open element that is read is (_SUITE, _CASE, …)
         self.suites: list[_Suite] = []
-        self.suite_elems: list[ET.Element] = []
         self.inherited: dict[str, str] = {}  # the open suites' known properties, inner ones win
         self.file_props: dict[str, str] = {}
         self.file_props_set = False
@@ -114,7 +122,11 @@ class JUnitReader:
         self.wall_s: float | None = None
         self.is_pytest = False
         self.index = 0
-        self.ids, self.lines = _IDS, _LINES
+
+    @property
+    def open(self) -> bool:
+        """Whether the file stopped inside its root element (a truncated file)."""
+        return bool(self.stack)
 
     def suite_int(self, key: str, default: int | None) -> int | None:
         value = self.file_props.get(key)
@@ -123,82 +135,139 @@ class JUnitReader:
         number = self._int(key, value)
         return default if number is None else number
 
-    def consume(self, events: Iterable[tuple[str, ET.Element]]) -> None:
-        """Read (event, element) pairs from an `XMLPullParser`; one loop, no callback per element.
+    def attach(self, parser: XMLParserType) -> None:
+        """Install the reader's start and end handlers on a pyexpat parser (namespace separator "}").
 
-        A clean testcase (no children, no inherited runner properties: most of a big report) is read
-        inline; everything else goes through `_add_testcase`.
+        Closures over local state, not methods: two calls per element of 100,000-testcase reports, so
+        attribute lookups count. A clean testcase (no result, no properties, no inherited runner
+        properties: most of a big report) becomes a row inline; everything else goes through `_add_testcase`.
         """
-        skip, depth, index = self.skip, self.open, self.index
-        append, name, (shard, run) = self.rows.append, self.name, self.file_shard_run
-        suite_elems, ids, lines = self.suite_elems, self.ids, self.lines
+        stack, push, pop = self.stack, self.stack.append, self.stack.pop
+        rows, name, (shard, run) = self.rows, self.name, self.file_shard_run
+        append, defaulted, ids, lines = rows.append, self.defaulted.append, _IDS, _LINES
+        skip = index = 0
+        case: dict[str, str] = {}
+        results: list[tuple[str, str, str | None, str]] | None = None
+        case_props: dict[str, str] | None = None
+        result: tuple[str, dict[str, str]] = ("", {})
+        props: dict[str, str] = {}
+        text: list[str] = []
         # What a clean testcase needs, as locals; refreshed after each suite event (the only changes).
         inherited, one_based = self.inherited, self.is_pytest
-        try:
-            for event, elem in events:
-                if event == "start":
-                    depth += 1
-                    if skip:
-                        skip += 1
-                        continue
-                    tag = elem.tag
-                    if tag == "testcase" and depth > 1:  # the commonest element (in a suite): read at its end
-                        skip = 1
-                        continue
-                    if tag[:1] == "{":
-                        tag = tag.rpartition("}")[2]
-                    if tag == "testsuite" or tag == "testsuites":
-                        self._open_suite(tag, elem)
-                        inherited, one_based = self.inherited, self.is_pytest
-                    elif not self.suites:  # the root
-                        self.root = tag
-                        self.problem = ParseProblem(
-                            name,
-                            f"not JUnit XML (root element <{tag}>, expected <testsuites> or <testsuite>); pass the files pytest --junitxml writes",
-                        )
-                        raise NotJUnit
-                    else:  # a testcase, the suite's properties, or anything else: read at its end
-                        skip = 1
-                    continue
-                depth -= 1
-                if not skip:
-                    self._close_suite(elem)
+
+        def collect(into: list[str] | None) -> None:
+            parser.CharacterDataHandler = None if into is None else into.append
+
+        def start(tag: str, attrs: dict[str, str]) -> None:
+            nonlocal skip, case, results, case_props, result, props, text, inherited, one_based
+            if skip:
+                skip += 1
+                return
+            if "}" in tag:
+                tag = tag.rpartition("}")[2]
+            kind = stack[-1] if stack else 0
+            if kind == _SUITE:
+                if tag == "testcase":  # the commonest element: read at its end
+                    push(_CASE)
+                    case, results, case_props = attrs, None, None
+                elif tag == "testsuite" or tag == "testsuites":
+                    self._open_suite(tag, attrs)
+                    push(_SUITE)
                     inherited, one_based = self.inherited, self.is_pytest
-                    continue
-                skip -= 1
-                if skip:
-                    continue
-                tag = elem.tag
-                if tag[:1] == "{":
-                    tag = tag.rpartition("}")[2]
-                if tag == "testcase":
-                    index += 1
-                    get = elem.attrib.get
-                    classname, file, line = get("classname") or "", get("file"), get("line")
-                    prefix, path = ids.get((classname, file)) or self._prefix(classname, file)
-                    line_no = lines.get(line, -1)
-                    seconds = get("time")
-                    try:
-                        duration = float(seconds) if seconds else 0.0
-                    except ValueError:
-                        duration = -1.0
-                    if (
-                        prefix is None or line_no == -1 or not 0.0 <= duration <= MAX_SECONDS
-                        or len(elem) or inherited
-                    ):  # fmt: skip
-                        self.index = index
-                        self._add_testcase(elem)
-                    else:  # the common case, a clean pass without runner properties
-                        if line_no is not None and one_based:
-                            line_no += 1  # pytest writes the 0-based line of the `def`; editors count from 1
-                        append(_new_row(PassRow, (f"{prefix}::{get('name') or ''}", path, line_no, duration, name,
-                                                  shard, run)))  # fmt: skip
                 elif tag == "properties":
-                    self._suite_properties(elem)
+                    push(_PROPS)
+                    props = {}
+                else:
+                    skip = 1
+            elif kind == _CASE:
+                if tag in _RESULT_TAGS:
+                    push(_RESULT)
+                    result, text = (tag, attrs), []
+                    collect(text)
+                elif tag == "properties":
+                    push(_PROPS)
+                    props = {}
+                else:
+                    skip = 1
+            elif kind == _PROPS:
+                if tag == "property":
+                    push(_PROP)
+                    result, text = (tag, attrs), []
+                    collect(text)
+                else:
+                    skip = 1
+            elif kind:  # a child of a result or a property: its text stops here (ElementTree's `.text`)
+                collect(None)
+                skip = 1
+            elif tag == "testsuite" or tag == "testsuites":  # the root
+                self._open_suite(tag, attrs)
+                push(_SUITE)
+                inherited, one_based = self.inherited, self.is_pytest
+            else:
+                self.root = tag
+                self.problem = ParseProblem(
+                    name,
+                    f"not JUnit XML (root element <{tag}>, expected <testsuites> or <testsuite>); pass the files pytest --junitxml writes",
+                )
+                raise NotJUnit
+
+        def end(_tag: str) -> None:
+            nonlocal skip, index, results, case_props, inherited, one_based
+            if skip:
+                skip -= 1
+                return
+            kind = pop()
+            if kind == _CASE:
+                index += 1
+                get = case.get
+                classname, file, line = get("classname") or "", get("file"), get("line")
+                prefix, path = ids.get((classname, file)) or self._prefix(classname, file)
+                line_no = lines.get(line, -1)
+                seconds = get("time")
+                try:
+                    duration = float(seconds) if seconds else 0.0
+                except ValueError:
+                    duration = -1.0
+                if (
+                    prefix is None or line_no == -1 or not 0.0 <= duration <= MAX_SECONDS
+                    or case_props is not None or inherited
+                    or (results is not None and (len(results) > 1 or results[0][0] in _RETRY_TAGS))
+                ):  # fmt: skip
+                    self.index = index
+                    self._add_testcase(case, results or [], case_props)
+                    return
+                if line_no is not None and one_based:
+                    line_no += 1  # pytest writes the 0-based line of the `def`; editors count from 1
+                test_id = f"{prefix}::{get('name') or ''}"
+                if results is None:  # the common case, a clean pass without runner properties
+                    append(_new_row(PassRow, (test_id, path, line_no, duration, name, shard, run)))
+                else:  # one result, no runner properties: what `_add_testcase` would make of it
+                    outcome, phase, message, trace = outcome_of(results)
+                    defaulted((len(rows), None))
+                    append(_new_row(OccurrenceRow, (test_id, path, line_no, outcome, phase, duration, message,
+                                                    trace, name, shard, run, *_NO_PROPS)))  # fmt: skip
+            elif kind == _RESULT:
+                collect(None)
+                tag, attrs = result
+                if results is None:
+                    results = []
+                results.append((tag, attrs.get("message") or "", attrs.get("type"), "".join(text).strip()))
+            elif kind == _PROP:
+                collect(None)
+                attrs = result[1]
+                props[attrs.get("name") or ""] = attrs.get("value") or "".join(text)
+            elif kind == _PROPS:
+                if stack[-1] == _CASE:
+                    case_props = {**case_props, **props} if case_props else props
+                else:
+                    self._suite_properties(props)
                     inherited = self.inherited
-                del suite_elems[-1][:]  # read: free it
-        finally:
-            self.skip, self.open, self.index = skip, depth, index
+            else:
+                self._close_suite()
+                inherited, one_based = self.inherited, self.is_pytest
+
+        parser.StartElementHandler = start
+        parser.EndElementHandler = end
 
     def _prefix(self, classname: str, file: str | None) -> tuple[str | None, str | None]:
         if len(_IDS) > _CACHED:
@@ -208,28 +277,25 @@ class JUnitReader:
 
     # --- suites ---
 
-    def _open_suite(self, tag: str, elem: ET.Element) -> None:
-        get = elem.attrib.get
+    def _open_suite(self, tag: str, attrs: dict[str, str]) -> None:
+        get = attrs.get
         name = get("name")
         if self.root is None:
             self.root = tag
             if name == MERGED_NAME:  # `report --junit-out` wrote it: its tests are in the other files
                 raise MergedReport
         self.suites.append(_Suite(tag, get("time"), name, self.inherited))
-        self.suite_elems.append(elem)
         if tag == "testsuite" and name == "pytest":
             self.is_pytest = True
 
-    def _suite_properties(self, elem: ET.Element) -> None:
-        props = _properties(elem)
+    def _suite_properties(self, props: dict[str, str]) -> None:
         suite = self.suites[-1]
         suite.had_props |= bool(props)
         suite.props.update((k, v) for k, v in props.items() if k in _KNOWN_PROPS)
         self.inherited = {**suite.base, **suite.props} if suite.props else suite.base
 
-    def _close_suite(self, elem: ET.Element) -> None:
+    def _close_suite(self) -> None:
         suite = self.suites.pop()
-        self.suite_elems.pop()
         if suite.tag == "testsuite":
             if not self.file_props_set and suite.had_props:
                 self.file_props, self.file_props_set = suite.props, True
@@ -239,8 +305,6 @@ class JUnitReader:
         else:
             self.is_pytest |= suite.name == "pytest tests"
         self.inherited = suite.base
-        if self.suite_elems:
-            del self.suite_elems[-1][:]
 
     # --- numbers: absurd ones are read as nothing and named once per file ---
 
@@ -270,8 +334,14 @@ class JUnitReader:
 
     # --- testcases ---
 
-    def _add_testcase(self, elem: ET.Element) -> None:
-        get = elem.attrib.get
+    def _add_testcase(
+        self,
+        attrs: dict[str, str],
+        results: list[tuple[str, str, str | None, str]],
+        case_props: dict[str, str] | None,
+    ) -> None:
+        """A testcase off the fast path: its results and properties, or any attribute needing a closer look."""
+        get = attrs.get
         line_attr = get("line")
         if line_attr and not (line_attr.isascii() and len(line_attr) <= _MAX_DIGITS):
             self._absurd(f"testcase {get('name') or '?'}", "line", line_attr, "not a line number (ignored)")
@@ -287,18 +357,6 @@ class JUnitReader:
         if line is not None and self.is_pytest:
             line += 1  # pytest writes the 0-based line of the `def`; editors and GitHub count from 1
         rows, name = self.rows, self.name
-        results: list[tuple[str, str, str | None, str]] = []
-        case_props: dict[str, str] = {}
-        if len(elem):
-            for child in elem:
-                tag = child.tag
-                if tag[:1] == "{":
-                    tag = tag.rpartition("}")[2]
-                if tag in _SEVERITY or tag in _RETRY_TAGS:
-                    cget = child.attrib.get
-                    results.append((tag, cget("message") or "", cget("type"), (child.text or "").strip()))
-                elif tag == "properties":
-                    case_props.update(_properties(child))
         duration = _float(get("time"))
         if duration < 0.0:
             duration = self._duration(get("time"), f"testcase {test_id}")
@@ -363,19 +421,6 @@ _LINES: dict[str | None, int | None] = {None: None}
 _CACHED = 20_000
 
 _MAX_DIGITS = 18  # shard, run, attempt, line: anything longer is no count (int() refuses > 4,300 anyway)
-
-
-def _properties(elem: ET.Element) -> dict[str, str]:
-    """<properties><property name= value=/>…: a property's value, or its text when the value is empty."""
-    props: dict[str, str] = {}
-    for prop in elem:
-        tag = prop.tag
-        if tag[:1] == "{":
-            tag = tag.rpartition("}")[2]
-        if tag == "property":
-            get = prop.attrib.get
-            props[get("name") or ""] = get("value") or prop.text or ""
-    return props
 
 
 def _time(value: str | None) -> float | None:

@@ -169,7 +169,6 @@ NEEDLES: dict[str, tuple[str, ...]] = {
 }
 
 
-_NEEDLE_KEYS = tuple((needle, key) for key, needles in NEEDLES.items() for needle in needles)
 _COMPILED: dict[
     tuple[CauseRule, ...], tuple[tuple[CauseRule, re.Pattern[str], tuple[str, ...] | None], ...]
 ] = {}
@@ -209,14 +208,13 @@ def _classify(message: str, text: str, extra_rules: tuple[CauseRule, ...]) -> Ca
 
 @lru_cache(maxsize=4096)
 def _classify_text(haystack: str, extra_rules: tuple[CauseRule, ...]) -> Cause | None:
-    """The first rule that matches, with its detail; None when none does. One pass of substring tests
-    picks the candidate rules; only their regexes run (every pattern is linear: bounded repeats)."""
+    """The first rule that matches, with its detail; None when none does. Substring tests of a rule's
+    literals decide whether its regex runs at all (every pattern is linear: bounded repeats)."""
     if not haystack:
         return None
-    present = {key for needle, key in _NEEDLE_KEYS if needle in haystack}  # one pass of `in`
     for rule, regex, needles in _compiled(extra_rules):
-        if needles is not None and rule.key not in present:
-            continue
+        if needles is not None and not any(needle in haystack for needle in needles):
+            continue  # rules in order: the literals of the rules after the first match are never tested
         match = regex.search(haystack)
         if match:
             detail = match.group("detail") if "detail" in regex.groupindex else None

@@ -22,7 +22,6 @@ from db_test_action.model import (
     TestResult,
     Verdict,
 )
-from db_test_action.report.hangs import hang_sentence
 from db_test_action.report.mdtext import (
     GITHUB_COMMENT_MAX,
     ZWJ,
@@ -127,6 +126,8 @@ def _hangs(report: Report, detail: Detail) -> list[str]:
     """Tests caught at a time limit: who waited, on what, held by whom — first, it is why the run stopped."""
     if not report.hangs:
         return []
+    from db_test_action.report.hangs import hang_sentence  # its stream reader: only when there are hangs
+
     parts = ["", "**Stopped at a time limit** (server sessions at that moment):", ""]
     for h in report.hangs[: detail.max_rows]:
         where = f"shard {h.shard} run {h.run}: " if h.shard is not None and h.run is not None else ""

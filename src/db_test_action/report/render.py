@@ -5,14 +5,12 @@ Everything renders from one `Report`, so the comment, the job log, the annotatio
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 
 from db_test_action.junit.attempts import failing_line
 from db_test_action.model import Annotation, Level, Phase, Report, Status
 from db_test_action.report.codec import report_to_dict
-from db_test_action.report.hangs import hang_sentence
 from db_test_action.report.markdown import quarantine_line, render_markdown
 from db_test_action.report.mdtext import GITHUB_COMMENT_MAX, duration, trim_lines
 from db_test_action.report.sections import doctor_console
@@ -74,6 +72,8 @@ def render_console(report: Report) -> str:
         + f", total {duration(tm.total_s)}, average test {duration(tm.average_test_s)}"
         + (f", slowest {duration(tm.slowest_test_s)} {tm.slowest_test}" if tm.slowest_test else ""),
     ]
+    if report.hangs:  # hangs.py (and the stream reader it needs) only for a report that has them
+        from db_test_action.report.hangs import hang_sentence
     for h in report.hangs[:10]:
         where = f"shard {h.shard} run {h.run}: " if h.shard is not None and h.run is not None else ""
         lines.append(f"hang: {where}{hang_sentence(h, _plain, _plain)}")
@@ -151,6 +151,8 @@ def annotations_for(report: Report) -> tuple[Annotation, ...]:
     ]
     phase_rank = {Phase.SETUP: 1, Phase.TEARDOWN: 2, Phase.CALL: 3}
     hung: dict[str, str] = {}
+    if report.hangs:
+        from db_test_action.report.hangs import hang_sentence
     for h in report.hangs:
         if h.test_id:
             hung.setdefault(h.test_id, hang_sentence(h, _plain, _plain))
@@ -227,6 +229,8 @@ def report_fingerprint(report: Report) -> str:
         reg.pop("base_s", None)
     blob = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     blob = _VOLATILE.sub("<…>", blob)
+    import hashlib  # only `publish` asks (~4 ms of import every report would pay)
+
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
