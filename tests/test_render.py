@@ -186,6 +186,34 @@ def test_huge_reports_stay_under_the_github_limit_and_say_what_was_cut():
     assert len(small) <= 5000 and small.rstrip().endswith("the job log for the rest._")
 
 
+def test_a_level_that_only_shortens_server_excerpts_is_skipped_when_there_are_none():
+    """Without server excerpts (or a long quarantine list) the server level is the page before plus a
+    note: it cannot fit where that one did not, so the renderer goes straight to fewer tests per cause."""
+    from db_test_action.report.markdown import _can_be_shorter, _document, levels
+    from db_test_action.report.textsafety import neutralize
+
+    parts = [
+        _xml_with(
+            f"test_{i}", f"AssertionError: distinct {i} " + "x" * 3000, count=1, cls=f"tests.test_m{i % 9}"
+        )
+        for i in range(28)
+    ]
+    classes = [{"key": f"c{i}", "pattern": f"distinct {i} ", "title": f"Class {i}"} for i in range(28)]
+    report = build_report(
+        [parse_junit_bytes(b"<testsuites>" + b"".join(parts) + b"</testsuites>", "big.xml")],
+        resolve_report_config({}, {}, {"classes": classes}),
+    )
+    full, server_level, fewer = (
+        neutralize(_document(report, d)) for d in levels(report.details_per_cause)[:3]
+    )
+    assert len(full) > 65536 and len(server_level) > len(full) and len(fewer) <= 65536
+    assert render_markdown(report) == fewer
+    first, second, third = levels(report.details_per_cause)[:3]
+    assert not _can_be_shorter(report, first, second) and _can_be_shorter(report, first, third)
+    with_excerpt = replace(report, tests=(replace(report.tests[0], server_log=("x",)), *report.tests[1:]))
+    assert _can_be_shorter(with_excerpt, first, second)
+
+
 def test_empty_report_renders():
     report = build_report([], resolve_report_config({}, {}, {}))
     md = render_markdown(report)

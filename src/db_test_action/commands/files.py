@@ -218,11 +218,14 @@ def read_result_files(files: Sequence[Path], cwd: Path) -> list[ParsedFile]:
 def without_gc() -> Iterator[None]:
     """Reading 100,000 testcases makes ~10⁶ small objects and no cycles to collect, yet each collection of
     the oldest generation re-walks all of them: ~0.1 s of a 0.8 s report, ~0.2 s of a 1 s stability
-    night (benchmarks/report_scale.py, stability_scale.py)."""
+    night (benchmarks/report_scale.py, stability_scale.py). On the way out they are frozen (moved out
+    of the collector's generations; refcounting still frees them): re-enabling would otherwise start
+    with one full walk of them all (~0.02 s), and so would the collection at interpreter exit."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if was_enabled:
+            gc.freeze()  # what was read lives to the end: collections from here on skip it
             gc.enable()

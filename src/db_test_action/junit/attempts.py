@@ -106,6 +106,17 @@ def group_tests_and_categories(
             test = _new_row(
                 TestResultRow, (test_id, categorize(occ), occ.file, occ.line, status, occ.duration_s)
             )
+        elif (
+            test_id not in repeats
+            and occ.outcome in _FAILED
+            and occ.attempt is None
+            and not occ.is_quarantined
+        ):
+            # One failed execution (most failing tests): what `_one_test` makes of it, without the walk.
+            test = TestResult(
+                test_id, categorize(occ), occ.file, occ.line, _FAILED_IN[occ.phase], 1, 1,
+                round(occ.duration_s, 6), (_problem(occ, classify),),
+            )  # fmt: skip
         else:
             per_source: dict[str, list[Occurrence]] = {}
             for o in repeats.get(test_id, (occ,)):
@@ -136,6 +147,13 @@ def _split_attempts(seq: list[Occurrence]) -> list[list[Occurrence]]:
 
 
 _FAILED = (Outcome.FAILED, Outcome.ERROR)
+# A test whose one execution failed, by the phase it failed in (none given: the body, as `_one_test` says).
+_FAILED_IN = {
+    Phase.SETUP: Status.SETUP_ERROR,
+    Phase.TEARDOWN: Status.TEARDOWN_ERROR,
+    Phase.CALL: Status.FAILED,
+    None: Status.FAILED,
+}
 
 
 def _clean_status(

@@ -80,7 +80,11 @@ def levels(per_cause: int) -> tuple[Detail, ...]:
 
 def render_markdown(report: Report, max_chars: int = GITHUB_COMMENT_MAX) -> str:
     """The whole comment, at most `max_chars` characters (GitHub rejects longer comments)."""
+    previous: Detail | None = None
     for detail in levels(report.details_per_cause):
+        if previous is not None and not _can_be_shorter(report, previous, detail):
+            continue  # same page plus a note: it cannot fit where the previous one did not
+        previous = detail
         # neutralize the whole page too: no untrusted text may reach it un-escaped by any path
         text = neutralize(_document(report, detail))
         if len(text) <= max_chars:
@@ -89,6 +93,19 @@ def render_markdown(report: Report, max_chars: int = GITHUB_COMMENT_MAX) -> str:
         "\n\n_… cut here to fit GitHub's comment limit; see the JSON report or the job log for the rest._\n"
     )
     return fit_with_closers(text, max_chars, note)
+
+
+def _can_be_shorter(report: Report, before: Detail, after: Detail) -> bool:
+    """Whether `after` cuts anything of this report that `before` showed. A level that only shortens
+    server log excerpts and the quarantine list changes nothing in a report without them."""
+    if (before.per_cause, before.max_lines, before.max_chars, before.max_rows) != (
+        after.per_cause, after.max_lines, after.max_chars, after.max_rows,
+    ):  # fmt: skip
+        return True
+    has_server_text = bool(report.server and report.server.examples) or any(
+        t.server_log for t in report.tests
+    )
+    return has_server_text or _quarantine_listed(report) > after.quarantine_rows
 
 
 def _document(report: Report, detail: Detail) -> str:
