@@ -95,9 +95,11 @@ def group_tests_and_categories(
     append, passed = tests.append, Status.PASSED
     # The category map: `first`'s values replaced in place (same keys, no resize) as each test is made.
     categories: dict[str, str] = first  # type: ignore[assignment]
+    # A categorizer that goes by file alone shares its cache: looked up here, called only on a miss.
+    by_file: dict[str | None, str] = getattr(categorize, "by_file", {})
     for test_id, occ in first.items():
         if type(occ) is PassRow and test_id not in repeats:  # the commonest case: one clean pass
-            category = categories[test_id] = categorize(occ)
+            category = categories[test_id] = by_file.get(occ.file) or categorize(occ)
             append(_new_row(TestResultRow, (test_id, category, occ.file, occ.line, passed, occ.duration_s)))
             continue
         # Quarantined tests take the long way: their xfailed failures become problems to show.

@@ -10,7 +10,8 @@ Pure: callers pass the parsed files, occurrences and tests. A "run" is one full 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from operator import attrgetter
 
 from db_test_action.config.report import Budgets
 from db_test_action.model import (
@@ -26,6 +27,10 @@ from db_test_action.model import (
     Timing,
 )
 
+_DURATION, _EXECUTIONS, _RUN, _TEST_ID = (
+    attrgetter(f) for f in ("duration_s", "executions", "run", "test_id")
+)
+
 
 def file_label(info: ResultFile) -> str:
     if info.shard is not None:
@@ -38,9 +43,9 @@ def compute_timing(
 ) -> Timing:
     """Wall/total from the files; average over every execution; slowest single execution of a test."""
     slowest_file = max(files, key=lambda f: f.wall_s, default=None)
-    executions = sum(t.executions for t in tests)
-    total_test_s = sum(o.duration_s for o in occurrences)
-    slowest = max(tests, key=lambda t: t.duration_s, default=None)
+    executions = sum(map(_EXECUTIONS, tests))  # map + attrgetter: a C loop over 100,000 tests
+    total_test_s = sum(map(_DURATION, occurrences))
+    slowest = max(tests, key=_DURATION, default=None)
     return Timing(
         wall_s=round(slowest_file.wall_s, 3) if slowest_file else 0.0,
         wall_source=file_label(slowest_file) if slowest_file else "",
@@ -51,12 +56,13 @@ def compute_timing(
     )
 
 
-def category_durations(occurrences: Iterable[Occurrence], category_of: Mapping[str, str]) -> dict[str, float]:
+def category_durations(occurrences: Sequence[Occurrence], category_of: Mapping[str, str]) -> dict[str, float]:
     """Per category: the sum of test durations within one run, for the slowest run."""
     per_run: dict[tuple[str, int | None], float] = {}
-    for occ in occurrences:
-        key = (category_of[occ.test_id], occ.run)
-        per_run[key] = per_run.get(key, 0.0) + occ.duration_s
+    get = per_run.get
+    keys = zip(map(category_of.__getitem__, map(_TEST_ID, occurrences)), map(_RUN, occurrences), strict=True)
+    for key, seconds in zip(keys, map(_DURATION, occurrences), strict=True):  # in order: same float sums
+        per_run[key] = get(key, 0.0) + seconds
     result: dict[str, float] = {}
     for (category, _run), seconds in per_run.items():
         result[category] = max(result.get(category, 0.0), seconds)
@@ -64,7 +70,7 @@ def category_durations(occurrences: Iterable[Occurrence], category_of: Mapping[s
 
 
 def slowest_tests(tests: Sequence[TestResult], limit: int = 10) -> tuple[SlowTest, ...]:
-    ranked = heapq.nlargest(limit, tests, key=lambda t: t.duration_s)  # = a stable sort's top, no copy
+    ranked = heapq.nlargest(limit, tests, key=_DURATION)  # = a stable sort's top, no copy
     return tuple(SlowTest(t.test_id, t.category, round(t.duration_s, 3)) for t in ranked if t.duration_s > 0)
 
 
