@@ -106,6 +106,27 @@ def test_a_dtd_split_across_read_chunks_is_still_refused(cut):
     assert parsed.problem.message.startswith("refused: the file declares a DTD")
 
 
+CUT_SHORT = b"<testsuite>" + CASE + b"\n<testcase name='b'><failure><![CDATA[line 1\nline 2\nline"
+BROKEN_MID_FILE = b"<testsuite>" + CASE + b"<!-- x\n" + b"line\n" * 50 + b"</testsuite>\n"  # unclosed comment
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, 1 << 16])
+def test_cut_short_or_broken_mid_file_whatever_the_read_chunks(size):
+    """A file that ends inside a token is truncated; one whose comment runs from mid-file to the end is
+    broken (expat names the comment's first line): the same verdict however the file arrives (the
+    parser counts only the lines after the error, from the bytes it keeps behind)."""
+    for data, verdict in ((CUT_SHORT, "truncated XML"), (BROKEN_MID_FILE, "not well-formed XML")):
+        parsed = parse_junit_chunks([data[at : at + size] for at in range(0, len(data), size)], "x.xml")
+        assert parsed.problem is not None and parsed.problem.message.startswith(verdict), (size, parsed)
+        assert len(parsed.rows) == 1
+
+
+def test_an_unclosed_token_older_than_the_kept_bytes_is_mid_file():
+    data = b"<testsuite>" + CASE + b"<!-- " + b"x" * (1 << 21)  # one line, but 2 MB of it behind the parser
+    parsed = parse_junit_chunks([data[at : at + 4096] for at in range(0, len(data), 4096)], "x.xml")
+    assert parsed.problem is not None and parsed.problem.message.startswith("not well-formed XML")
+
+
 def test_a_megabyte_of_prolog_is_a_named_problem_not_a_scan_of_the_whole_file():
     chunks = [b"<!-- " + b"x" * (1 << 16)] * 40 + [b" -->" + BOMB + b"<testsuite/>"]
     parsed = parse_junit_chunks(chunks, "pad.xml")
