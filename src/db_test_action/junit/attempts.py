@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections import namedtuple
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 
 from db_test_action.junit.reader import PassRow
 from db_test_action.model import Cause, Occurrence, Outcome, Phase, Problem, Status, TestResult
@@ -43,6 +44,7 @@ class TestResultRow(
 
 
 _new_row = tuple.__new__  # TestResultRow(…) without namedtuple's Python-level __new__
+_TEST_ID = attrgetter("test_id")
 
 
 def group_tests(
@@ -81,16 +83,19 @@ def group_tests_and_categories(
 ) -> tuple[list[TestResult | TestResultRow], dict[str, str]]:
     """`group_tests_lazily` and each test id's category. The category map is the id → first occurrence
     map grouping needed anyway, its values replaced in place: 100,000 ids cost one dict, not two."""
-    first: dict[str, Occurrence] = {}
+    # Built in C; when every id is distinct (each test ran once, the common case) it is the first-seen map.
+    first: dict[str, Occurrence] = dict(zip(map(_TEST_ID, occurrences), occurrences, strict=True))
     repeats: dict[str, list[Occurrence]] = {}
-    setdefault = first.setdefault
-    for occ in occurrences:
-        seen = setdefault(occ.test_id, occ)
-        if seen is not occ:
-            if occ.test_id in repeats:
-                repeats[occ.test_id].append(occ)
-            else:
-                repeats[occ.test_id] = [seen, occ]
+    if len(first) != len(occurrences):  # repeats, reruns: the first occurrence of each, its followers
+        first = {}
+        setdefault = first.setdefault
+        for occ in occurrences:
+            seen = setdefault(occ.test_id, occ)
+            if seen is not occ:
+                if occ.test_id in repeats:
+                    repeats[occ.test_id].append(occ)
+                else:
+                    repeats[occ.test_id] = [seen, occ]
     tests: list[TestResult | TestResultRow] = []
     append, passed = tests.append, Status.PASSED
     # The category map: `first`'s values replaced in place (same keys, no resize) as each test is made.

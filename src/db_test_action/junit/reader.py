@@ -238,7 +238,7 @@ class JUnitReader:
                     return
                 if line_no is not None and one_based:
                     line_no += 1  # pytest writes the 0-based line of the `def`; editors count from 1
-                test_id = f"{prefix}::{get('name') or ''}"
+                test_id = prefix + (get("name") or "")  # the prefix ends in "::"
                 if results is None:  # the common case, a clean pass without runner properties
                     append(_new_row(PassRow, (test_id, path, line_no, duration, name, shard, run)))
                 else:  # one result, no runner properties: what `_add_testcase` would make of it
@@ -272,7 +272,8 @@ class JUnitReader:
     def _prefix(self, classname: str, file: str | None) -> tuple[str | None, str | None]:
         if len(_IDS) > _CACHED:
             _IDS.clear()
-        _IDS[classname, file] = found = id_prefix(classname, file)
+        prefix, path = id_prefix(classname, file)
+        _IDS[classname, file] = found = (None if prefix is None else prefix + "::", path)
         return found
 
     # --- suites ---
@@ -415,7 +416,8 @@ class JUnitReader:
         return self._int(key, value) if value else None
 
 
-# Pure caches shared by the files of one report: classname/file → (node id prefix, path), `line` → int.
+# Pure caches shared by the files of one report: classname/file → (node id prefix with its "::", path),
+# `line` → int.
 _IDS: dict[tuple[str, str | None], tuple[str | None, str | None]] = {}
 _LINES: dict[str | None, int | None] = {None: None}
 _CACHED = 20_000

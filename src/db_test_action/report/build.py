@@ -107,7 +107,9 @@ def build_report(
     if base is not None:
         b = config.budgets
         regressions = find_regressions(timing, categories, base, b.regression_ratio, b.regression_min_s)
-    problem_tests = tuple(sorted((t for t in tests if t.status in _PROBLEM), key=_problem_order))
+    # Every problem and every quarantined test is a full TestResult: the clean rows (most) need no look.
+    full = [t for t in tests if type(t) is not TestResultRow]
+    problem_tests = tuple(sorted((t for t in full if t.status in _PROBLEM), key=_problem_order))
     server = None
     doctor = None
     if server_logs and any(getattr(row, "fixtures", None) for row in occurrences):
@@ -137,7 +139,7 @@ def build_report(
         slowest=slowest_tests(tests),
         details_per_cause=config.details_per_cause,
         server=server,
-        quarantined=quarantined_tests(tests),
+        quarantined=quarantined_tests(full),
         is_empty_planned=manifest is not None and not _planned(manifest),
         hangs=tuple(hangs),
         doctor=doctor,
