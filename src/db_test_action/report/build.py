@@ -10,7 +10,6 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
-from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from db_test_action.config.report import ReportConfig
@@ -20,12 +19,10 @@ from db_test_action.junit.parse import ParsedFile
 from db_test_action.model import (
     BudgetStatus,
     CategoryRule,
-    Counts,
     Hang,
     Occurrence,
     Outcome,
     ParseProblem,
-    Phase,
     Report,
     ResultFile,
     ServerLogSummary,
@@ -42,6 +39,7 @@ from db_test_action.report.budgets import (
     with_category_budgets,
 )
 from db_test_action.report.classify import category_for, classify_failure, default_category, group_causes
+from db_test_action.report.counts import count_by_category, quarantined_tests, sum_counts
 
 if TYPE_CHECKING:
     from db_test_action.report.evidence import ServerEvent, TestWindow
@@ -50,16 +48,6 @@ if TYPE_CHECKING:
 # without a server log — most JUnit from elsewhere — does not pay for loading them.
 
 _PROBLEM = frozenset(s for s in Status if s.is_problem)
-_CATEGORY, _STATUS = attrgetter("category"), attrgetter("status")
-_COLUMN = {
-    Status.PASSED: "passed",
-    Status.FAILED: "failed",
-    Status.SETUP_ERROR: "setup_errors",
-    Status.TEARDOWN_ERROR: "teardown_errors",
-    Status.FLAKY: "flaky",
-    Status.SKIPPED: "skipped",
-    Status.XFAILED: "xfailed",
-}
 
 
 def build_report(
@@ -100,7 +88,7 @@ def build_report(
     durations = category_durations(occurrences, category_of)
     by_category = count_by_category(tests, durations)
     categories = with_category_budgets(by_category, config.budgets)
-    totals = _sum_counts(by_category, "all", round(sum(durations.values()), 3))
+    totals = sum_counts(by_category, "all", round(sum(durations.values()), 3))
     timing = compute_timing(files, occurrences, tests)
     budgets = check_budgets(config.budgets, timing, categories)
     regressions = ()
@@ -268,99 +256,6 @@ def test_windows(occurrences: Sequence[Occurrence]) -> list[TestWindow]:
 def _problem_order(test: TestResult) -> tuple[int, str]:
     rank = {Status.SETUP_ERROR: 0, Status.TEARDOWN_ERROR: 1, Status.FAILED: 2, Status.FLAKY: 3}
     return rank.get(test.status, 9), test.test_id
-
-
-_STATUS_COLUMNS = ("passed", "failed", "flaky", "skipped", "xfailed")
-_FIXTURE_COLUMNS = ("setup_errors", "teardown_errors", "setup_errors_flaky", "teardown_errors_flaky")
-
-
-def fixture_error_phases(test: TestResult) -> tuple[bool, bool]:
-    """(setup, teardown): did any attempt of this test error in that phase? (quarantined xfails do not)"""
-    setup = test.status is Status.SETUP_ERROR
-    teardown = test.status is Status.TEARDOWN_ERROR
-    for problem in test.problems:
-        if problem.outcome is Outcome.XFAILED:
-            continue
-        setup |= problem.phase is Phase.SETUP
-        teardown |= problem.phase is Phase.TEARDOWN
-    return setup, teardown
-
-
-def count_by_category(tests: Sequence[TestResult], durations: Mapping[str, float]) -> tuple[Counts, ...]:
-    """Status columns hold each test once; fixture-error columns every test that errored in that phase in
-    any attempt (see Counts) — pytest's own "1 failed, 1 error" for a body failure plus a teardown error."""
-    columns: dict[str, dict[str, int]] = {}
-    quarantine: dict[str, dict[str, int]] = {}
-    # Tests per (category, status), counted in C: 100,000 tests are common, and most are clean rows.
-    for (category, status), n in Counter(
-        zip(map(_CATEGORY, tests), map(_STATUS, tests), strict=True)
-    ).items():
-        counts = columns.get(category)
-        if counts is None:
-            counts = columns[category] = dict.fromkeys(("tests", *_STATUS_COLUMNS, *_FIXTURE_COLUMNS), 0)
-        counts["tests"] += n
-        if (column := _COLUMN[status]) in _STATUS_COLUMNS:
-            counts[column] += n
-    for test in tests:  # the fixture-error and quarantine columns: a clean row (the commonest) has neither
-        if type(test) is TestResultRow:
-            continue
-        counts = columns[test.category]
-        column = _COLUMN[test.status]
-        if test.problems or column not in _STATUS_COLUMNS:
-            setup, teardown = fixture_error_phases(test)
-            flaky = test.status is Status.FLAKY
-            counts["setup_errors"] += setup
-            counts["teardown_errors"] += teardown
-            counts["setup_errors_flaky"] += setup and flaky
-            counts["teardown_errors_flaky"] += teardown and flaky
-        if test.is_quarantined:
-            q = quarantine.setdefault(test.category, dict.fromkeys(_QUARANTINE_COLUMNS, 0))
-            q["quarantined"] += 1
-            if q_column := _quarantine_column(test):
-                q[q_column] += 1
-    return tuple(
-        Counts(
-            name=name,
-            duration_s=durations.get(name, 0.0),
-            **columns[name],
-            **quarantine.get(name, {}),
-        )
-        for name in sorted(columns)
-    )
-
-
-_QUARANTINE_COLUMNS = ("quarantined", "quarantined_failed", "quarantined_passed")
-
-
-def _quarantine_column(test: TestResult) -> str:
-    """Failed: the quarantine turned a failure into an xfail (or it failed outright); passed: it ran clean."""
-    if test.problems or test.status.is_problem:
-        return "quarantined_failed"
-    return "quarantined_passed" if test.status is Status.PASSED else ""
-
-
-def _sum_counts(counts: Sequence[Counts], name: str, duration_s: float) -> Counts:
-    columns = {
-        column: sum(getattr(c, column) for c in counts) for column in (*_STATUS_COLUMNS, *_FIXTURE_COLUMNS)
-    }
-    quarantine = {column: sum(getattr(c, column) for c in counts) for column in _QUARANTINE_COLUMNS}
-    return Counts(
-        name=name, tests=sum(c.tests for c in counts), duration_s=duration_s, **columns, **quarantine
-    )
-
-
-def quarantined_tests(tests: Sequence[TestResult]) -> tuple[TestResult, ...]:
-    """The tests on the `--quarantine` list: those that failed first (setup, call, teardown), then the rest."""
-    order = {"quarantined_failed": 0, "quarantined_passed": 1, "": 2}
-
-    def rank(test: TestResult) -> tuple[int, int, str]:
-        phase = min((_PHASE_RANK[p.phase] for p in test.problems), default=9)
-        return order[_quarantine_column(test)], phase, test.test_id
-
-    return tuple(sorted((t for t in tests if t.is_quarantined), key=rank))
-
-
-_PHASE_RANK = {Phase.SETUP: 0, Phase.CALL: 1, Phase.TEARDOWN: 2}
 
 
 def _categorizer(rules: Sequence[CategoryRule]) -> Callable[[Occurrence], str]:
