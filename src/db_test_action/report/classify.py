@@ -25,6 +25,7 @@ from db_test_action.model import (
     Status,
     TestResult,
 )
+from db_test_action.report.prefilter import Prefiltered
 
 _CATALOG_INDEX = (
     r"pg_(?:extension_name|type_typname_nsp|proc_proname_args_nsp|namespace_nspname|class_relname_nsp)_index"
@@ -142,51 +143,27 @@ BUILTIN_RULES: tuple[CauseRule, ...] = (
 
 OTHER = Cause("other", "Other", "not a known database/fixture pattern: read the message below")
 
-# Literals one of which every match of a built-in rule contains (tests/test_classify.py checks this with
-# strings generated from each pattern). `in` over a 2 KB message takes well under a microsecond, a regex
-# search with a case-insensitive group up to ~150 µs: a haystack runs only the regexes whose literal it
-# holds, so an unmatched message (the commonest failure, an assertion) costs ~40 substring tests.
-NEEDLES: dict[str, tuple[str, ...]] = {
-    "concurrent-ddl": ("tuple concurrently ", 'unique constraint "pg_'),
-    "dependent-objects": ("DependentObjectsStillExist", "2BP01", "cannot drop "),
-    "unique-violation": ("UniqueViolation", "23505", "duplicate key value violates unique constraint"),
-    "fk-violation": ("ForeignKeyViolation", "23503", "violates foreign key constraint"),
-    "deadlock": ("DeadlockDetected", "40P01", "deadlock detected"),
-    "serialization": ("SerializationFailure", "SerializationError", "40001", "could not serialize access"),
-    "too-many-connections": (
-        "TooManyConnections",
-        "53300",
-        "too many clients already",
-        "remaining connection",
-    ),
-    "database-in-use": ("ObjectInUse", "55006", "is being accessed by other users"),
-    "lock-timeout": ("LockNotAvailable", "55P03", "due to lock timeout", "could not obtain lock"),
-    "undefined-object": ("Undefined", "42P01", "42883", "42704", " does not exist"),
-    "event-loop": ("loop", "another operation is in progress"),
-    "connection": ("onnect", "0800", "57P01"),
-    "hang": ("did not finish: pytest was stopped",),
-    "timeout": ("imeout", "timed out", "QueryCanceled", "57014"),
-}
-
-
-_COMPILED: dict[
-    tuple[CauseRule, ...], tuple[tuple[CauseRule, re.Pattern[str], tuple[str, ...] | None], ...]
-] = {}
+_COMPILED: dict[tuple[CauseRule, ...], tuple[tuple[CauseRule, re.Pattern[str] | Prefiltered], ...]] = {}
 
 
 def _compiled(
     extra_rules: tuple[CauseRule, ...],
-) -> tuple[tuple[CauseRule, re.Pattern[str], tuple[str, ...] | None], ...]:
-    """User rules then built-ins, each with its regex and its literals (None: a user rule, always searched)."""
+) -> tuple[tuple[CauseRule, re.Pattern[str] | Prefiltered], ...]:
+    """User rules (a regex, always searched) then built-ins (searched with what their literals allow)."""
     compiled = _COMPILED.get(extra_rules)
     if compiled is None:
         if len(_COMPILED) > 64:
             _COMPILED.clear()
-        compiled = _COMPILED[extra_rules] = tuple(
-            (rule, re.compile(rule.pattern), NEEDLES.get(rule.key) if i >= len(extra_rules) else None)
-            for i, rule in enumerate(extra_rules + BUILTIN_RULES)
+        compiled = _COMPILED[extra_rules] = (
+            *((rule, re.compile(rule.pattern)) for rule in extra_rules),
+            *_builtins(),
         )
     return compiled
+
+
+@lru_cache(maxsize=1)
+def _builtins() -> tuple[tuple[CauseRule, Prefiltered], ...]:
+    return tuple((rule, Prefiltered(rule)) for rule in BUILTIN_RULES)
 
 
 def classify_failure(message: str, text: str = "", extra_rules: Sequence[CauseRule] = ()) -> Cause:
@@ -208,13 +185,18 @@ def _classify(message: str, text: str, extra_rules: tuple[CauseRule, ...]) -> Ca
 
 @lru_cache(maxsize=4096)
 def _classify_text(haystack: str, extra_rules: tuple[CauseRule, ...]) -> Cause | None:
-    """The first rule that matches, with its detail; None when none does. Substring tests of a rule's
-    literals decide whether its regex runs at all (every pattern is linear: bounded repeats)."""
+    """The first rule that matches, with its detail; None when none does. Substring tests of a built-in
+    rule's literals decide whether its regex runs at all, and with which alternatives (prefilter.py;
+    every pattern is linear: bounded repeats)."""
     if not haystack:
         return None
-    for rule, regex, needles in _compiled(extra_rules):
-        if needles is not None and not any(needle in haystack for needle in needles):
-            continue  # rules in order: the literals of the rules after the first match are never tested
+    for rule, searcher in _compiled(extra_rules):
+        if isinstance(searcher, Prefiltered):
+            regex = searcher.regex_for(haystack)
+            if regex is None:
+                continue  # rules in order: the literals of the rules after the first match are never tested
+        else:
+            regex = searcher
         match = regex.search(haystack)
         if match:
             detail = match.group("detail") if "detail" in regex.groupindex else None
