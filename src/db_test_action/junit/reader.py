@@ -90,6 +90,13 @@ _NO_PROPS = (None, None, (), None, None, None, None, False, None)
 # What each open element is (the reader's stack); elements it does not read are skipped, not stacked.
 _SUITE, _CASE, _RESULT, _PROPS, _PROP = 1, 2, 3, 4, 5
 _RESULT_TAGS = frozenset((*_SEVERITY, *_RETRY_TAGS))
+# (what the parent is, 0 for none; the tag) → what the element is, for the elements that are read.
+_CHILD = {
+    (0, "testsuites"): _SUITE, (0, "testsuite"): _SUITE,
+    (_SUITE, "testsuites"): _SUITE, (_SUITE, "testsuite"): _SUITE, (_SUITE, "properties"): _PROPS,
+    **{(_CASE, tag): _RESULT for tag in _RESULT_TAGS}, (_CASE, "properties"): _PROPS,
+    (_PROPS, "property"): _PROP,
+}  # fmt: skip
 
 
 class JUnitReader:
@@ -166,44 +173,27 @@ class JUnitReader:
             if "}" in tag:
                 tag = tag.rpartition("}")[2]
             kind = stack[-1] if stack else 0
-            if kind == _SUITE:
-                if tag == "testcase":  # the commonest element: read at its end
-                    push(_CASE)
-                    case, results, case_props = attrs, None, None
-                elif tag == "testsuite" or tag == "testsuites":
+            if kind == _SUITE and tag == "testcase":  # the commonest element: read at its end
+                push(_CASE)
+                case, results, case_props = attrs, None, None
+                return
+            child = _CHILD.get((kind, tag))
+            if child is not None:
+                if child == _SUITE:
                     self._open_suite(tag, attrs)
-                    push(_SUITE)
                     inherited, one_based = self.inherited, self.is_pytest
-                elif tag == "properties":
-                    push(_PROPS)
+                elif child == _PROPS:
                     props = {}
-                else:
-                    skip = 1
-            elif kind == _CASE:
-                if tag in _RESULT_TAGS:
-                    push(_RESULT)
+                else:  # a result or a property: its text is read
                     result, text = (tag, attrs), []
                     collect(text)
-                elif tag == "properties":
-                    push(_PROPS)
-                    props = {}
-                else:
-                    skip = 1
-            elif kind == _PROPS:
-                if tag == "property":
-                    push(_PROP)
-                    result, text = (tag, attrs), []
-                    collect(text)
-                else:
-                    skip = 1
-            elif kind:  # a child of a result or a property: its text stops here (ElementTree's `.text`)
+                push(child)
+            elif kind in (_RESULT, _PROP):  # a child of one: its text stops here (ElementTree's `.text`)
                 collect(None)
                 skip = 1
-            elif tag == "testsuite" or tag == "testsuites":  # the root
-                self._open_suite(tag, attrs)
-                push(_SUITE)
-                inherited, one_based = self.inherited, self.is_pytest
-            else:
+            elif kind:  # anything else in a suite, a testcase or properties is not read
+                skip = 1
+            else:  # a root that is not a suite (a suite root is a (0, "testsuite") child above)
                 self.root = tag
                 self.problem = ParseProblem(
                     name,
