@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 from collections import namedtuple
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from operator import attrgetter
 
 from db_test_action.junit.reader import PassRow
 from db_test_action.model import Cause, Occurrence, Outcome, Phase, Problem, Status, TestResult
 
-_LOCATION_RE = re.compile(r"^(?!/)(?![^\n]*site-packages)([^\s:]+\.py):(\d+): ", re.MULTILINE)
+_FRAME_RE = re.compile(r"([^\s:]+\.py):(\d+): ")  # a line's start; not absolute, not in site-packages
 
 
 # --- grouping ------------------------------------------------------------------------------------------
@@ -241,18 +241,8 @@ def _problem(occ: Occurrence, classify: Callable[[str, str], Cause]) -> Problem:
 
 
 def error_location(text: str, file: str | None, line: int | None) -> tuple[str | None, int | None]:
-    """The deepest traceback entry in the repo (a relative `path.py:N:` line), else the test's own place.
-
-    Tracebacks run to thousands of lines: only lines holding `.py:` can match, so walk those from the end.
-    """
-    end = len(text)
-    while (hit := text.rfind(".py:", 0, end)) >= 0:
-        line_start = text.rfind("\n", 0, hit) + 1
-        match = _LOCATION_RE.match(text, line_start)
-        if match:
-            return match.group(1), int(match.group(2))
-        end = line_start
-    return file, line
+    """The deepest traceback entry in the repo (a relative `path.py:N:` line), else the test's own place."""
+    return next(_repo_frames(text), (file, line))
 
 
 def failing_line(text: str, file: str | None, line: int | None) -> tuple[str | None, int | None]:
@@ -262,11 +252,20 @@ def failing_line(text: str, file: str | None, line: int | None) -> tuple[str | N
     A fixture error deep in conftest.py or a library points at the test, which is what a reviewer opens.
     """
     if file and text:
-        end = len(text)
-        while (hit := text.rfind(".py:", 0, end)) >= 0:
-            line_start = text.rfind("\n", 0, hit) + 1
-            match = _LOCATION_RE.match(text, line_start)
-            if match and (match.group(1) == file or match.group(1).endswith("/" + file)):
-                return match.group(1), int(match.group(2))
-            end = line_start
+        for path, number in _repo_frames(text):
+            if path == file or path.endswith("/" + file):
+                return path, number
     return file, line
+
+
+def _repo_frames(text: str) -> Iterator[tuple[str, int]]:
+    """`path.py:N` of each traceback line in the repo (a relative path, not site-packages), deepest first.
+
+    Tracebacks run to thousands of lines: they are split in C and only lines holding `.py:` meet the
+    regex, from the end.
+    """
+    for text_line in reversed(text.split("\n")):
+        if ".py:" in text_line and text_line[:1] != "/" and "site-packages" not in text_line:
+            match = _FRAME_RE.match(text_line)
+            if match:
+                yield match.group(1), int(match.group(2))
