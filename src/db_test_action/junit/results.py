@@ -19,10 +19,15 @@ def outcome_of(results: list[tuple[str, str, str | None, str]]) -> tuple[Outcome
     """(tag, message, type, text) of a testcase's results → outcome, phase and the worst ones' texts."""
     if not results:
         return Outcome.PASSED, None, "", ""
-    worst = max(SEVERITY[r[0]] for r in results)
-    chosen = [r for r in results if SEVERITY[r[0]] == worst]
-    message = "\n".join(r[1] for r in chosen).strip()
-    text = "\n".join(r[3] for r in chosen).strip()
+    if len(results) == 1:  # the commonest by far: nothing to rank or join
+        chosen = results
+        tag, message, _type, text = results[0]
+        worst, message, text = SEVERITY[tag], message.strip(), text.strip()
+    else:
+        worst = max(SEVERITY[r[0]] for r in results)
+        chosen = [r for r in results if SEVERITY[r[0]] == worst]
+        message = "\n".join(r[1] for r in chosen).strip()
+        text = "\n".join(r[3] for r in chosen).strip()
     if worst == SEVERITY["skipped"]:
         is_xfail = any(r[2] == "pytest.xfail" for r in chosen)
         return (Outcome.XFAILED if is_xfail else Outcome.SKIPPED), None, message, text
