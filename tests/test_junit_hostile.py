@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from db_test_action.config.report import resolve_report_config
+from db_test_action.junit.files import parse_junit_file
 from db_test_action.junit.parse import ParsedFile, parse_junit_bytes, parse_junit_chunks
 from db_test_action.report.build import build_report
 from db_test_action.report.codec import report_json
@@ -121,10 +122,21 @@ def test_cut_short_or_broken_mid_file_whatever_the_read_chunks(size):
         assert len(parsed.rows) == 1
 
 
-def test_an_unclosed_token_older_than_the_kept_bytes_is_mid_file():
-    data = b"<testsuite>" + CASE + b"<!-- " + b"x" * (1 << 21)  # one line, but 2 MB of it behind the parser
-    parsed = parse_junit_chunks([data[at : at + 4096] for at in range(0, len(data), 4096)], "x.xml")
-    assert parsed.problem is not None and parsed.problem.message.startswith("not well-formed XML")
+@pytest.mark.parametrize(
+    ("tail", "verdict"),
+    [(b"", "truncated XML"), (b"\n" * 5, "not well-formed XML")],
+    ids=["one-line", "lines-after"],
+)
+def test_a_token_begun_before_the_kept_megabyte_is_judged_by_the_whole_file(tmp_path, tail, verdict):
+    """A 2 MB attribute value cut short (pytest writes a message's newlines as &#10;: one line) is a
+    truncated file; the same value with lines after it is broken mid-file. The parser keeps only the
+    last megabyte, so it reads the file (or the bytes) once more to count the lines after the error."""
+    data = b"<testsuite>" + CASE + b"<testcase name='b'><failure message='" + b"x" * (1 << 21) + tail
+    path = tmp_path / "big.xml"
+    path.write_bytes(data)
+    for parsed in (parse_junit_bytes(data, "big.xml"), parse_junit_file(path, "big.xml")):
+        assert parsed.problem is not None and parsed.problem.message.startswith(verdict), parsed.problem
+        assert len(parsed.rows) == 1
 
 
 def test_a_megabyte_of_prolog_is_a_named_problem_not_a_scan_of_the_whole_file():

@@ -218,14 +218,16 @@ def read_result_files(files: Sequence[Path], cwd: Path) -> list[ParsedFile]:
 def without_gc() -> Iterator[None]:
     """Reading 100,000 testcases makes ~10⁶ small objects and no cycles to collect, yet each collection of
     the oldest generation re-walks all of them: ~0.1 s of a 0.8 s report, ~0.2 s of a 1 s stability
-    night (benchmarks/report_scale.py, stability_scale.py). On the way out they are frozen (moved out
-    of the collector's generations; refcounting still frees them): re-enabling would otherwise start
-    with one full walk of them all (~0.02 s), and so would the collection at interpreter exit."""
+    night (benchmarks/report_scale.py, stability_scale.py). Objects made while the collector is off stay
+    in its youngest generation, so its next collection would walk all of them (~0.02 s): on the way out
+    they are moved to the oldest one instead (`freeze` then `unfreeze`, no walk), where any cycle among
+    them is still collected, at the next full collection."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if was_enabled:
-            gc.freeze()  # what was read lives to the end: collections from here on skip it
+            gc.freeze()
+            gc.unfreeze()
             gc.enable()

@@ -119,10 +119,11 @@ def group_tests_and_categories(
             and occ.attempt is None
             and not occ.is_quarantined
         ):
-            # One failed execution (most failing tests): what `_one_test` makes of it, without the walk.
+            # One failed execution (most failing tests): what `_one_test` makes of it, without the walk
+            # (its max(0.0, …) too, which reads a `time="-0"` as 0.0).
             test = TestResult(
                 test_id, categorize(occ), occ.file, occ.line, _FAILED_IN[occ.phase], 1, 1,
-                round(occ.duration_s, 6), (_problem(occ, classify),),
+                round(max(0.0, occ.duration_s), 6), (_problem(occ, classify),),
             )  # fmt: skip
         else:
             per_source: dict[str, list[Occurrence]] = {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import glob
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from functools import partial
 from pathlib import Path
 
@@ -38,9 +38,15 @@ def parse_junit_file(path: Path, name: str | None = None) -> ParsedFile:
     name = name or str(path)
     try:
         with path.open("rb") as fh:  # read as parsed, a chunk at a time: a 1 GB file is not held at once
-            return parse_junit_chunks(iter(partial(fh.read, READ_CHUNK), b""), name)
+            return parse_junit_chunks(iter(partial(fh.read, READ_CHUNK), b""), name, partial(_chunks, path))
     except OSError as exc:
         return broken_file(name, f"cannot read ({exc.strerror}); check the artifact download")
 
 
 READ_CHUNK = 1 << 18
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    """The file once more, a chunk at a time (the parser asks after some syntax errors)."""
+    with path.open("rb") as fh:
+        yield from iter(partial(fh.read, READ_CHUNK), b"")

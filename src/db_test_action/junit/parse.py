@@ -22,10 +22,11 @@ Grouping occurrences into tests lives in attempts.py (re-exported here).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from xml.parsers import expat
@@ -84,16 +85,24 @@ class ParsedFile:
 
 def parse_junit_bytes(data: bytes, name: str) -> ParsedFile:
     """Parse JUnit XML held in memory. Never raises for bad input: the problem is returned as a value."""
-    return parse_junit_chunks((data[at : at + CHUNK] for at in range(0, len(data), CHUNK)), name)
+    return parse_junit_chunks(
+        (data[at : at + CHUNK] for at in range(0, len(data), CHUNK)), name, lambda: (data,)
+    )
 
 
-CHUNK = 1 << 16  # bytes fed at a time: the parser's event queue (and its elements) stay small
+CHUNK = 1 << 16  # the pieces of an in-memory file, and the size of expat's text buffer
 MAX_PROLOG = 1 << 20  # JUnit writers put a line or two before the root element
 
 
-def parse_junit_chunks(chunks: Iterable[bytes], name: str) -> ParsedFile:
+def parse_junit_chunks(
+    chunks: Iterable[bytes], name: str, again: Callable[[], Iterable[bytes]] | None = None
+) -> ParsedFile:
     """Parse JUnit XML arriving in pieces (a file read chunk by chunk: memory holds a chunk and one
-    testcase, never the file). Never raises for bad input: the problem is returned as a value."""
+    testcase, never the file). Never raises for bad input: the problem is returned as a value.
+
+    `again` reads the same bytes once more from the start. It is asked only after a syntax error in a
+    token begun more than a megabyte before the end (whether the file was cut short there depends on
+    the lines after it); without it, the lines in the kept megabyte and after are all that count."""
     shard, run = _shard_run_from_name(name)
     pieces = iter(chunks)
     head = bytearray()
@@ -128,11 +137,14 @@ def parse_junit_chunks(chunks: Iterable[bytes], name: str) -> ParsedFile:
     except MergedReport:
         return ParsedFile(ResultFile(name, None, None, 0.0, 0), (), None, is_merged=True)
     except expat.ExpatError as exc:  # every complete testcase before it is already a row
-        # Where the file ends decides whether it was cut short: an error on its last line, or the one
-        # before (a final newline), in a file that stopped inside its root element.
-        after, ends_with_newline = tail.newlines_after(parser.ErrorByteIndex, pieces)
-        near_end = after + (0 if ends_with_newline else 1) <= 2
-        reader.problem = _syntax_problem(name, exc, near_end, bytes(head), reader, shard)
+        # Cut short: a file that stopped inside its root element, at an error on its last line (or the
+        # one before a final newline).
+        truncated = (
+            exc.code in _TRUNCATION_CODES
+            and reader.open
+            and tail.ends_near(parser.ErrorByteIndex, pieces, again)
+        )
+        reader.problem = _syntax_problem(name, exc, truncated, bytes(head), reader, shard)
     except (ValueError, LookupError) as exc:  # a multi-byte or unknown encoding: pyexpat refuses it
         reader.problem = ParseProblem(name, _encoding_problem(bytes(head), str(exc)))
     finally:  # the handlers hold the parser (a cycle): freed now, not at a collection the report defers
@@ -157,9 +169,9 @@ class _Tail:
 
     On a syntax error, the newlines from the error to the end of the file say whether it was on the last
     line. Counting every chunk's newlines as it went by cost ~0.5 ns a byte (13 ms of a 24 MB report)
-    for the few files that break; the error's line is expat's, so only what follows it is counted. An
-    error in a token that began before the kept bytes (an unclosed CDATA over a megabyte long) is taken
-    as mid-file: such a span holds lines.
+    for the few files that break; the error's line is expat's, so only what follows it is counted: from
+    the kept bytes, or, for a token begun before them (a huge attribute value cut short), from the file
+    read once more.
     """
 
     KEEP = 1 << 20  # bytes of the file kept behind the parser (at least; whole chunks)
@@ -175,21 +187,26 @@ class _Tail:
             while self.end - self.chunks[0][0] - len(self.chunks[0][1]) >= self.KEEP:
                 self.chunks.popleft()  # the chunks after it still hold KEEP bytes
 
-    def newlines_after(self, at: int, rest: Iterable[bytes]) -> tuple[int, bool]:
-        """Newlines from byte `at` to the end of the file (`rest`: the chunks not fed yet), and whether
-        the file ends with one."""
-        if self.chunks and at < self.chunks[0][0]:
-            return 1 << 30, False  # a token begun further back (a long CDATA mid-file): not at the end
-        count, last = 0, b""
-        for start, chunk in self.chunks:
-            if start + len(chunk) > at:
+    def ends_near(self, at: int, rest: Iterable[bytes], again: Callable[[], Iterable[bytes]] | None) -> bool:
+        """Whether byte `at` is on the last line, or the one before a final newline (`rest`: the chunks not
+        fed yet; `again`: the whole file once more, see `parse_junit_chunks`)."""
+        kept_from = self.chunks[0][0] if self.chunks else 0
+        if at < kept_from and again is not None:
+            with contextlib.suppress(OSError):  # the file gone since: count what is kept
+                return _ends_near(again(), 0, at)
+        return _ends_near(itertools.chain((chunk for _start, chunk in self.chunks), rest), kept_from, at)
+
+
+def _ends_near(chunks: Iterable[bytes], start: int, at: int) -> bool:
+    """`_Tail.ends_near` over `chunks`, the first of which begins at byte `start` of the file."""
+    count, last = 0, b""
+    for chunk in chunks:
+        if chunk:
+            end = start + len(chunk)
+            if end > at:
                 count += chunk.count(b"\n", max(at - start, 0))
-            last = chunk
-        for chunk in rest:
-            if chunk:
-                count += chunk.count(b"\n")
-                last = chunk
-        return count, last.endswith(b"\n")
+            start, last = end, chunk
+    return count + (0 if last.endswith(b"\n") else 1) <= 2
 
 
 # --- the prolog: no DTD, a readable encoding -------------------------------------------------------------
@@ -251,7 +268,7 @@ def _shard_run_from_name(name: str) -> tuple[int | None, int | None]:
 def _syntax_problem(
     name: str,
     exc: expat.ExpatError,
-    near_end: bool,
+    truncated: bool,
     head: bytes,
     reader: JUnitReader,
     shard: int | None,
@@ -259,7 +276,7 @@ def _syntax_problem(
     line = exc.lineno
     if exc.code in _ENCODING_CODES:
         return ParseProblem(name, _encoding_problem(head, str(exc).split(":")[0]), line)
-    if exc.code in _TRUNCATION_CODES and near_end and reader.open:
+    if truncated:
         kept = len(reader.rows)
         rerun = f"re-run shard {shard}" if shard is not None else "re-run the job that wrote it"
         return ParseProblem(

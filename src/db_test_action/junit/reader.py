@@ -58,11 +58,11 @@ MERGED_NAME = "db-test-action merged"  # the root of `report --junit-out` files 
 
 
 class MergedReport(Exception):
-    """Raised from `consume` to skip a merged file we wrote: counting it would count every test twice."""
+    """Raised by the start handler to skip a merged file we wrote: counting it would count each test twice."""
 
 
 class NotJUnit(Exception):
-    """Raised from `consume` to stop parsing a file whose root is not a test suite."""
+    """Raised by the start handler to stop parsing a file whose root is not a test suite."""
 
 
 # Properties the rows use: a suite's others are dropped when read, so nesting 20,000 suites deep with a
