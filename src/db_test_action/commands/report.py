@@ -15,8 +15,6 @@ import dataclasses
 import json
 import os
 import sys
-from itertools import repeat
-from operator import attrgetter, is_not
 from pathlib import Path
 from typing import Any
 
@@ -378,12 +376,9 @@ def _server_note(dirs: tuple[Path, ...], manifest_path: Path | None, manifest: A
         return NOT_OURS
     if keyed:
         return "server evidence unavailable (the run did not capture the server log: --no-server-log)"
-    if any(any(map(is_not, map(_STARTED_AT, p.rows), repeat(None))) for p in parsed):  # C loops: 10⁵ rows
+    if any(row.started_at is not None for p in parsed for row in p.rows):
         return "server evidence unavailable (no server log next to the results; pass --server-log)"
     return ""
-
-
-_STARTED_AT = attrgetter("started_at")
 
 
 def exit_code(report: Report) -> int:
