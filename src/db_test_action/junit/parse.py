@@ -26,7 +26,7 @@ import contextlib
 import itertools
 import re
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from xml.parsers import expat
@@ -37,6 +37,7 @@ from db_test_action.junit.attempts import (  # re-exported: one import for calle
     group_tests,
     group_tests_lazily,
 )
+from db_test_action.junit.clean_runs import CleanRuns, is_utf8
 from db_test_action.junit.reader import (  # derive_test_id and OccurrenceRow re-exported
     JUnitReader,
     MergedReport,
@@ -85,9 +86,11 @@ class ParsedFile:
 
 def parse_junit_bytes(data: bytes, name: str) -> ParsedFile:
     """Parse JUnit XML held in memory. Never raises for bad input: the problem is returned as a value."""
-    return parse_junit_chunks(
-        (data[at : at + CHUNK] for at in range(0, len(data), CHUNK)), name, lambda: (data,)
-    )
+
+    def pieces() -> Iterator[bytes]:  # the same pieces each time: expat's message may depend on them
+        return (data[at : at + CHUNK] for at in range(0, len(data), CHUNK))
+
+    return parse_junit_chunks(pieces(), name, pieces)
 
 
 CHUNK = 1 << 16  # the pieces of an in-memory file, and the size of expat's text buffer
@@ -100,9 +103,11 @@ def parse_junit_chunks(
     """Parse JUnit XML arriving in pieces (a file read chunk by chunk: memory holds a chunk and one
     testcase, never the file). Never raises for bad input: the problem is returned as a value.
 
-    `again` reads the same bytes once more from the start. It is asked only after a syntax error in a
-    token begun more than a megabyte before the end (whether the file was cut short there depends on
-    the lines after it); without it, the lines in the kept megabyte and after are all that count."""
+    `again` reads the same bytes once more from the start. With it, runs of clean testcases bypass
+    expat (clean_runs.py), and a file found broken is read again without. It is also asked after a
+    syntax error in a token begun more than a megabyte before the end (whether the file was cut short
+    there depends on the lines after it); without it, the lines in the kept megabyte and after are all
+    that count."""
     shard, run = _shard_run_from_name(name)
     pieces = iter(chunks)
     head = bytearray()
@@ -122,33 +127,18 @@ def parse_junit_chunks(
         )
     if verdict:
         return broken_file(name, verdict)
-    reader = JUnitReader(name, shard, run)
-    parser = expat.ParserCreate(namespace_separator="}")  # "uri}tag", as ElementTree names them
-    parser.buffer_text, parser.buffer_size = True, CHUNK  # a traceback's text in one or few pieces
-    reader.attach(parser)
-    tail = _Tail()
-    try:
-        for chunk in itertools.chain((bytes(head),), pieces):
-            tail.add(chunk)
-            parser.Parse(chunk, False)
-        parser.Parse(b"", True)
-    except NotJUnit:
-        pass
-    except MergedReport:
+    start = bytes(head)
+    first: tuple[bytes, ...] = (start,)
+    reader = None
+    if again is not None and is_utf8(start):
+        root = prolog_end(start)
+        reader = _read(JUnitReader(name, shard, run), start, (start[:root], start[root:]), pieces, clean=True)
+        if reader is None:  # expat found the file broken: read it again the usual way, for the usual problem
+            first, pieces = (), iter(again())
+    if reader is None:
+        reader = _read(JUnitReader(name, shard, run), start, first, pieces, again=again)
+    if reader is MERGED:
         return ParsedFile(ResultFile(name, None, None, 0.0, 0), (), None, is_merged=True)
-    except expat.ExpatError as exc:  # every complete testcase before it is already a row
-        # Cut short: a file that stopped inside its root element, at an error on its last line (or the
-        # one before a final newline).
-        truncated = (
-            exc.code in _TRUNCATION_CODES
-            and reader.open
-            and tail.ends_near(parser.ErrorByteIndex, pieces, again)
-        )
-        reader.problem = _syntax_problem(name, exc, truncated, bytes(head), reader, shard)
-    except (ValueError, LookupError) as exc:  # a multi-byte or unknown encoding: pyexpat refuses it
-        reader.problem = ParseProblem(name, _encoding_problem(bytes(head), str(exc)))
-    finally:  # the handlers hold the parser (a cycle): freed now, not at a collection the report defers
-        parser.StartElementHandler = parser.EndElementHandler = parser.CharacterDataHandler = None
     rows = reader.rows
     final_shard = reader.suite_int("shard", shard)
     final_run = reader.suite_int("run", run)
@@ -162,6 +152,65 @@ def parse_junit_chunks(
     wall_s = reader.wall_s if reader.wall_s is not None else sum(r.duration_s for r in rows)
     info = ResultFile(name, final_shard, final_run, round(wall_s, 6), len(rows), reader.is_pytest)
     return ParsedFile(info, tuple(rows), reader.problem or reader.number_problem)
+
+
+MERGED = JUnitReader("", None, None)  # `_read` found our own merged file
+
+
+def _read(
+    reader: JUnitReader,
+    head: bytes,
+    first: tuple[bytes, ...],
+    pieces: Iterator[bytes],
+    *,
+    clean: bool = False,
+    again: Callable[[], Iterable[bytes]] | None = None,
+) -> JUnitReader | None:
+    """One pass of expat over `first` then `pieces` (`head`: the file's first bytes, for problems), into
+    `reader`: its rows and any problem.
+
+    With `clean`, runs of clean testcases bypass expat (clean_runs.py; `first` is the prolog, then the
+    rest of the head) and a syntax or encoding error returns None: the caller reads the file again
+    without, so the problem named is always the usual one, with its line."""
+    name, shard = reader.name, reader.shard
+    parser = expat.ParserCreate(namespace_separator="}")  # "uri}tag", as ElementTree names them
+    parser.buffer_text, parser.buffer_size = True, CHUNK  # a traceback's text in one or few pieces
+    reader.attach(parser)
+    tail = _Tail()
+    try:
+        if clean:
+            feeder = CleanRuns(reader, parser)
+            feeder.feed_raw(first[0])
+            for chunk in itertools.chain(first[1:], pieces):
+                feeder.feed(chunk)
+            feeder.close()
+        else:
+            for chunk in itertools.chain(first, pieces):
+                tail.add(chunk)
+                parser.Parse(chunk, False)
+            parser.Parse(b"", True)
+    except NotJUnit:
+        pass
+    except MergedReport:
+        return MERGED
+    except expat.ExpatError as exc:  # every complete testcase before it is already a row
+        if clean:
+            return None
+        # Cut short: a file that stopped inside its root element, at an error on its last line (or the
+        # one before a final newline).
+        truncated = (
+            exc.code in _TRUNCATION_CODES
+            and reader.open
+            and tail.ends_near(parser.ErrorByteIndex, pieces, again)
+        )
+        reader.problem = _syntax_problem(name, exc, truncated, head, reader, shard)
+    except (ValueError, LookupError) as exc:  # a multi-byte or unknown encoding: pyexpat refuses it
+        if clean:
+            return None
+        reader.problem = ParseProblem(name, _encoding_problem(head, str(exc)))
+    finally:  # the handlers hold the parser (a cycle): freed now, not at a collection the report defers
+        parser.StartElementHandler = parser.EndElementHandler = parser.CharacterDataHandler = None
+    return reader
 
 
 class _Tail:
@@ -223,14 +272,24 @@ def prolog_problem(data: bytes, final: bool = True) -> str | None:
     other encoding pyexpat accepts is ASCII-compatible, so `<!DOCTYPE` is those very bytes. Linear time.
     With `final` false (more bytes may follow), None means the prolog has not ended yet.
     """
-    more = None if not final else ""
     codec = _UTF16.get(data[:2])
     if codec and not data.startswith(b"\xff\xfe\x00\x00"):  # UTF-32 is refused by the parser itself
         data = data.decode(codec, errors="replace").encode("utf-8", errors="replace")
+    return _prolog(data, final)[0]
+
+
+def prolog_end(data: bytes) -> int:
+    """Where the root element begins in an ASCII-compatible file whose prolog `prolog_problem` passed."""
+    return _prolog(data, True)[1]
+
+
+def _prolog(data: bytes, final: bool) -> tuple[str | None, int]:
+    """`prolog_problem`'s verdict, and where the scan stopped (the root element's `<` when "")."""
+    more = None if not final else ""
     at = 0
     while (at := data.find(b"<", at)) >= 0:
         if not final and len(data) - at < len(b"<!DOCTYPE"):
-            return None  # a declaration may be cut in two
+            return None, at  # a declaration may be cut in two
         if data.startswith(b"<?", at):
             at = data.find(b"?>", at + 2)
             at = at + 2 if at >= 0 else -1
@@ -239,12 +298,15 @@ def prolog_problem(data: bytes, final: bool = True) -> str | None:
             at = at + 3 if at >= 0 else -1
         elif data.startswith((b"<!DOCTYPE", b"<!ENTITY"), at):
             kind = "<!DOCTYPE" if data.startswith(b"<!D", at) else "<!ENTITY"
-            return f"refused: the file declares a DTD or entities ({kind}); JUnit never needs them, regenerate it"
+            return (
+                f"refused: the file declares a DTD or entities ({kind}); JUnit never needs them, regenerate it",
+                at,
+            )
         else:  # the root element (or bytes the parser will name)
-            return ""
+            return "", at
         if at < 0:
-            return more
-    return more
+            return more, len(data)
+    return more, len(data)
 
 
 def _encoding_problem(data: bytes, reason: str) -> str:

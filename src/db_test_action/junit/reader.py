@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import namedtuple
+from collections.abc import Callable
 from dataclasses import MISSING, fields
 from xml.parsers.expat import XMLParserType
 
@@ -129,6 +130,7 @@ class JUnitReader:
         self.wall_s: float | None = None
         self.is_pytest = False
         self.index = 0
+        self.take_clean: Callable[[int], bool] = lambda count: False  # set by `attach`
 
     @property
     def open(self) -> bool:
@@ -256,8 +258,17 @@ class JUnitReader:
                 self._close_suite()
                 inherited, one_based = self.inherited, self.is_pytest
 
+        def take_clean(count: int) -> bool:
+            """Whether `count` clean testcases here are rows as they stand (clean_runs.py), counting them."""
+            nonlocal index
+            if skip or inherited or not stack or stack[-1] != _SUITE:
+                return False
+            index += count
+            return True
+
         parser.StartElementHandler = start
         parser.EndElementHandler = end
+        self.take_clean = take_clean
 
     def _prefix(self, classname: str, file: str | None) -> tuple[str | None, str | None]:
         if len(_IDS) > _CACHED:

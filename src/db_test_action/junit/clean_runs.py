@@ -1,0 +1,227 @@
+"""Runs of clean pytest testcases taken from the bytes at C speed, the rest of the file left to expat.
+
+Why: ~95 % of a big report is `<testcase classname="…" name="…" file="…" line="…" time="…" />`, and
+taking each through expat's two Python callbacks costs more than parsing all the file's bytes. A regex
+(`CLEAN`) splits each piece of the file into those testcases and what lies between; the testcases'
+fields become `PassRow`s by C loops over columns (`map`, `zip`), and only what lies between reaches
+expat. The rows are exactly what the reader would make of the same testcases (tests/test_junit_clean.py
+compares every fixture, the corpus and hypothesis-made files both ways).
+
+A testcase is taken out of expat's stream only where that cannot change what expat decides:
+- its syntax is a strict subset of XML's: fixed attributes in pytest's order, values of printable
+  ASCII without `"`, `&` or `<` (nothing for expat to normalise or expand), digits for line and time;
+- the file has no comment, CDATA section or processing instruction after its prolog (in one, the same
+  bytes are not markup); from the first `<!` or `<?`, the file goes to expat whole;
+- the bytes expat has before it end in content (a complete tag, then text without `&`), and the reader
+  is directly inside a suite with no inherited runner properties: where the reader would make the
+  testcase a clean row. Removing a well-formed empty element there keeps a well-formed file
+  well-formed and a broken one broken;
+- the file is UTF-8 (declared or by default).
+Anything else is fed to expat as it came. A file expat finds broken is read again the usual way
+(parse.py), so every problem, line and truncation verdict is the usual one.
+"""
+
+from __future__ import annotations
+
+import re
+from itertools import compress, pairwise, repeat
+from operator import add, itemgetter
+from xml.parsers.expat import XMLParserType
+
+from db_test_action.junit.ids import id_prefix
+from db_test_action.junit.reader import JUnitReader, PassRow
+
+_VALUE = rb"[ !#-%'-;=?-~]"  # printable ASCII but `"`, `&` and `<`: read by expat as written
+CLEAN = re.compile(
+    rb'(<testcase classname="(' + _VALUE + rb'*+)" name="(' + _VALUE + rb'*+)"'
+    rb'(?: file="('
+    + _VALUE
+    + rb'++)")?(?: line="([0-9]{1,9}+)")? time="([0-9]{1,7}+(?:\.[0-9]{1,9}+)?)" ?/>)'
+)
+_MARKUP = re.compile(rb"<[!?]")  # a comment, CDATA section, DOCTYPE or processing instruction
+_STRIDE = 7  # CLEAN.split: what came before, then the testcase and its 5 fields
+# From the last `<` fed to expat: a whole tag (quotes balanced), then text without a reference.
+_IN_CONTENT = re.compile(rb"""<[^<>"']*(?:(?:"[^"<]*"|'[^'<]*')[^<>"']*)*>[^<&]*""")
+_WHITESPACE = b" \t\r\n"  # XML's: a testcase's neighbours that a suite ignores
+MAX_CARRY = 1 << 20  # bytes held back while looking for the next `<` (a huge text has none)
+
+# Caches shared by the files of one report (pure): (classname, file) as bytes → (what a test id starts
+# with, the file), and `line` as bytes → (0-based, 1-based).
+_PREFIXES: dict[tuple[bytes, bytes | None], tuple[str, str | None]] = {}
+_LINES: dict[bytes | None, tuple[int | None, int | None]] = {None: (None, None)}
+_CACHED = 20_000
+
+
+def is_utf8(head: bytes) -> bool:
+    """Whether the file is UTF-8 by its start: no declaration, or one naming UTF-8 (the fast path's bytes)."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00", b"<\x00")):  # UTF-16 or -32
+        return False
+    head = head.removeprefix(b"\xef\xbb\xbf")
+    if not head.startswith(b"<?xml"):
+        return True
+    end = head.find(b"?>")
+    declared = _ENCODING.search(head, 0, end) if end >= 0 else None
+    return end >= 0 and (declared is None or declared.group(1).lower() in (b"utf-8", b"utf8"))
+
+
+_ENCODING = re.compile(rb"""encoding\s*=\s*["']([^"']*)["']""")
+
+
+class CleanRuns:
+    """Feeds a file to expat piece by piece, taking the clean testcases out of the stream as rows."""
+
+    def __init__(self, reader: JUnitReader, parser: XMLParserType) -> None:
+        self.reader, self.parse = reader, parser.Parse
+        self.take = reader.take_clean  # the reader's own check and count
+        self.carry = b""
+        self.on = True  # off from the first comment, CDATA section or processing instruction
+        self.in_content = False  # whether what expat has ends in content (see the module docstring)
+
+    def feed_raw(self, data: bytes) -> None:
+        """Bytes expat must see as they are (the prolog, or the pieces after the fast path went off)."""
+        if data:
+            self.parse(data, False)
+            self._track(data)
+
+    def feed(self, chunk: bytes) -> None:
+        buf = self.carry + chunk if self.carry else chunk
+        self.carry = b""
+        if not self.on:
+            self.parse(buf, False)
+            return
+        cut = buf.rfind(b"<")
+        if cut == 0 and len(buf) <= MAX_CARRY:  # a tag that may go on in the next chunk
+            self.carry = buf
+            return
+        if cut <= 0:  # no `<` but the first in a megabyte: nothing to take, and no testcase is cut
+            cut = len(buf)
+        self.carry = buf[cut:]
+        self._piece(buf[:cut])
+
+    def close(self) -> None:
+        """The bytes held back, then the end of the file."""
+        if self.carry:
+            self._piece(self.carry)
+            self.carry = b""
+        self.parse(b"", True)
+
+    def _piece(self, piece: bytes) -> None:
+        """Bytes that begin at a `<` (or in a text) and end before one: no tag is cut at either end."""
+        if not self.on:
+            self.parse(piece, False)
+            return
+        parts = CLEAN.split(piece)
+        between, tags = parts[::_STRIDE], parts[1::_STRIDE]  # between[k] comes before tags[k]
+        last = len(tags)
+        if not last:
+            self._gap(piece)
+            return
+        # Runs: the testcases from one non-blank gap to the next; the blank gaps inside a run never
+        # reach expat (whitespace in a suite is ignored). The last gap always closes a run.
+        bounds = [0, *compress(range(1, last), map(bytes.strip, between[1:last], repeat(_WHITESPACE))), last]
+        if not self._gap(between[0]):  # the first piece's root and suite: read before the rows are made
+            self.parse(_as_they_came(tags, between, 0, last) + between[last], False)
+            return
+        columns = _columns(parts)
+        one_based = self.reader.is_pytest
+        rows = self._rows(columns, one_based)
+        for start, end in pairwise(bounds):
+            if start and not self._gap(between[start]):
+                self.parse(_as_they_came(tags, between, start, last) + between[last], False)
+                return
+            if self.reader.is_pytest != one_based:  # a suite began in the gap: lines count anew
+                one_based = self.reader.is_pytest
+                rows = self._rows(columns, one_based)
+            if rows is not None and self.in_content and self.take(end - start):
+                self.reader.rows.extend(rows[start:end])
+            else:
+                self.feed_raw(_as_they_came(tags, between, start, end))
+        self._gap(between[last])
+
+    def _gap(self, data: bytes) -> bool:
+        """Feeds what lies between testcases; False, and the fast path off, if it holds a comment, a CDATA
+        section or a processing instruction (from there on, a `<` may not be markup)."""
+        if _MARKUP.search(data) is None:
+            self.feed_raw(data)
+            return True
+        self.on = False
+        self.parse(data, False)
+        return False
+
+    def _rows(self, columns: _Columns | None, one_based: bool) -> list[PassRow] | None:
+        if columns is None:
+            return None
+        ids, paths, lines, seconds = columns
+        reader = self.reader
+        shard, run = reader.file_shard_run
+        return list(
+            map(
+                tuple.__new__,
+                repeat(PassRow),
+                zip(
+                    ids, paths, map(itemgetter(one_based), lines), seconds,
+                    repeat(reader.name), repeat(shard), repeat(run),
+                ),
+            )
+        )  # fmt: skip
+
+    def _track(self, data: bytes) -> None:
+        at = data.rfind(b"<")
+        if at >= 0:
+            self.in_content = _IN_CONTENT.fullmatch(data, at) is not None
+        elif b"&" in data:
+            self.in_content = False
+
+
+_Columns = tuple[list[str], list[str | None], list[tuple[int | None, int | None]], list[float]]
+
+
+def _columns(parts: list[bytes]) -> _Columns | None:
+    """A piece's clean testcases as columns: test ids, files, (0-based, 1-based) lines, seconds; None
+    when one has neither classname nor name (the reader numbers those)."""
+    keys = list(zip(parts[2::_STRIDE], parts[4::_STRIDE], strict=True))
+    prefixes = list(map(_PREFIXES.get, keys))
+    if None in prefixes:
+        prefixes = [p or _prefix(k) for p, k in zip(prefixes, keys, strict=True)]
+    names = list(map(bytes.decode, parts[3::_STRIDE]))
+    starts = list(map(itemgetter(0), prefixes))
+    if "" in starts and "" in [s or n for s, n in zip(starts, names, strict=True)]:
+        return None
+    line_keys = parts[5::_STRIDE]
+    lines = list(map(_LINES.get, line_keys))
+    if None in lines:
+        lines = [pair or _line(k) for pair, k in zip(lines, line_keys, strict=True)]
+    return (
+        list(map(add, starts, names)),
+        list(map(itemgetter(1), prefixes)),
+        lines,
+        list(map(float, parts[6::_STRIDE])),
+    )
+
+
+def _as_they_came(tags: list[bytes], between: list[bytes], start: int, end: int) -> bytes:
+    """Testcases `start` to `end - 1` of a piece as they came, with the gaps between them."""
+    gaps = [*between[start + 1 : end], b""]
+    return b"".join([part for pair in zip(tags[start:end], gaps, strict=True) for part in pair])
+
+
+def _prefix(key: tuple[bytes, bytes | None]) -> tuple[str, str | None]:
+    """What the reader's test id starts with for this classname and file (derive_test_id's rules)."""
+    if len(_PREFIXES) > _CACHED:
+        _PREFIXES.clear()
+    classname, file = key[0].decode(), None if key[1] is None else key[1].decode()
+    prefix, path = id_prefix(classname, file)
+    if prefix is not None:
+        found: tuple[str, str | None] = (prefix + "::", path)
+    else:
+        found = (classname + "::" if classname else "", None)
+    _PREFIXES[key] = found
+    return found
+
+
+def _line(key: bytes) -> tuple[int, int]:
+    if len(_LINES) > _CACHED:
+        _LINES.clear()
+        _LINES[None] = (None, None)
+    _LINES[key] = pair = (int(key), int(key) + 1)
+    return pair
