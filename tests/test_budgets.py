@@ -106,9 +106,7 @@ def test_wall_time_is_the_slowest_shard_and_categories_take_the_slowest_run():
     ]
     infos: list[ResultFile] = [f.info for f in files]
     occurrences = [o for f in files for o in f.occurrences]
-    cats = category_durations(
-        occurrences, {o.test_id: o.test_id.split("/")[1].split(".")[0][5:] for o in occurrences}
-    )
+    cats = category_durations(occurrences, [o.test_id.split("/")[1].split(".")[0][5:] for o in occurrences])
     assert cats == {"enc": 4.0, "iso": 9.0, "auth": 2.0}  # enc: run 1 = 3 + 1 (two shards), run 2 = 2.5
     config = resolve_report_config(
         {}, {}, {"budgets": {"suite": "10s", "slowest-test": 10, "average-test": "3.5s"}}

@@ -78,14 +78,16 @@ def build_report(
     pytest_sources = frozenset(f.path for f in files if f.is_pytest)
     categorize = _categorizer(config.categories)
     # Clean single executions come back as TestResultRows (same fields): only counted, never shown.
-    tests, category_of = group_tests_and_categories(occurrences, categorize, classify, pytest_sources)
+    tests, occurrence_categories = group_tests_and_categories(
+        occurrences, categorize, classify, pytest_sources
+    )
     if tests_out is not None:
         tests_out.extend(tests)  # type: ignore[arg-type]  # rows have the fields a reader uses
     if config.expect_files:
         problems += check_expected_files(config.expect_files, files)
     if manifest is not None:
-        problems += check_manifest(manifest, manifest_where, files, set(category_of))
-    durations = category_durations(occurrences, category_of)
+        problems += check_manifest(manifest, manifest_where, files, {t.test_id for t in tests})
+    durations = category_durations(occurrences, occurrence_categories)
     by_category = count_by_category(tests, durations)
     categories = with_category_budgets(by_category, config.budgets)
     totals = sum_counts(by_category, "all", round(sum(durations.values()), 3))
