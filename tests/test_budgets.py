@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections import namedtuple
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from db_test_action.commands.files import load_table
 from db_test_action.config.report import Budgets, resolve_report_config
@@ -21,6 +24,8 @@ from db_test_action.report.budgets import (
     find_regressions,
 )
 from db_test_action.report.build import build_report
+
+Row = namedtuple("Row", ["test_id", "run", "duration_s"])
 
 
 @pytest.mark.parametrize(
@@ -202,3 +207,26 @@ def test_budget_flags_that_cannot_mean_anything_are_refused(item, message):
     with pytest.raises(DbTestActionError, match=re.escape(message)):
         resolve_report_config({"budget": [item]}, {}, {})
     assert resolve_report_config({"budget": ["regression-min=0"]}, {}, {}).budgets.regression_min_s == 0
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["enc", "iso", "auth"]),
+            st.sampled_from([None, 1, 2]),
+            st.floats(0, 1e7, allow_nan=False),
+        ),
+        max_size=60,
+    )
+)
+def test_category_durations_are_the_floats_a_plain_loop_adds(rows):
+    """Added in C by runs of one category and run: each sum must be the same float, bit for bit."""
+    occurrences = [Row(f"t{i}", run, seconds) for i, (_cat, run, seconds) in enumerate(rows)]
+    per_run: dict = {}
+    for category, run, seconds in rows:
+        per_run[category, run] = per_run.get((category, run), 0.0) + seconds
+    expected: dict = {}
+    for (category, _run), seconds in per_run.items():
+        expected[category] = max(expected.get(category, 0.0), seconds)
+    got = category_durations(occurrences, [cat for cat, _run, _s in rows])
+    assert got == {k: round(v, 3) for k, v in expected.items()}
