@@ -85,11 +85,10 @@ def group_tests_and_categories(
 ) -> tuple[list[TestResult | TestResultRow], list[str]]:
     """`group_tests_lazily`, and the category of each occurrence (its test's, in the order given): what
     the per-run durations add up by, without a lookup by test id for each of 100,000."""
-    # Built in C; when every id is distinct (each test ran once, the common case) it is the first-seen map.
-    first: dict[str, Occurrence] = dict(zip(map(_TEST_ID, occurrences), occurrences, strict=True))
+    ids, occs = list(map(_TEST_ID, occurrences)), list(occurrences)
     repeats: dict[str, list[Occurrence]] = {}
-    if len(first) != len(occurrences):  # repeats, reruns: the first occurrence of each, its followers
-        first = {}
+    if len(set(ids)) != len(ids):  # repeats, reruns: the first occurrence of each, its followers
+        first: dict[str, Occurrence] = {}
         setdefault = first.setdefault
         for occ in occurrences:
             seen = setdefault(occ.test_id, occ)
@@ -98,7 +97,8 @@ def group_tests_and_categories(
                     repeats[occ.test_id].append(occ)
                 else:
                     repeats[occ.test_id] = [seen, occ]
-    ids, occs = list(first), list(first.values())
+        ids, occs = list(first), list(first.values())
+    # else every id is distinct (each test ran once, the common case): the occurrences are the tests' firsts
     # A categorizer that goes by file alone shares its cache: looked up here, called only on a miss.
     by_file: dict[str | None, str] = getattr(categorize, "by_file", {})
     files = list(map(_FILE, occs))

@@ -33,13 +33,13 @@ from db_test_action.junit.reader import JUnitReader, PassRow
 
 _VALUE = rb"[ !#-%'-;=?-~]"  # printable ASCII but `"`, `&` and `<`: read by expat as written
 CLEAN = re.compile(
-    rb'(<testcase classname="(' + _VALUE + rb'*+)" name="(' + _VALUE + rb'*+)"'
+    rb'<testcase classname="(' + _VALUE + rb'*+)" name="(' + _VALUE + rb'*+)"'
     rb'(?: file="('
     + _VALUE
-    + rb'++)")?(?: line="([0-9]{1,9}+)")? time="([0-9]{1,7}+(?:\.[0-9]{1,9}+)?)" ?/>)'
+    + rb'++)")?(?: line="([0-9]{1,9}+)")? time="([0-9]{1,7}+(?:\.[0-9]{1,9}+)?)"( ?)/>'
 )
 _MARKUP = re.compile(rb"<[!?]")  # a comment, CDATA section, DOCTYPE or processing instruction
-_STRIDE = 7  # CLEAN.split: what came before, then the testcase and its 5 fields
+_STRIDE = 7  # CLEAN.split: what came before, then a testcase's 5 fields and its space before `/>`
 # From the last `<` fed to expat: a whole tag (quotes balanced), then text without a reference.
 _IN_CONTENT = re.compile(rb"""<[^<>"']*(?:(?:"[^"<]*"|'[^'<]*')[^<>"']*)*>[^<&]*""")
 _WHITESPACE = b" \t\r\n"  # XML's: a testcase's neighbours that a suite ignores
@@ -111,8 +111,8 @@ class CleanRuns:
             self.parse(piece, False)
             return
         parts = CLEAN.split(piece)
-        between, tags = parts[::_STRIDE], parts[1::_STRIDE]  # between[k] comes before tags[k]
-        last = len(tags)
+        between = parts[::_STRIDE]  # between[k] comes before testcase k
+        last = len(between) - 1
         if not last:
             self._gap(piece)
             return
@@ -120,14 +120,14 @@ class CleanRuns:
         # reach expat (whitespace in a suite is ignored). The last gap always closes a run.
         bounds = [0, *compress(range(1, last), map(bytes.strip, between[1:last], repeat(_WHITESPACE))), last]
         if not self._gap(between[0]):  # the first piece's root and suite: read before the rows are made
-            self.parse(_as_they_came(tags, between, 0, last) + between[last], False)
+            self.parse(_as_they_came(parts, 0, last) + between[last], False)
             return
         columns = _columns(parts)
         one_based = self.reader.is_pytest
         rows = self._rows(columns, one_based)
         for start, end in pairwise(bounds):
             if start and not self._gap(between[start]):
-                self.parse(_as_they_came(tags, between, start, last) + between[last], False)
+                self.parse(_as_they_came(parts, start, last) + between[last], False)
                 return
             if self.reader.is_pytest != one_based:  # a suite began in the gap: lines count anew
                 one_based = self.reader.is_pytest
@@ -135,7 +135,7 @@ class CleanRuns:
             if rows is not None and self.in_content and self.take(end - start):
                 self.reader.rows.extend(rows[start:end])
             else:
-                self.feed_raw(_as_they_came(tags, between, start, end))
+                self.feed_raw(_as_they_came(parts, start, end))
         self._gap(between[last])
 
     def _gap(self, data: bytes) -> bool:
@@ -179,15 +179,15 @@ _Columns = tuple[list[str], list[str | None], list[tuple[int | None, int | None]
 def _columns(parts: list[bytes]) -> _Columns | None:
     """A piece's clean testcases as columns: test ids, files, (0-based, 1-based) lines, seconds; None
     when one has neither classname nor name (the reader numbers those)."""
-    keys = list(zip(parts[2::_STRIDE], parts[4::_STRIDE], strict=True))
+    keys = list(zip(parts[1::_STRIDE], parts[3::_STRIDE], strict=True))
     prefixes = list(map(_PREFIXES.get, keys))
     if None in prefixes:
         prefixes = [p or _prefix(k) for p, k in zip(prefixes, keys, strict=True)]
-    names = list(map(bytes.decode, parts[3::_STRIDE]))
+    names = list(map(bytes.decode, parts[2::_STRIDE]))
     starts = list(map(itemgetter(0), prefixes))
     if "" in starts and "" in [s or n for s, n in zip(starts, names, strict=True)]:
         return None
-    line_keys = parts[5::_STRIDE]
+    line_keys = parts[4::_STRIDE]
     lines = list(map(_LINES.get, line_keys))
     if None in lines:
         lines = [pair or _line(k) for pair, k in zip(lines, line_keys, strict=True)]
@@ -195,14 +195,27 @@ def _columns(parts: list[bytes]) -> _Columns | None:
         list(map(add, starts, names)),
         list(map(itemgetter(1), prefixes)),
         lines,
-        list(map(float, parts[6::_STRIDE])),
+        list(map(float, parts[5::_STRIDE])),
     )
 
 
-def _as_they_came(tags: list[bytes], between: list[bytes], start: int, end: int) -> bytes:
-    """Testcases `start` to `end - 1` of a piece as they came, with the gaps between them."""
-    gaps = [*between[start + 1 : end], b""]
-    return b"".join([part for pair in zip(tags[start:end], gaps, strict=True) for part in pair])
+def _as_they_came(parts: list[bytes], start: int, end: int) -> bytes:
+    """Testcases `start` to `end - 1` of a piece as they came, with the gaps between them: the tags are
+    made again from their fields (CLEAN matches one spelling; keeping each tag's bytes too cost ~190
+    bytes of garbage per testcase, for a fallback that is rare)."""
+    out = []
+    for k in range(start, end):
+        at = _STRIDE * k
+        if k > start:
+            out.append(parts[at])
+        classname, name, file, line, seconds, space = parts[at + 1 : at + _STRIDE]
+        out.append(b'<testcase classname="%s" name="%s"' % (classname, name))
+        if file is not None:
+            out.append(b' file="%s"' % file)
+        if line is not None:
+            out.append(b' line="%s"' % line)
+        out.append(b' time="%s"%s/>' % (seconds, space))
+    return b"".join(out)
 
 
 def _prefix(key: tuple[bytes, bytes | None]) -> tuple[str, str | None]:

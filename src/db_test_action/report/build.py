@@ -10,6 +10,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
+from itertools import chain, compress, repeat
+from operator import is_not
 from typing import TYPE_CHECKING, Any
 
 from db_test_action.config.report import ReportConfig
@@ -71,7 +73,7 @@ def build_report(
     `tests_out`, when given, receives every grouped test (clean ones as `TestResultRow`s), e.g. for the
     merged JUnit file; otherwise they are dropped once counted.
     """
-    occurrences = [row for p in parsed for row in p.rows]  # OccurrenceRows: Occurrence's fields, cheaper
+    occurrences = list(chain.from_iterable(p.rows for p in parsed))  # rows: Occurrence's fields, cheaper
     files = [p.info for p in parsed]
     problems = [p.problem for p in parsed if p.problem] + list(extra_problems)
     classify = partial(classify_failure, extra_rules=config.classes)
@@ -98,7 +100,7 @@ def build_report(
         b = config.budgets
         regressions = find_regressions(timing, categories, base, b.regression_ratio, b.regression_min_s)
     # Every problem and every quarantined test is a full TestResult: the clean rows (most) need no look.
-    full = [t for t in tests if type(t) is not TestResultRow]
+    full = list(compress(tests, map(is_not, map(type, tests), repeat(TestResultRow))))  # a C loop
     problem_tests = tuple(sorted((t for t in full if t.status in _PROBLEM), key=_problem_order))
     server = None
     doctor = None
