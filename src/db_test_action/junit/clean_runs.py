@@ -83,20 +83,24 @@ class CleanRuns:
             self.parse(data, False)
             self._track(data)
 
-    def feed(self, chunk: bytes) -> None:
-        buf = self.carry + chunk if self.carry else chunk
-        self.carry = b""
+    def feed(self, chunk: bytes, begin: int = 0) -> None:
+        """The file's next bytes (from `begin`: the head is passed whole, after its prolog). What follows
+        the last `<` waits for the next chunk, so no piece ends inside a tag; each byte is copied once."""
+        carry = self.carry
         if not self.on:
-            self.parse(buf, False)
+            self.carry = b""
+            self.parse(carry + chunk[begin:] if carry else chunk[begin:] if begin else chunk, False)
             return
-        cut = buf.rfind(b"<")
-        if cut == 0 and len(buf) <= MAX_CARRY:  # a tag that may go on in the next chunk
-            self.carry = buf
+        cut = chunk.rfind(b"<", begin)
+        if cut < 0:  # no tag starts here: the held-back tag goes on, or a long text does
+            carry = self.carry = b"".join((carry, memoryview(chunk)[begin:]))
+            if len(carry) > MAX_CARRY:  # no `<` but the first in a megabyte: nothing is cut at its end
+                self.carry = b""
+                self._piece(carry)
             return
-        if cut <= 0:  # no `<` but the first in a megabyte: nothing to take, and no testcase is cut
-            cut = len(buf)
-        self.carry = buf[cut:]
-        self._piece(buf[:cut])
+        self.carry = chunk[cut:]
+        if cut > begin or carry:
+            self._piece(b"".join((carry, memoryview(chunk)[begin:cut])))
 
     def close(self) -> None:
         """The bytes held back, then the end of the file."""

@@ -110,15 +110,15 @@ def parse_junit_chunks(
     that count."""
     shard, run = _shard_run_from_name(name)
     pieces = iter(chunks)
-    head = bytearray()
+    head = b""
     verdict: str | None = None
     for chunk in pieces:  # enough of the file to see its prolog: the root element, or a DTD
-        head += chunk
-        verdict = prolog_problem(bytes(head), final=False)
+        head = head + chunk if head else chunk  # mostly one chunk: not copied
+        verdict = prolog_problem(head, final=False)
         if verdict is not None or len(head) > MAX_PROLOG:
             break
     else:
-        verdict = prolog_problem(bytes(head), final=True)
+        verdict = prolog_problem(head, final=True)
     if not head or head.isspace():
         return broken_file(name, "empty file (0 testcases); the test process probably died before writing it")
     if verdict is None:
@@ -127,16 +127,14 @@ def parse_junit_chunks(
         )
     if verdict:
         return broken_file(name, verdict)
-    start = bytes(head)
-    first: tuple[bytes, ...] = (start,)
+    first: tuple[bytes, ...] = (head,)
     reader = None
-    if again is not None and is_utf8(start):
-        root = prolog_end(start)
-        reader = _read(JUnitReader(name, shard, run), start, (start[:root], start[root:]), pieces, clean=True)
+    if again is not None and is_utf8(head):
+        reader = _read(JUnitReader(name, shard, run), head, first, pieces, clean=True)
         if reader is None:  # expat found the file broken: read it again the usual way, for the usual problem
             first, pieces = (), iter(again())
     if reader is None:
-        reader = _read(JUnitReader(name, shard, run), start, first, pieces, again=again)
+        reader = _read(JUnitReader(name, shard, run), head, first, pieces, again=again)
     if reader is MERGED:
         return ParsedFile(ResultFile(name, None, None, 0.0, 0), (), None, is_merged=True)
     rows = reader.rows
@@ -169,8 +167,8 @@ def _read(
     """One pass of expat over `first` then `pieces` (`head`: the file's first bytes, for problems), into
     `reader`: its rows and any problem.
 
-    With `clean`, runs of clean testcases bypass expat (clean_runs.py; `first` is the prolog, then the
-    rest of the head) and a syntax or encoding error returns None: the caller reads the file again
+    With `clean` (`first` is then the head), runs of clean testcases bypass expat (clean_runs.py) and a
+    syntax or encoding error returns None: the caller reads the file again
     without, so the problem named is always the usual one, with its line."""
     name, shard = reader.name, reader.shard
     parser = expat.ParserCreate(namespace_separator="}")  # "uri}tag", as ElementTree names them
@@ -180,8 +178,10 @@ def _read(
     try:
         if clean:
             feeder = CleanRuns(reader, parser)
-            feeder.feed_raw(first[0])
-            for chunk in itertools.chain(first[1:], pieces):
+            root = prolog_end(head)
+            feeder.feed_raw(head[:root])  # the declaration: a `<?` the pieces must not meet
+            feeder.feed(head, root)
+            for chunk in pieces:
                 feeder.feed(chunk)
             feeder.close()
         else:
