@@ -5,6 +5,7 @@ Golden files sit next to their input in tests/data/junit/; `UPDATE_GOLDEN=1` rew
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -12,6 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from db_test_action.config.report import resolve_report_config
 from db_test_action.junit.files import parse_junit_file
@@ -19,7 +22,7 @@ from db_test_action.junit.parse import parse_junit_bytes
 from db_test_action.model import Level, Timing
 from db_test_action.report.build import build_report
 from db_test_action.report.codec import report_from_dict, report_to_dict
-from db_test_action.report.mdtext import ZWJ, cell, fenced
+from db_test_action.report.mdtext import ZWJ, cell, escape_html, fenced
 from db_test_action.report.render import annotations_for, render_console, render_markdown, report_fingerprint
 
 DATA = Path(__file__).parent / "data" / "junit"
@@ -234,3 +237,8 @@ def test_a_cut_inside_a_fence_or_details_closes_them_before_the_note() -> None:
     cut = fit_summary(body, 2000)
     note_at = cut.index("> **Note:**")
     assert cut[:note_at].rstrip().endswith("````\n</details>")
+
+
+@given(st.text(alphabet=st.sampled_from("ab&<>\"'; #x27"), max_size=30), st.booleans())
+def test_html_escaping_is_the_standard_librarys(text: str, quote: bool) -> None:
+    assert escape_html(text, quote) == html.escape(text, quote)

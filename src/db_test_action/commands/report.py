@@ -115,13 +115,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, env: dict[str, str] | None = None, cwd: Path | None = None) -> int:
     report, all_tests = build_from_args(args, env, cwd)
-    write_outputs(report, args)
-    if args.junit_out:
-        from db_test_action.report.junit_out import merged_junit_chunks
+    with without_gc():  # the outputs too: many short-lived objects, no cycles
+        write_outputs(report, args)
+        if args.junit_out:
+            from db_test_action.report.junit_out import merged_junit_chunks
 
-        chunks = (chunk.encode("utf-8") for chunk in merged_junit_chunks(all_tests or (), report.categories))
-        write_chunks(args.junit_out, chunks, "--junit-out")
-    sys.stdout.write(gha.console(render_console(report)))
+            chunks = (
+                chunk.encode("utf-8") for chunk in merged_junit_chunks(all_tests or (), report.categories)
+            )
+            write_chunks(args.junit_out, chunks, "--junit-out")
+        sys.stdout.write(gha.console(render_console(report)))
     return exit_code(report)
 
 

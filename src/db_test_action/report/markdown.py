@@ -9,7 +9,6 @@ output says what was cut.
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 
 from db_test_action.junit.attempts import failing_line
@@ -28,6 +27,7 @@ from db_test_action.report.mdtext import (
     cell,
     code,
     duration,
+    escape_html,
     fenced,
     inline,
     short_message,
@@ -403,7 +403,7 @@ def _test_details(test: TestResult, group: CauseGroup, detail: Detail) -> list[s
     attempts = (
         f", failed {test.failed_executions} of {test.executions} attempts" if test.executions > 1 else ""
     )
-    summary = f"{html.escape(_plain(test.test_id, 160))} — {label}{attempts}"
+    summary = f"{escape_html(_plain(test.test_id, 160))} — {label}{attempts}"
     body = []
     for problem in problems[:2]:
         file, line = failing_line(problem.text, test.file, test.line)

@@ -7,7 +7,6 @@ console use them too.
 
 from __future__ import annotations
 
-import html
 import math
 import re
 
@@ -21,12 +20,18 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")
 # --- escaping -------------------------------------------------------------------------------------------
 
 
+def escape_html(text: str, quote: bool = True) -> str:
+    """`html.escape`, without importing `html` (its entity table costs ~2 ms of every report's start)."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace('"', "&quot;").replace("'", "&#x27;") if quote else text
+
+
 def inline(text: str, limit: int = 300) -> str:
     """Untrusted text for prose and table cells: one line, no Markdown/HTML effect, no @mention."""
     text = " ".join(neutralize(text).split())
     if len(text) > limit:
         text = text[: limit - 1] + "…"
-    text = html.escape(text, quote=False)
+    text = escape_html(text, quote=False)
     text = _MD_SPECIAL.sub(r"\\\1", text)
     return text.replace("@", "@" + ZWJ)
 
