@@ -9,6 +9,7 @@ hypothesis-made documents are compared; a spy on expat's start handler shows the
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from db_test_action.junit import clean_runs
 from db_test_action.junit import reader as reader_module
-from db_test_action.junit.clean_runs import MAX_CARRY, is_utf8
+from db_test_action.junit.clean_runs import MAX_CARRY, clean_pattern, is_utf8
 from db_test_action.junit.parse import ParsedFile, parse_junit_bytes, parse_junit_chunks
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -158,6 +160,46 @@ def test_a_huge_text_without_markup_is_carried_in_bounded_pieces() -> None:
     )
     fast = assert_same(data, sizes=(1 << 16,))
     assert fast.info.testcases == 3 and fast.problem is None
+
+
+def test_a_character_split_by_clean_testcases_stays_broken() -> None:
+    """Taken out, the testcases would join the halves of a character into one the file does not hold."""
+    for around in (b"\xc3%s\xa9", b"\xf0\x9f%s\x98%s\x80"):
+        data = HEAD + around.replace(b"%s", clean(1)) + TAIL
+        fast = assert_same(data, sizes=(1, 4, 1 << 16))
+        assert fast.problem is not None and "not well-formed" in fast.problem.message
+
+
+BIG = b"x" * (MAX_CARRY + 1000)
+
+
+@pytest.mark.parametrize(
+    "around",
+    [
+        b'<foo a="' + BIG + b'"><bar/>%s</foo>',  # the testcase is inside <foo>: not a test
+        b'<properties junk="' + BIG + b'"><property name="worker" value="gw0"/></properties>%s',
+        b'<testcase classname="a.b" name="' + BIG + b'" time="1"/>%s',  # a huge one, then clean ones
+    ],
+    ids=["in-an-element-after-a-huge-tag", "after-huge-properties", "after-a-huge-testcase"],
+)
+def test_a_tag_longer_than_a_megabyte_leaves_nothing_unread(around: bytes) -> None:
+    """expat ≥ 2.6 defers a long token until twice as much has come, and pyexpat hands it data in 1 MB
+    parts: the reader must not be asked about a run before it has read what came before."""
+    data = HEAD + clean(0) + around.replace(b"%s", b"".join(clean(i) for i in range(1, 300))) + TAIL
+    for size in (1 << 16, 1 << 18):
+        fast, alone = both(data, size)
+        assert facts(fast) == facts(alone), size
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="possessive repeats are Python 3.11's")
+def test_the_pattern_for_python_3_10_matches_what_the_possessive_one_does() -> None:
+    data = (
+        HEAD
+        + b"".join(clean(i) for i in range(50))
+        + b"".join(HOSTILE.values()).replace(b"%s", clean(7))
+        + TAIL
+    )
+    assert clean_pattern(False).split(data) == clean_pattern(True).split(data) == clean_runs.CLEAN.split(data)
 
 
 @pytest.mark.parametrize(

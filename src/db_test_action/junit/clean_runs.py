@@ -12,10 +12,11 @@ A testcase is taken out of expat's stream only where that cannot change what exp
   ASCII without `"`, `&` or `<` (nothing for expat to normalise or expand), digits for line and time;
 - the file has no comment, CDATA section or processing instruction after its prolog (in one, the same
   bytes are not markup); from the first `<!` or `<?`, the file goes to expat whole;
-- the bytes expat has before it end in content (a complete tag, then text without `&`), and the reader
-  is directly inside a suite with no inherited runner properties: where the reader would make the
-  testcase a clean row. Removing a well-formed empty element there keeps a well-formed file
-  well-formed and a broken one broken;
+- the bytes expat has before it end in content (a complete tag, then text without `&` and not in the
+  middle of a character), expat has read all of them (its reparse deferral is off meanwhile), and the
+  reader is directly inside a suite with no inherited runner properties: where the reader would make
+  the testcase a clean row. Removing a well-formed empty element there keeps a well-formed file
+  well-formed, and cannot join what is around it into something else, so a broken file stays broken;
 - the file is UTF-8 (declared or by default).
 Anything else is fed to expat as it came. A file expat finds broken is read again the usual way
 (parse.py), so every problem, line and truncation verdict is the usual one.
@@ -24,32 +25,47 @@ Anything else is fed to expat as it came. A file expat finds broken is read agai
 from __future__ import annotations
 
 import re
+import sys
 from itertools import compress, pairwise, repeat
 from operator import add, itemgetter
+from xml.parsers import expat
 from xml.parsers.expat import XMLParserType
 
 from db_test_action.junit.ids import id_prefix
 from db_test_action.junit.reader import JUnitReader, PassRow
 
 _VALUE = rb"[ !#-%'-;=?-~]"  # printable ASCII but `"`, `&` and `<`: read by expat as written
-CLEAN = re.compile(
-    rb'<testcase classname="(' + _VALUE + rb'*+)" name="(' + _VALUE + rb'*+)"'
-    rb'(?: file="('
-    + _VALUE
-    + rb'++)")?(?: line="([0-9]{1,9}+)")? time="([0-9]{1,7}+(?:\.[0-9]{1,9}+)?)"( ?)/>'
-)
+
+
+def clean_pattern(possessive: bool) -> re.Pattern[bytes]:
+    """A clean testcase, its 5 fields and its space before `/>` as groups. Possessive repeats (`*+`,
+    Python ≥ 3.11) spare the engine its backtracking bookkeeping (~0.01 s of 100,000 testcases) and
+    match the same: every repeat stops at a byte it excludes."""
+    template = (
+        rb'<testcase classname="(V*P)" name="(V*P)"(?: file="(V+P)")?(?: line="([0-9]{1,9}P)")?'
+        rb' time="([0-9]{1,7}P(?:\.[0-9]{1,9}P)?)"( ?)/>'
+    )
+    return re.compile(template.replace(b"P", b"+" if possessive else b"").replace(b"V", _VALUE))
+
+
+CLEAN = clean_pattern(sys.version_info >= (3, 11))
 _MARKUP = re.compile(rb"<[!?]")  # a comment, CDATA section, DOCTYPE or processing instruction
 _STRIDE = 7  # CLEAN.split: what came before, then a testcase's 5 fields and its space before `/>`
 # From the last `<` fed to expat: a whole tag (quotes balanced), then text without a reference.
 _IN_CONTENT = re.compile(rb"""<[^<>"']*(?:(?:"[^"<]*"|'[^'<]*')[^<>"']*)*>[^<&]*""")
 _WHITESPACE = b" \t\r\n"  # XML's: a testcase's neighbours that a suite ignores
-MAX_CARRY = 1 << 20  # bytes held back while looking for the next `<` (a huge text has none)
+MAX_CARRY = 1 << 20  # held back without a `<` in sight (a huge tag or text): the fast path goes off
 
 # Caches shared by the files of one report (pure): (classname, file) as bytes → (what a test id starts
 # with, the file), and `line` as bytes → (0-based, 1-based).
 _PREFIXES: dict[tuple[bytes, bytes | None], tuple[str, str | None]] = {}
 _LINES: dict[bytes | None, tuple[int | None, int | None]] = {None: (None, None)}
 _CACHED = 20_000
+
+
+# An expat that defers reparsing (≥ 2.6) under a pyexpat that cannot turn that off (a system expat under
+# an older Python): the reader could lag the bytes fed, so runs are never taken (see CleanRuns).
+USABLE = expat.version_info < (2, 6, 0) or hasattr(expat.ParserCreate(), "SetReparseDeferralEnabled")
 
 
 def is_utf8(head: bytes) -> bool:
@@ -73,7 +89,15 @@ class CleanRuns:
     def __init__(self, reader: JUnitReader, parser: XMLParserType) -> None:
         self.reader, self.parse = reader, parser.Parse
         self.take = reader.take_clean  # the reader's own check and count
-        self.carry = b""
+        # expat ≥ 2.6 defers a token that did not end in what it was given until twice as much has come
+        # (and pyexpat hands it more than a megabyte in 1 MB parts): the reader would then lag the bytes
+        # fed. Off while runs are taken (no token here stays open long: pieces end before a `<`), back on
+        # with the fast path off, where it keeps a huge token from being rescanned at every chunk.
+        self.defer = getattr(parser, "SetReparseDeferralEnabled", None)
+        if self.defer is not None:
+            self.defer(False)
+        self.held: list[bytes] = []  # from the last `<` seen: bytes waiting for the next one
+        self.held_size = 0
         self.on = True  # off from the first comment, CDATA section or processing instruction
         self.in_content = False  # whether what expat has ends in content (see the module docstring)
 
@@ -85,29 +109,35 @@ class CleanRuns:
 
     def feed(self, chunk: bytes, begin: int = 0) -> None:
         """The file's next bytes (from `begin`: the head is passed whole, after its prolog). What follows
-        the last `<` waits for the next chunk, so no piece ends inside a tag; each byte is copied once."""
-        carry = self.carry
+        the last `<` waits for the next chunk, so no piece ends inside a tag."""
         if not self.on:
-            self.carry = b""
-            self.parse(carry + chunk[begin:] if carry else chunk[begin:] if begin else chunk, False)
+            self._release()
+            self.parse(chunk[begin:] if begin else chunk, False)
             return
         cut = chunk.rfind(b"<", begin)
         if cut < 0:  # no tag starts here: the held-back tag goes on, or a long text does
-            carry = self.carry = b"".join((carry, memoryview(chunk)[begin:]))
-            if len(carry) > MAX_CARRY:  # no `<` but the first in a megabyte: nothing is cut at its end
-                self.carry = b""
-                self._piece(carry)
+            self.held.append(chunk[begin:] if begin else chunk)
+            self.held_size += len(chunk) - begin
+            if self.held_size > MAX_CARRY:  # a megabyte without a `<` (rare): the rest goes to expat whole,
+                self._off()  # with its deferral back on for the token that may be that long
+                self._release()
             return
-        self.carry = chunk[cut:]
-        if cut > begin or carry:
-            self._piece(b"".join((carry, memoryview(chunk)[begin:cut])))
+        if cut > begin or self.held:
+            self._piece(b"".join([*self.held, memoryview(chunk)[begin:cut]]))
+        self.held, self.held_size = [chunk[cut:]], len(chunk) - cut
 
     def close(self) -> None:
         """The bytes held back, then the end of the file."""
-        if self.carry:
-            self._piece(self.carry)
-            self.carry = b""
+        if self.held:
+            self._piece(b"".join(self.held))
+            self.held = []
         self.parse(b"", True)
+
+    def _release(self) -> None:
+        """The bytes held back, to expat as they are (the fast path is off)."""
+        if self.held:
+            self.parse(b"".join(self.held), False)
+            self.held, self.held_size = [], 0
 
     def _piece(self, piece: bytes) -> None:
         """Bytes that begin at a `<` (or in a text) and end before one: no tag is cut at either end."""
@@ -148,9 +178,14 @@ class CleanRuns:
         if _MARKUP.search(data) is None:
             self.feed_raw(data)
             return True
-        self.on = False
+        self._off()
         self.parse(data, False)
         return False
+
+    def _off(self) -> None:
+        self.on = False
+        if self.defer is not None:
+            self.defer(True)
 
     def _rows(self, columns: _Columns | None, one_based: bool) -> list[PassRow] | None:
         if columns is None:
@@ -170,10 +205,15 @@ class CleanRuns:
         )  # fmt: skip
 
     def _track(self, data: bytes) -> None:
+        """Whether what expat has now ends in content: after its last `<`, a whole tag and text without a
+        reference, and no byte of a character that may go on (joined to the bytes after a run taken
+        out, the halves of a character would make one that is not in the file)."""
         at = data.rfind(b"<")
         if at >= 0:
             self.in_content = _IN_CONTENT.fullmatch(data, at) is not None
         elif b"&" in data:
+            self.in_content = False
+        if not data[-3:].isascii():
             self.in_content = False
 
 

@@ -39,6 +39,7 @@ from db_test_action.junit.attempts import (  # re-exported: one import for calle
     group_tests,
     group_tests_lazily,
 )
+from db_test_action.junit.clean_runs import USABLE as CLEAN_RUNS_USABLE
 from db_test_action.junit.clean_runs import CleanRuns, is_utf8
 from db_test_action.junit.reader import (  # derive_test_id and OccurrenceRow re-exported
     JUnitReader,
@@ -131,7 +132,7 @@ def parse_junit_chunks(
         return broken_file(name, verdict)
     first: tuple[bytes, ...] = (head,)
     reader = None
-    if again is not None and is_utf8(head):
+    if again is not None and CLEAN_RUNS_USABLE and is_utf8(head):
         reader = _read(JUnitReader(name, shard, run), head, first, pieces, clean=True)
         if reader is None:  # expat found the file broken: read it again the usual way, for the usual problem
             first, pieces = (), iter(again())
