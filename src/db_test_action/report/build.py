@@ -37,6 +37,7 @@ from db_test_action.report.budgets import (
     check_budgets,
     compute_timing,
     find_regressions,
+    rank_by_duration,
     slowest_tests,
     with_category_budgets,
 )
@@ -93,7 +94,8 @@ def build_report(
     by_category = count_by_category(tests, durations)
     categories = with_category_budgets(by_category, config.budgets)
     totals = sum_counts(by_category, "all", round(sum(durations.values()), 3))
-    timing = compute_timing(files, occurrences, tests)
+    ranked = rank_by_duration(tests)  # one pass for the slowest test and the ten slowest
+    timing = compute_timing(files, occurrences, tests, ranked)
     budgets = check_budgets(config.budgets, timing, categories)
     regressions = ()
     if base is not None:
@@ -128,7 +130,7 @@ def build_report(
         files=tuple(f.path for f in files),
         fail_on=config.fail_on,
         gate_failures=(),
-        slowest=slowest_tests(tests),
+        slowest=slowest_tests(ranked),
         details_per_cause=config.details_per_cause,
         server=server,
         quarantined=quarantined_tests(full),
