@@ -85,7 +85,7 @@ def group_tests_and_categories(
 ) -> tuple[list[TestResult | TestResultRow], list[str]]:
     """`group_tests_lazily`, and the category of each occurrence (its test's, in the order given): what
     the per-run durations add up by, without a lookup by test id for each of 100,000."""
-    ids, occs = list(map(_TEST_ID, occurrences)), list(occurrences)
+    ids, occs = list(map(_TEST_ID, occurrences)), occurrences
     repeats: dict[str, list[Occurrence]] = {}
     if len(set(ids)) != len(ids):  # repeats, reruns: the first occurrence of each, its followers
         first: dict[str, Occurrence] = {}

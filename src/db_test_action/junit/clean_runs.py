@@ -57,9 +57,12 @@ _WHITESPACE = b" \t\r\n"  # XML's: a testcase's neighbours that a suite ignores
 MAX_CARRY = 1 << 20  # held back without a `<` in sight (a huge tag or text): the fast path goes off
 
 # Caches shared by the files of one report (pure): (classname, file) as bytes → (what a test id starts
-# with, the file), and `line` as bytes → (0-based, 1-based).
+# with, the file), and `line` as bytes → (0-based, 1-based); each cleared when it grows past _CACHED.
 _PREFIXES: dict[tuple[bytes, bytes | None], tuple[str, str | None]] = {}
 _LINES: dict[bytes | None, tuple[int | None, int | None]] = {None: (None, None)}
+# `time` as bytes → seconds: pytest writes milliseconds, so 100,000 testcases share a few thousand values
+# (one float each instead of one per testcase: ~3 MB less to allocate).
+_SECONDS: dict[bytes, float] = {}
 _CACHED = 20_000
 
 
@@ -235,11 +238,17 @@ def _columns(parts: list[bytes]) -> _Columns | None:
     lines = list(map(_LINES.get, line_keys))
     if None in lines:
         lines = [pair or _line(k) for pair, k in zip(lines, line_keys, strict=True)]
+    time_keys = parts[5::_STRIDE]
+    seconds = list(map(_SECONDS.get, time_keys))
+    if None in seconds:
+        seconds = [
+            value if value is not None else _seconds(k) for value, k in zip(seconds, time_keys, strict=True)
+        ]
     return (
         list(map(add, starts, names)),
         list(map(itemgetter(1), prefixes)),
         lines,
-        list(map(float, parts[5::_STRIDE])),
+        seconds,
     )
 
 
@@ -274,6 +283,13 @@ def _prefix(key: tuple[bytes, bytes | None]) -> tuple[str, str | None]:
         found = (classname + "::" if classname else "", None)
     _PREFIXES[key] = found
     return found
+
+
+def _seconds(key: bytes) -> float:
+    if len(_SECONDS) > _CACHED:
+        _SECONDS.clear()
+    _SECONDS[key] = value = float(key)
+    return value
 
 
 def _line(key: bytes) -> tuple[int, int]:
