@@ -120,14 +120,15 @@ def problem_from(error: DbTestActionError, path: Path) -> ParseProblem:
 def display_path(path: Path, cwd: Path) -> str:
     """Relative to the working directory when inside it: shorter names in reports and messages."""
     try:
-        return str(path.resolve().relative_to(_resolved(cwd)))
+        return str(path.resolve().relative_to(_resolved(cwd) if cwd.is_absolute() else cwd.resolve()))
     except ValueError:
         return str(path)
 
 
 @lru_cache(maxsize=8)
 def _resolved(folder: Path) -> Path:
-    """The working directory resolved once per report, not once per file named (~70 µs each)."""
+    """An absolute working directory resolved once, not once per file named (~70 µs each); a relative
+    one is resolved each time (it depends on the process's directory, which may change)."""
     return folder.resolve()
 
 

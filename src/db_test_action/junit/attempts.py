@@ -12,6 +12,7 @@ from collections import namedtuple
 from collections.abc import Callable, Iterator, Sequence
 from itertools import compress, repeat
 from operator import attrgetter, is_not
+from typing import cast
 
 from db_test_action.junit.reader import PassRow
 from db_test_action.model import Cause, Occurrence, Outcome, Phase, Problem, Status, TestResult
@@ -102,13 +103,15 @@ def group_tests_and_categories(
     # A categorizer that goes by file alone shares its cache: looked up here, called only on a miss.
     by_file: dict[str | None, str] = getattr(categorize, "by_file", {})
     files = list(map(_FILE, occs))
-    cats = list(map(by_file.get, files))
-    if None in cats and hasattr(categorize, "by_file"):  # one call per file not seen yet fills the cache
+    found = list(map(by_file.get, files))
+    if None in found and hasattr(categorize, "by_file"):  # one call per file not seen yet fills the cache
         for occ in dict(zip(files, occs, strict=True)).values():
             categorize(occ)
-        cats = list(map(by_file.get, files))
-    if None in cats:  # no file, or a categorizer by rules
-        cats = [cat or categorize(occ) for cat, occ in zip(cats, occs, strict=True)]
+        found = list(map(by_file.get, files))
+    if None in found:  # no file, or a categorizer by rules
+        cats = [cat or categorize(occ) for cat, occ in zip(found, occs, strict=True)]
+    else:
+        cats = cast(list[str], found)
     # Every test made as if it were one clean pass, in C (the commonest case); the others are then made
     # the long way and put in their places.
     tests: list[TestResult | TestResultRow] = list(
@@ -118,7 +121,7 @@ def group_tests_and_categories(
             zip(ids, cats, files, map(_LINE, occs), repeat(Status.PASSED), map(_SECONDS, occs)),
         )
     )
-    others = compress(range(len(occs)), map(is_not, map(type, occs), repeat(PassRow)))
+    others: Iterator[int] = compress(range(len(occs)), map(is_not, map(type, occs), repeat(PassRow)))
     if repeats:
         at = dict(zip(ids, range(len(ids)), strict=True))
         others = iter(sorted({*others, *(at[test_id] for test_id in repeats)}))

@@ -15,8 +15,9 @@ A testcase is taken out of expat's stream only where that cannot change what exp
 - the bytes expat has before it end in content (a complete tag, then text without `&` and not in the
   middle of a character), expat has read all of them (its reparse deferral is off meanwhile), and the
   reader is directly inside a suite with no inherited runner properties: where the reader would make
-  the testcase a clean row. Removing a well-formed empty element there keeps a well-formed file
-  well-formed, and cannot join what is around it into something else, so a broken file stays broken;
+  the testcase a clean row. Removing a well-formed empty element there cannot mend a broken file: a
+  broken file stays broken. It can break a well-formed one (`]]` before and `>` after join into `]]>`),
+  which is then read again the usual way, like any file expat refuses;
 - the file is UTF-8 (declared or by default).
 Anything else is fed to expat as it came. A file expat finds broken is read again the usual way
 (parse.py), so every problem, line and truncation verdict is the usual one.
@@ -26,15 +27,19 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable, Sequence
 from itertools import compress, pairwise, repeat
 from operator import add, itemgetter
+from typing import TypeVar, cast
 from xml.parsers import expat
 from xml.parsers.expat import XMLParserType
 
-from db_test_action.junit.ids import id_prefix
+from db_test_action.junit.ids import id_start
 from db_test_action.junit.reader import JUnitReader, PassRow
 
-_VALUE = rb"[ !#-%'-;=?-~]"  # printable ASCII but `"`, `&` and `<`: read by expat as written
+T = TypeVar("T")
+K = TypeVar("K")
+_VALUE = rb"[ !#-%'-;=-~]"  # printable ASCII but `"`, `&` and `<`: read by expat as written
 
 
 def clean_pattern(possessive: bool) -> re.Pattern[bytes]:
@@ -227,29 +232,31 @@ def _columns(parts: list[bytes]) -> _Columns | None:
     """A piece's clean testcases as columns: test ids, files, (0-based, 1-based) lines, seconds; None
     when one has neither classname nor name (the reader numbers those)."""
     keys = list(zip(parts[1::_STRIDE], parts[3::_STRIDE], strict=True))
-    prefixes = list(map(_PREFIXES.get, keys))
-    if None in prefixes:
-        prefixes = [p or _prefix(k) for p, k in zip(prefixes, keys, strict=True)]
+    found = list(map(_PREFIXES.get, keys))
+    prefixes = _filled(found, keys, _prefix)
     names = list(map(bytes.decode, parts[2::_STRIDE]))
     starts = list(map(itemgetter(0), prefixes))
     if "" in starts and "" in [s or n for s, n in zip(starts, names, strict=True)]:
         return None
     line_keys = parts[4::_STRIDE]
-    lines = list(map(_LINES.get, line_keys))
-    if None in lines:
-        lines = [pair or _line(k) for pair, k in zip(lines, line_keys, strict=True)]
+    found_lines: list[tuple[int | None, int | None] | None] = list(map(_LINES.get, line_keys))
+    lines = _filled(found_lines, line_keys, _line)
     time_keys = parts[5::_STRIDE]
-    seconds = list(map(_SECONDS.get, time_keys))
-    if None in seconds:
-        seconds = [
-            value if value is not None else _seconds(k) for value, k in zip(seconds, time_keys, strict=True)
-        ]
+    found_seconds: list[float | None] = list(map(_SECONDS.get, time_keys))
+    seconds = _filled(found_seconds, time_keys, _seconds)
     return (
         list(map(add, starts, names)),
         list(map(itemgetter(1), prefixes)),
         lines,
         seconds,
     )
+
+
+def _filled(found: list[T | None], keys: Sequence[K], make: Callable[[K], T]) -> list[T]:
+    """Cache lookups (`found`, by `keys`) with each miss made and cached by `make`."""
+    if None not in found:
+        return cast(list[T], found)
+    return [value if value is not None else make(key) for value, key in zip(found, keys, strict=True)]
 
 
 def _as_they_came(parts: list[bytes], start: int, end: int) -> bytes:
@@ -272,16 +279,10 @@ def _as_they_came(parts: list[bytes], start: int, end: int) -> bytes:
 
 
 def _prefix(key: tuple[bytes, bytes | None]) -> tuple[str, str | None]:
-    """What the reader's test id starts with for this classname and file (derive_test_id's rules)."""
+    """`id_start` of a classname and file as bytes, cached."""
     if len(_PREFIXES) > _CACHED:
         _PREFIXES.clear()
-    classname, file = key[0].decode(), None if key[1] is None else key[1].decode()
-    prefix, path = id_prefix(classname, file)
-    if prefix is not None:
-        found: tuple[str, str | None] = (prefix + "::", path)
-    else:
-        found = (classname + "::" if classname else "", None)
-    _PREFIXES[key] = found
+    _PREFIXES[key] = found = id_start(key[0].decode(), None if key[1] is None else key[1].decode())
     return found
 
 

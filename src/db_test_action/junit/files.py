@@ -47,6 +47,6 @@ READ_CHUNK = 1 << 18
 
 
 def _chunks(path: Path) -> Iterator[bytes]:
-    """The file once more, a chunk at a time (the parser asks after some syntax errors)."""
+    """The file once more, a chunk at a time (the parser asks after a syntax or encoding error)."""
     with path.open("rb") as fh:
         yield from iter(partial(fh.read, READ_CHUNK), b"")

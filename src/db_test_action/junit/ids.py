@@ -24,12 +24,19 @@ def derive_test_id(
     `file=` attribute. An absolute or `../` file (seen in the wild) is ignored in favour of the classname.
     """
     line_no = int(line) if line and line.isascii() and line.isdigit() and len(line) <= 18 else None
+    start, path = id_start(classname, file)
+    if not start and not name:
+        return f"<unnamed testcase #{index}>", None, line_no
+    return start + name, path, line_no
+
+
+def id_start(classname: str, file: str | None) -> tuple[str, str | None]:
+    """What a test id starts with before the testcase's name, and the test's file: `tests/test_x.py::TestC::`
+    for pytest, `classname::` otherwise, "" without a classname (the id is then the name alone)."""
     prefix, path = id_prefix(classname, file)
     if prefix is not None:
-        return f"{prefix}::{name}", path, line_no
-    if not classname and not name:
-        return f"<unnamed testcase #{index}>", None, line_no
-    return (f"{classname}::{name}" if classname else name), None, line_no
+        return prefix + "::", path
+    return (classname + "::" if classname else ""), None
 
 
 @lru_cache(maxsize=4096)

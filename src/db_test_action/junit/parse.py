@@ -5,9 +5,10 @@ attributes that lie. Here expat tokenizes in C and a small reader (reader.py) ta
 building no element objects and keeping only what a report needs: testcase attributes, result messages
 and texts, properties. Runs of clean pytest testcases (most of a big report) do not reach expat at all:
 a regex cuts them from the bytes and C loops make their rows (clean_runs.py); a file expat then finds
-broken is read again without, so its problem is always the reader's own. Before any byte reaches the parser, a scan of the prolog refuses `<!DOCTYPE`
-and `<!ENTITY` (JUnit never needs them): without a DTD there are no entities to expand and nothing
-external to fetch, which is all defusedxml guards against. It counts <testcase> elements, keeps what a
+broken is read again without, so its problem is always the reader's own. Before any byte reaches
+the parser, a scan of the prolog refuses `<!DOCTYPE` and `<!ENTITY` (JUnit never needs them): without
+a DTD there are no entities to expand and nothing external to fetch, which is all defusedxml guards
+against. It counts <testcase> elements, keeps what a
 truncated file held before it broke, and keeps junitparser's semantics (error > failure > skipped,
 messages of several results joined). Testcases are `OccurrenceRow`s (named tuples with the fields of
 `Occurrence`). See benchmarks/report_scale.py for the speed.
@@ -107,7 +108,8 @@ def parse_junit_chunks(
     testcase, never the file). Never raises for bad input: the problem is returned as a value.
 
     `again` reads the same bytes once more from the start. With it, runs of clean testcases bypass
-    expat (clean_runs.py), and a file found broken is read again without. It is also asked after a
+    expat in a UTF-8 file (clean_runs.py, where an expat it can keep in step is used), and a file
+    found broken is read again without. It is also asked after a
     syntax error in a token begun more than a megabyte before the end (whether the file was cut short
     there depends on the lines after it); without it, the lines in the kept megabyte and after are all
     that count."""
@@ -130,15 +132,16 @@ def parse_junit_chunks(
         )
     if verdict:
         return broken_file(name, verdict)
-    first: tuple[bytes, ...] = (head,)
-    reader = None
+    reader = JUnitReader(name, shard, run)
     if again is not None and CLEAN_RUNS_USABLE and is_utf8(head):
-        reader = _read(JUnitReader(name, shard, run), head, first, pieces, clean=True)
-        if reader is None:  # expat found the file broken: read it again the usual way, for the usual problem
-            first, pieces = (), iter(again())
-    if reader is None:
-        reader = _read(JUnitReader(name, shard, run), head, first, pieces, again=again)
-    if reader is MERGED:
+        try:
+            _read(reader, head, (), pieces, clean=True)
+        except _ReadAgain:  # expat found the file broken: read it again the usual way, for the usual problem
+            reader = JUnitReader(name, shard, run)
+            _read(reader, head, (), iter(again()), again=again)
+    else:
+        _read(reader, head, (head,), pieces, again=again)
+    if reader.merged:
         return ParsedFile(ResultFile(name, None, None, 0.0, 0), (), None, is_merged=True)
     rows = reader.rows
     final_shard = reader.suite_int("shard", shard)
@@ -155,7 +158,8 @@ def parse_junit_chunks(
     return ParsedFile(info, tuple(rows), reader.problem or reader.number_problem)
 
 
-MERGED = JUnitReader("", None, None)  # `_read` found our own merged file
+class _ReadAgain(Exception):
+    """Raised by `_read` with `clean` when expat finds the file broken: it is read again without."""
 
 
 def _read(
@@ -166,20 +170,20 @@ def _read(
     *,
     clean: bool = False,
     again: Callable[[], Iterable[bytes]] | None = None,
-) -> JUnitReader | None:
-    """One pass of expat over `first` then `pieces` (`head`: the file's first bytes, for problems), into
-    `reader`: its rows and any problem.
+) -> None:
+    """One pass of expat over `first` then `pieces` into `reader`: its rows and any problem (`head`: the
+    file's first bytes, for the problems; `again`: see `parse_junit_chunks`).
 
-    With `clean` (`first` is then the head), runs of clean testcases bypass expat (clean_runs.py) and a
-    syntax or encoding error returns None: the caller reads the file again
-    without, so the problem named is always the usual one, with its line."""
+    With `clean`, the head then `pieces` go through `CleanRuns` (runs of clean testcases bypass expat;
+    `first` is not used), and a syntax or encoding error raises `_ReadAgain`: the caller reads the file
+    again without, so the problem named is always the usual one, with its line."""
     name, shard = reader.name, reader.shard
     parser = expat.ParserCreate(namespace_separator="}")  # "uri}tag", as ElementTree names them
     parser.buffer_text, parser.buffer_size = True, CHUNK  # a traceback's text in one or few pieces
     reader.attach(parser)
-    tail = _Tail()
+    tail = None if clean else _Tail()
     try:
-        if clean:
+        if tail is None:
             feeder = CleanRuns(reader, parser)
             root = prolog_end(head)
             feeder.feed_raw(head[:root])  # the declaration: a `<?` the pieces must not meet
@@ -195,10 +199,10 @@ def _read(
     except NotJUnit:
         pass
     except MergedReport:
-        return MERGED
+        reader.merged = True
     except expat.ExpatError as exc:  # every complete testcase before it is already a row
-        if clean:
-            return None
+        if tail is None:
+            raise _ReadAgain from exc
         # Cut short: a file that stopped inside its root element, at an error on its last line (or the
         # one before a final newline).
         truncated = (
@@ -208,12 +212,11 @@ def _read(
         )
         reader.problem = _syntax_problem(name, exc, truncated, head, reader, shard)
     except (ValueError, LookupError) as exc:  # a multi-byte or unknown encoding: pyexpat refuses it
-        if clean:
-            return None
+        if tail is None:
+            raise _ReadAgain from exc
         reader.problem = ParseProblem(name, _encoding_problem(head, str(exc)))
     finally:  # the handlers hold the parser (a cycle): freed now, not at a collection the report defers
         parser.StartElementHandler = parser.EndElementHandler = parser.CharacterDataHandler = None
-    return reader
 
 
 class _Tail:

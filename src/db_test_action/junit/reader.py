@@ -1,7 +1,8 @@
 """Reading one JUnit file's XML into rows: expat's callbacks behind `junit.parse_junit_bytes`.
 
 Split from parse.py (files, problems, the DTD refusal) to keep modules small. expat (C) tokenizes; the
-reader sees the start and end of every element of 100,000-testcase reports and builds no element
+reader sees the start and end of every element expat is given (runs of clean testcases may bypass it:
+clean_runs.py; `take_clean` is the reader's say on them) and builds no element
 objects (nothing to free as it goes; ElementTree's pull parser built one per element and queued two
 events), so it keeps only what a report needs and does little per element; test ids (pytest node ids
 from classname/file) are derived here too.
@@ -131,6 +132,7 @@ class JUnitReader:
         self.is_pytest = False
         self.index = 0
         self.take_clean: Callable[[int], bool] = lambda count: False  # set by `attach`
+        self.merged = False  # the file is our own merged one (`MergedReport` was raised)
 
     @property
     def open(self) -> bool:
