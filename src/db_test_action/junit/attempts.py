@@ -100,14 +100,18 @@ def group_tests_and_categories(
                     repeats[occ.test_id] = [seen, occ]
         ids, occs = list(first), list(first.values())
     # else every id is distinct (each test ran once, the common case): the occurrences are the tests' firsts
-    # A categorizer that goes by file alone shares its cache: looked up here, called only on a miss.
-    by_file: dict[str | None, str] = getattr(categorize, "by_file", {})
+    # A categorizer that goes by file alone shares its cache: one call per file fills it, then it is read
+    # in C; any other categorizer is called per test.
     files = list(map(_FILE, occs))
-    found = list(map(by_file.get, files))
-    if None in found and hasattr(categorize, "by_file"):  # one call per file not seen yet fills the cache
-        for occ in dict(zip(files, occs, strict=True)).values():
-            categorize(occ)
+    by_file: dict[str | None, str] | None = getattr(categorize, "by_file", None)
+    if by_file is None:
+        found: list[str | None] = [None] * len(occs)
+    else:
         found = list(map(by_file.get, files))
+        if None in found:  # files not seen yet
+            for occ in dict(zip(files, occs, strict=True)).values():
+                categorize(occ)
+            found = list(map(by_file.get, files))
     if None in found:  # no file, or a categorizer by rules
         cats = [cat or categorize(occ) for cat, occ in zip(found, occs, strict=True)]
     else:

@@ -8,9 +8,8 @@ a regex cuts them from the bytes and C loops make their rows (clean_runs.py); a 
 broken is read again without, so its problem is always the reader's own. Before any byte reaches
 the parser, a scan of the prolog refuses `<!DOCTYPE` and `<!ENTITY` (JUnit never needs them): without
 a DTD there are no entities to expand and nothing external to fetch, which is all defusedxml guards
-against. It counts <testcase> elements, keeps what a
-truncated file held before it broke, and keeps junitparser's semantics (error > failure > skipped,
-messages of several results joined). Testcases are `OccurrenceRow`s (named tuples with the fields of
+against. It counts <testcase> elements, keeps what a truncated file held before it broke, and keeps
+junitparser's semantics (error > failure > skipped, messages of several results joined). Testcases are `OccurrenceRow`s (named tuples with the fields of
 `Occurrence`). See benchmarks/report_scale.py for the speed.
 
 pytest realities this module encodes (verified with pytest 9, pytest-rerunfailures 16, xdist 3.8):
@@ -109,10 +108,9 @@ def parse_junit_chunks(
 
     `again` reads the same bytes once more from the start. With it, runs of clean testcases bypass
     expat in a UTF-8 file (clean_runs.py, where an expat it can keep in step is used), and a file
-    found broken is read again without. It is also asked after a
-    syntax error in a token begun more than a megabyte before the end (whether the file was cut short
-    there depends on the lines after it); without it, the lines in the kept megabyte and after are all
-    that count."""
+    found broken is read again without. It is also asked after a syntax error in a token begun more
+    than a megabyte before the end (whether the file was cut short there depends on the lines after
+    it); without it, the lines in the kept megabyte and after are all that count."""
     shard, run = _shard_run_from_name(name)
     pieces = iter(chunks)
     head = b""
@@ -135,12 +133,12 @@ def parse_junit_chunks(
     reader = JUnitReader(name, shard, run)
     if again is not None and CLEAN_RUNS_USABLE and is_utf8(head):
         try:
-            _read(reader, head, (), pieces, clean=True)
+            _read(reader, head, pieces, clean=True)
         except _ReadAgain:  # expat found the file broken: read it again the usual way, for the usual problem
             reader = JUnitReader(name, shard, run)
-            _read(reader, head, (), iter(again()), again=again)
+            _read(reader, head, iter(again()), again=again)
     else:
-        _read(reader, head, (head,), pieces, again=again)
+        _read(reader, head, itertools.chain((head,), pieces), again=again)
     if reader.merged:
         return ParsedFile(ResultFile(name, None, None, 0.0, 0), (), None, is_merged=True)
     rows = reader.rows
@@ -165,18 +163,17 @@ class _ReadAgain(Exception):
 def _read(
     reader: JUnitReader,
     head: bytes,
-    first: tuple[bytes, ...],
     pieces: Iterator[bytes],
     *,
     clean: bool = False,
     again: Callable[[], Iterable[bytes]] | None = None,
 ) -> None:
-    """One pass of expat over `first` then `pieces` into `reader`: its rows and any problem (`head`: the
+    """One pass of expat over the file's `pieces` into `reader`: its rows and any problem (`head`: the
     file's first bytes, for the problems; `again`: see `parse_junit_chunks`).
 
-    With `clean`, the head then `pieces` go through `CleanRuns` (runs of clean testcases bypass expat;
-    `first` is not used), and a syntax or encoding error raises `_ReadAgain`: the caller reads the file
-    again without, so the problem named is always the usual one, with its line."""
+    With `clean`, `pieces` are what follows `head`, and both go through `CleanRuns` (runs of clean
+    testcases bypass expat); a syntax or encoding error then raises `_ReadAgain`: the caller reads the
+    file again without, so the problem named is always the usual one, with its line."""
     name, shard = reader.name, reader.shard
     parser = expat.ParserCreate(namespace_separator="}")  # "uri}tag", as ElementTree names them
     parser.buffer_text, parser.buffer_size = True, CHUNK  # a traceback's text in one or few pieces
@@ -192,7 +189,7 @@ def _read(
                 feeder.feed(chunk)
             feeder.close()
         else:
-            for chunk in itertools.chain(first, pieces):
+            for chunk in pieces:
                 tail.add(chunk)
                 parser.Parse(chunk, False)
             parser.Parse(b"", True)
